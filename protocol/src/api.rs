@@ -1,0 +1,666 @@
+//! The relay's HTTP API: `POST /` with a JSON body, as in the seed.
+//!
+//! Requests carry `pub` (the mailbox key), `ext` (app data such as an API
+//! key), `action` and the action's fields: `data` for `send`; `at` for
+//! `check`; `answer`, `at` and `limit` for `receive`; `answer` for `delete`.
+//! [`Request::from_json`] turns a body into a typed [`Request`] or an
+//! [`ApiError`] whose [`ErrorCode`] is one of the fixed error strings.
+//!
+//! Responses are `{"ok": true, ...}` or `{"ok": false, "error": "...",
+//! "detail": "..."}`. [`Response::to_json`] writes them for a relay and
+//! [`Response::from_json`] reads them for a client. This module has no
+//! notion of storage, time or rate limits; the relay decides those.
+
+use std::fmt;
+
+use crate::at::At;
+use crate::b64;
+use crate::keys::PublicKey;
+use crate::limits;
+use crate::seal::{QUESTION_SECRET_LEN, SEAL_OVERHEAD};
+
+/// Every error a relay answers with. The string of each is fixed; the first
+/// two are the seed's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// `"Too often"` (429): a rate limit was reached; retry later.
+    TooOften,
+    /// `"Too big"` (413): the message or request body is over the relay's limit.
+    TooBig,
+    /// `"Forbidden"` (403): the relay requires an API key in `ext` and none (or
+    /// a wrong one) was given.
+    Forbidden,
+    /// `"Malformed JSON"` (400): the body is not a JSON object.
+    MalformedJson,
+    /// `"Missing field"` (400): a required field is absent; `detail` names it.
+    MissingField,
+    /// `"Unknown action"` (400): `action` is not `send`, `check`, `receive` or `delete`.
+    UnknownAction,
+    /// `"Bad public key"` (400): `pub` is not a compressed P-384 point in base64url.
+    BadPublicKey,
+    /// `"Bad base64"` (400): `data` or `answer` is not canonical base64url.
+    BadBase64,
+    /// `"Bad value"` (400): a field has the wrong type or is out of range; `detail` says which.
+    BadValue,
+    /// `"No question"` (403): there is no live question for this mailbox (it
+    /// expired, or `check` found nothing); `check` again.
+    NoQuestion,
+    /// `"Wrong answer"` (403): the answer does not match the mailbox's question.
+    WrongAnswer,
+    /// `"Answer required"` (403): `delete` of a mailbox that holds messages needs an answer.
+    AnswerRequired,
+    /// `"Mailbox full"` (429): the mailbox holds the maximum number of pending messages.
+    MailboxFull,
+    /// `"Relay full"` (503): the relay's total storage limit is reached.
+    RelayFull,
+    /// `"Unavailable"` (503): the relay's storage is unreachable; retry later.
+    Unavailable,
+    /// `"Internal error"` (500): a bug or fault in the relay; details are only in its log.
+    Internal,
+    /// `"Not found"` (404): no such HTTP path.
+    NotFound,
+    /// `"Method not allowed"` (405): the path exists but not for this method.
+    MethodNotAllowed,
+}
+
+impl ErrorCode {
+    /// All codes, for documentation and tests.
+    pub const ALL: [Self; 18] = [
+        Self::TooOften,
+        Self::TooBig,
+        Self::Forbidden,
+        Self::MalformedJson,
+        Self::MissingField,
+        Self::UnknownAction,
+        Self::BadPublicKey,
+        Self::BadBase64,
+        Self::BadValue,
+        Self::NoQuestion,
+        Self::WrongAnswer,
+        Self::AnswerRequired,
+        Self::MailboxFull,
+        Self::RelayFull,
+        Self::Unavailable,
+        Self::Internal,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+    ];
+
+    /// The `error` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TooOften => "Too often",
+            Self::TooBig => "Too big",
+            Self::Forbidden => "Forbidden",
+            Self::MalformedJson => "Malformed JSON",
+            Self::MissingField => "Missing field",
+            Self::UnknownAction => "Unknown action",
+            Self::BadPublicKey => "Bad public key",
+            Self::BadBase64 => "Bad base64",
+            Self::BadValue => "Bad value",
+            Self::NoQuestion => "No question",
+            Self::WrongAnswer => "Wrong answer",
+            Self::AnswerRequired => "Answer required",
+            Self::MailboxFull => "Mailbox full",
+            Self::RelayFull => "Relay full",
+            Self::Unavailable => "Unavailable",
+            Self::Internal => "Internal error",
+            Self::NotFound => "Not found",
+            Self::MethodNotAllowed => "Method not allowed",
+        }
+    }
+
+    /// The HTTP status code that goes with the error.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Self::TooOften | Self::MailboxFull => 429,
+            Self::TooBig => 413,
+            Self::Forbidden | Self::NoQuestion | Self::WrongAnswer | Self::AnswerRequired => 403,
+            Self::MalformedJson
+            | Self::MissingField
+            | Self::UnknownAction
+            | Self::BadPublicKey
+            | Self::BadBase64
+            | Self::BadValue => 400,
+            Self::RelayFull | Self::Unavailable => 503,
+            Self::Internal => 500,
+            Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
+        }
+    }
+
+    /// The code with this `error` string.
+    pub fn from_str_exact(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|code| code.as_str() == text)
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error answer: a fixed code and an optional human-readable detail.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}{}", detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default())]
+pub struct ApiError {
+    /// The fixed error string.
+    pub code: ErrorCode,
+    /// What exactly is wrong (field names, limits); never private data.
+    pub detail: Option<String>,
+}
+
+impl ApiError {
+    /// An error with a detail.
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            detail: Some(detail.into()),
+        }
+    }
+}
+
+impl From<ErrorCode> for ApiError {
+    fn from(code: ErrorCode) -> Self {
+        Self { code, detail: None }
+    }
+}
+
+/// The action of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Store a message in a mailbox.
+    Send,
+    /// Ask whether a mailbox has messages after `at`.
+    Check,
+    /// Fetch messages after `at`, proving ownership with an answer.
+    Receive,
+    /// Delete a mailbox and its messages (unshare).
+    Delete,
+}
+
+impl Action {
+    /// All actions.
+    pub const ALL: [Self; 4] = [Self::Send, Self::Check, Self::Receive, Self::Delete];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Send => "send",
+            Self::Check => "check",
+            Self::Receive => "receive",
+            Self::Delete => "delete",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The answer to a relay question: the 32 bytes the question sealed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Answer(pub [u8; QUESTION_SECRET_LEN]);
+
+impl fmt::Debug for Answer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Answer(..)")
+    }
+}
+
+impl Answer {
+    /// Compares in constant time.
+    pub fn ct_eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq as _;
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+/// A request's action with its fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operation {
+    /// `send`: store the sealed message `data`.
+    Send {
+        /// The sealed message (decoded from base64url).
+        data: Vec<u8>,
+    },
+    /// `check`: is there a message after `at`?
+    Check {
+        /// The cursor; 0 when absent.
+        at: At,
+    },
+    /// `receive`: up to `limit` messages after `at`.
+    Receive {
+        /// The answer to the mailbox's question.
+        answer: Answer,
+        /// The cursor; 0 when absent.
+        at: At,
+        /// How many messages at most; 1 when absent, 1 to [`limits::MAX_RECEIVE_LIMIT`].
+        limit: u32,
+    },
+    /// `delete`: remove the mailbox.
+    Delete {
+        /// Required when the mailbox holds messages.
+        answer: Option<Answer>,
+    },
+}
+
+impl Operation {
+    /// The operation's action.
+    pub fn action(&self) -> Action {
+        match self {
+            Self::Send { .. } => Action::Send,
+            Self::Check { .. } => Action::Check,
+            Self::Receive { .. } => Action::Receive,
+            Self::Delete { .. } => Action::Delete,
+        }
+    }
+}
+
+/// A decoded request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The mailbox (`pub`).
+    pub key: PublicKey,
+    /// App data for the relay, such as an API key (`ext`).
+    pub ext: Option<String>,
+    /// The action and its fields.
+    pub op: Operation,
+}
+
+#[derive(serde::Deserialize)]
+struct RawRequest {
+    #[serde(rename = "pub")]
+    key: Option<serde_json::Value>,
+    ext: Option<serde_json::Value>,
+    action: Option<serde_json::Value>,
+    data: Option<serde_json::Value>,
+    at: Option<serde_json::Value>,
+    answer: Option<serde_json::Value>,
+    limit: Option<serde_json::Value>,
+}
+
+fn missing(field: &str) -> ApiError {
+    ApiError::new(ErrorCode::MissingField, field)
+}
+
+fn string<'a>(field: &str, value: &'a serde_json::Value) -> Result<&'a str, ApiError> {
+    value
+        .as_str()
+        .ok_or_else(|| ApiError::new(ErrorCode::BadValue, format!("{field}: expected a string")))
+}
+
+fn present(value: Option<serde_json::Value>) -> Option<serde_json::Value> {
+    value.filter(|v| !v.is_null())
+}
+
+fn uint(field: &str, value: Option<serde_json::Value>) -> Result<Option<u64>, ApiError> {
+    present(value)
+        .map(|v| {
+            v.as_u64().ok_or_else(|| {
+                ApiError::new(ErrorCode::BadValue, format!("{field}: expected a non-negative integer"))
+            })
+        })
+        .transpose()
+}
+
+fn answer(value: Option<serde_json::Value>) -> Result<Option<Answer>, ApiError> {
+    let Some(value) = present(value) else {
+        return Ok(None);
+    };
+    let bytes = b64::decode(string("answer", &value)?)
+        .map_err(|e| ApiError::new(ErrorCode::BadBase64, format!("answer: {e}")))?;
+    let bytes: [u8; QUESTION_SECRET_LEN] = bytes.as_slice().try_into().map_err(|_| {
+        ApiError::new(
+            ErrorCode::BadValue,
+            format!("answer: expected {QUESTION_SECRET_LEN} bytes, got {}", bytes.len()),
+        )
+    })?;
+    Ok(Some(Answer(bytes)))
+}
+
+impl Request {
+    /// Decodes a request body. Unknown fields are ignored; `null` is the same
+    /// as absent.
+    pub fn from_json(body: &[u8]) -> Result<Self, ApiError> {
+        let raw: RawRequest =
+            serde_json::from_slice(body).map_err(|e| ApiError::new(ErrorCode::MalformedJson, e.to_string()))?;
+        let action = present(raw.action).ok_or_else(|| missing("action"))?;
+        let action = match string("action", &action)? {
+            "send" => Action::Send,
+            "check" => Action::Check,
+            "receive" => Action::Receive,
+            "delete" => Action::Delete,
+            other => {
+                let shown: String = other.chars().take(32).collect();
+                return Err(ApiError::new(
+                    ErrorCode::UnknownAction,
+                    format!("{shown:?}; expected send, check, receive or delete"),
+                ));
+            }
+        };
+        let key = present(raw.key).ok_or_else(|| missing("pub"))?;
+        let key: PublicKey = string("pub", &key)?
+            .parse()
+            .map_err(|e| ApiError::new(ErrorCode::BadPublicKey, format!("pub: {e}")))?;
+        let ext = match present(raw.ext) {
+            None => None,
+            Some(value) => {
+                let ext = string("ext", &value)?;
+                if ext.len() > limits::MAX_EXT_LEN {
+                    return Err(ApiError::new(
+                        ErrorCode::BadValue,
+                        format!("ext: {} bytes, the maximum is {}", ext.len(), limits::MAX_EXT_LEN),
+                    ));
+                }
+                Some(ext.to_owned())
+            }
+        };
+        let at = At(uint("at", raw.at)?.unwrap_or(0));
+        let op = match action {
+            Action::Send => {
+                let data = present(raw.data).ok_or_else(|| missing("data"))?;
+                let data = string("data", &data)?;
+                if data.len() > b64::encoded_len(limits::MAX_MESSAGE_BYTES) {
+                    return Err(ApiError::new(
+                        ErrorCode::TooBig,
+                        format!("data: the maximum is {} bytes", limits::MAX_MESSAGE_BYTES),
+                    ));
+                }
+                let data = b64::decode(data).map_err(|e| ApiError::new(ErrorCode::BadBase64, format!("data: {e}")))?;
+                if data.len() < SEAL_OVERHEAD {
+                    return Err(ApiError::new(
+                        ErrorCode::BadValue,
+                        format!("data: {} bytes is shorter than any sealed message ({SEAL_OVERHEAD})", data.len()),
+                    ));
+                }
+                Operation::Send { data }
+            }
+            Action::Check => Operation::Check { at },
+            Action::Receive => {
+                let answer = answer(raw.answer)?.ok_or_else(|| missing("answer"))?;
+                let limit = uint("limit", raw.limit)?.unwrap_or(1);
+                if limit == 0 || limit > u64::from(limits::MAX_RECEIVE_LIMIT) {
+                    return Err(ApiError::new(
+                        ErrorCode::BadValue,
+                        format!("limit: {limit} is not between 1 and {}", limits::MAX_RECEIVE_LIMIT),
+                    ));
+                }
+                Operation::Receive {
+                    answer,
+                    at,
+                    limit: limit as u32,
+                }
+            }
+            Action::Delete => Operation::Delete {
+                answer: answer(raw.answer)?,
+            },
+        };
+        Ok(Self { key, ext, op })
+    }
+
+    /// Encodes the request body, with the seed's field names.
+    pub fn to_json(&self) -> String {
+        let mut body = serde_json::Map::new();
+        body.insert("pub".into(), self.key.to_string().into());
+        body.insert("ext".into(), self.ext.clone().map_or(serde_json::Value::Null, Into::into));
+        body.insert("action".into(), self.op.action().as_str().into());
+        match &self.op {
+            Operation::Send { data } => {
+                body.insert("data".into(), b64::encode(data).into());
+            }
+            Operation::Check { at } => {
+                body.insert("at".into(), at.0.into());
+            }
+            Operation::Receive { answer, at, limit } => {
+                body.insert("answer".into(), b64::encode(&answer.0).into());
+                body.insert("at".into(), at.0.into());
+                body.insert("limit".into(), (*limit).into());
+            }
+            Operation::Delete { answer } => {
+                if let Some(answer) = answer {
+                    body.insert("answer".into(), b64::encode(&answer.0).into());
+                }
+            }
+        }
+        serde_json::Value::Object(body).to_string()
+    }
+}
+
+/// A stored message as a relay returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Its position in the mailbox.
+    pub at: At,
+    /// The sealed message.
+    pub data: Vec<u8>,
+}
+
+/// A successful answer, or an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    /// `{"ok": true}`: a `send` stored, or a `delete` done.
+    Done,
+    /// `{"ok": true, "found": false}`: `check` found nothing after `at`, or a
+    /// `limit: 1` `receive` found nothing.
+    NotFound,
+    /// `{"ok": true, "found": true, "question": "..."}`: `check` found a
+    /// message; `question` is sealed to the mailbox key.
+    Found {
+        /// The sealed question.
+        question: Vec<u8>,
+    },
+    /// `{"ok": true, "at": N, "data": "..."}`: the seed's answer to a
+    /// `limit: 1` `receive`.
+    One(Message),
+    /// `{"ok": true, "messages": [{"at": N, "data": "..."}, ...]}`: the answer
+    /// to a `receive` with a larger limit, oldest first; fewer than `limit`
+    /// means there are no more.
+    Many(Vec<Message>),
+    /// `{"ok": false, "error": "...", "detail": "..."}`.
+    Error(ApiError),
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct WireMessage {
+    at: At,
+    data: String,
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct RawResponse {
+    ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    found: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    question: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    at: Option<At>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    data: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    messages: Option<Vec<WireMessage>>,
+}
+
+/// A relay's answer could not be understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed relay response: {0}")]
+pub struct ResponseError(pub String);
+
+impl Response {
+    /// The HTTP status that goes with the response.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::Error(error) => error.code.http_status(),
+            _ => 200,
+        }
+    }
+
+    /// Encodes the response body.
+    pub fn to_json(&self) -> String {
+        let mut raw = RawResponse {
+            ok: true,
+            ..RawResponse::default()
+        };
+        match self {
+            Self::Done => {}
+            Self::NotFound => raw.found = Some(false),
+            Self::Found { question } => {
+                raw.found = Some(true);
+                raw.question = Some(b64::encode(question));
+            }
+            Self::One(message) => {
+                raw.at = Some(message.at);
+                raw.data = Some(b64::encode(&message.data));
+            }
+            Self::Many(messages) => {
+                raw.messages = Some(
+                    messages
+                        .iter()
+                        .map(|m| WireMessage {
+                            at: m.at,
+                            data: b64::encode(&m.data),
+                        })
+                        .collect(),
+                );
+            }
+            Self::Error(error) => {
+                raw.ok = false;
+                raw.error = Some(error.code.as_str().to_owned());
+                raw.detail.clone_from(&error.detail);
+            }
+        }
+        // Invariant: RawResponse holds only strings, numbers and booleans.
+        #[allow(clippy::expect_used)]
+        serde_json::to_string(&raw).expect("serializable")
+    }
+
+    /// Decodes a relay's answer to a request with `action` (the same JSON
+    /// means different things for different actions).
+    pub fn from_json(action: Action, body: &[u8]) -> Result<Self, ResponseError> {
+        let raw: RawResponse = serde_json::from_slice(body).map_err(|e| ResponseError(e.to_string()))?;
+        if !raw.ok {
+            let error = raw.error.ok_or_else(|| ResponseError("ok is false but error is missing".into()))?;
+            let code = ErrorCode::from_str_exact(&error)
+                .ok_or_else(|| ResponseError(format!("unknown error {error:?}")))?;
+            return Ok(Self::Error(ApiError {
+                code,
+                detail: raw.detail,
+            }));
+        }
+        let decode = |field: &str, text: &str| {
+            b64::decode(text).map_err(|e| ResponseError(format!("{field}: {e}")))
+        };
+        match action {
+            Action::Send | Action::Delete => Ok(Self::Done),
+            Action::Check => match (raw.found, raw.question) {
+                (Some(false), _) => Ok(Self::NotFound),
+                (Some(true), Some(question)) => Ok(Self::Found {
+                    question: decode("question", &question)?,
+                }),
+                _ => Err(ResponseError("check answer needs found (and question when found)".into())),
+            },
+            Action::Receive => {
+                if let Some(messages) = raw.messages {
+                    let messages = messages
+                        .into_iter()
+                        .map(|m| {
+                            Ok(Message {
+                                at: m.at,
+                                data: decode("data", &m.data)?,
+                            })
+                        })
+                        .collect::<Result<_, ResponseError>>()?;
+                    return Ok(Self::Many(messages));
+                }
+                match (raw.found, raw.at, raw.data) {
+                    (Some(false), None, None) => Ok(Self::NotFound),
+                    (_, Some(at), Some(data)) => Ok(Self::One(Message {
+                        at,
+                        data: decode("data", &data)?,
+                    })),
+                    _ => Err(ResponseError("receive answer needs at and data, messages, or found".into())),
+                }
+            }
+        }
+    }
+
+    /// The messages of a `receive` answer, whatever its form.
+    pub fn into_messages(self) -> Option<Vec<Message>> {
+        match self {
+            Self::NotFound => Some(Vec::new()),
+            Self::One(message) => Some(vec![message]),
+            Self::Many(messages) => Some(messages),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::SecretKey;
+
+    fn key() -> PublicKey {
+        SecretKey::from_bytes(&[7u8; 48]).unwrap().public_key()
+    }
+
+    fn parse(json: &str) -> Result<Request, ApiError> {
+        Request::from_json(json.as_bytes())
+    }
+
+    #[test]
+    fn seed_check_request() {
+        let json = format!(r#"{{"pub": "{}", "ext": null, "action": "check", "at": 0}}"#, key());
+        let request = parse(&json).unwrap();
+        assert_eq!(request.op, Operation::Check { at: At(0) });
+        assert_eq!(Request::from_json(request.to_json().as_bytes()).unwrap(), request);
+    }
+
+    #[test]
+    fn errors_are_precise() {
+        let k = key();
+        assert_eq!(parse("{").unwrap_err().code, ErrorCode::MalformedJson);
+        assert_eq!(parse("[]").unwrap_err().code, ErrorCode::MalformedJson);
+        assert_eq!(parse(r#"{"pub":"x"}"#).unwrap_err(), ApiError::new(ErrorCode::MissingField, "action"));
+        assert_eq!(parse(r#"{"action":"fly"}"#).unwrap_err().code, ErrorCode::UnknownAction);
+        assert_eq!(parse(r#"{"action":"check"}"#).unwrap_err(), ApiError::new(ErrorCode::MissingField, "pub"));
+        assert_eq!(parse(r#"{"action":"check","pub":"abc"}"#).unwrap_err().code, ErrorCode::BadPublicKey);
+        let send = format!(r#"{{"action":"send","pub":"{k}"}}"#);
+        assert_eq!(parse(&send).unwrap_err(), ApiError::new(ErrorCode::MissingField, "data"));
+        let send = format!(r#"{{"action":"send","pub":"{k}","data":"a+b="}}"#);
+        assert_eq!(parse(&send).unwrap_err().code, ErrorCode::BadBase64);
+        let check = format!(r#"{{"action":"check","pub":"{k}","at":-1}}"#);
+        assert_eq!(parse(&check).unwrap_err().code, ErrorCode::BadValue);
+        let receive = format!(r#"{{"action":"receive","pub":"{k}","answer":"{}","limit":101}}"#, b64::encode(&[0; 32]));
+        assert_eq!(parse(&receive).unwrap_err().code, ErrorCode::BadValue);
+    }
+
+    #[test]
+    fn seed_response_shapes() {
+        assert_eq!(Response::Done.to_json(), r#"{"ok":true}"#);
+        assert_eq!(Response::NotFound.to_json(), r#"{"ok":true,"found":false}"#);
+        assert_eq!(
+            Response::Error(ErrorCode::TooOften.into()).to_json(),
+            r#"{"ok":false,"error":"Too often"}"#
+        );
+        let one = Response::One(Message { at: At(5), data: vec![1, 2] });
+        assert_eq!(one.to_json(), r#"{"ok":true,"at":5,"data":"AQI"}"#);
+        assert_eq!(Response::from_json(Action::Receive, one.to_json().as_bytes()).unwrap(), one);
+    }
+
+    #[test]
+    fn error_strings_are_unique() {
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_str_exact(code.as_str()), Some(code));
+        }
+    }
+}

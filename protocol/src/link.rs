@@ -1,0 +1,590 @@
+//! Links: the `connectoid` value a user shares, and the reply address that
+//! every envelope carries.
+//!
+//! ```text
+//! value   = pub "." relays [ "." ext [ "." secret ] ]
+//! pub     = b64( 49-byte compressed P-384 point )
+//! relays  = b64( UTF-8: entry *( " " entry ) )
+//! entry   = relay-url [ "|" b64( per-relay ext, UTF-8 ) ]
+//! ext     = b64( UTF-8 app data ), empty = none
+//! secret  = b64( 16 random bytes )
+//! ```
+//!
+//! A one-relay link without a secret is exactly the seed's
+//! `<pub>.<relay url>[.<ext>]`. A decoder accepts the bare value, a
+//! `connectoid=` query pair, or a whole app URL such as
+//! `https://app.example.com/?connectoid=...`. Every fault is reported with the
+//! part it is in ([`LinkError::code`] gives a stable identifier for it).
+//!
+//! This module does not decide which relays are healthy or reachable; it only
+//! checks that each entry is an absolute `http`/`https` URL.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::b64;
+use crate::keys::{KeyError, PublicKey};
+use crate::limits;
+
+/// Length in bytes of a link secret.
+pub const LINK_SECRET_LEN: usize = 16;
+
+/// A part of a link value, for error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LinkPart {
+    /// The first part: the mailbox public key.
+    Pub,
+    /// The second part: the relay list.
+    Relays,
+    /// The third part: app data.
+    Ext,
+    /// The fourth part: the one-time link secret.
+    Secret,
+}
+
+impl fmt::Display for LinkPart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Pub => "pub",
+            Self::Relays => "relays",
+            Self::Ext => "ext",
+            Self::Secret => "secret",
+        })
+    }
+}
+
+/// A link or reply value could not be decoded (or built).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkError {
+    /// Nothing was given.
+    #[error("link is empty")]
+    Empty,
+    /// The value is longer than [`limits::MAX_LINK_LEN`].
+    #[error("link is {len} characters long, the maximum is {max}")]
+    TooLong {
+        /// Characters given.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// A URL was given but it has no `connectoid` query parameter.
+    #[error("the URL has no connectoid parameter")]
+    NoConnectoidParameter,
+    /// The value does not have 2 to 4 dot-separated parts.
+    #[error("link has {count} parts, expected 2 to 4 (pub.relays[.ext[.secret]])")]
+    PartCount {
+        /// Parts found.
+        count: usize,
+    },
+    /// A part is not canonical base64url.
+    #[error("{part}: {source}")]
+    Base64 {
+        /// Which part.
+        part: LinkPart,
+        /// What is wrong.
+        source: b64::Base64Error,
+    },
+    /// The public key part is not a valid key.
+    #[error("pub: {0}")]
+    Key(KeyError),
+    /// A text part is not UTF-8.
+    #[error("{0}: not UTF-8 text")]
+    NotUtf8(LinkPart),
+    /// The relay list is empty.
+    #[error("relays: no relay given")]
+    NoRelays,
+    /// The relay list has more than [`limits::MAX_RELAYS_PER_LINK`] entries.
+    #[error("relays: {count} relays given, the maximum is {max}")]
+    TooManyRelays {
+        /// Entries found.
+        count: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// A relay entry is not a valid relay URL.
+    #[error("relays: entry {index}: {reason}")]
+    BadRelay {
+        /// Zero-based index of the entry.
+        index: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The same relay URL appears twice.
+    #[error("relays: entry {index} repeats an earlier relay")]
+    DuplicateRelay {
+        /// Zero-based index of the repeated entry.
+        index: usize,
+    },
+    /// An ext (link-wide or per relay) is longer than [`limits::MAX_EXT_LEN`] bytes.
+    #[error("{part}: ext is {len} bytes, the maximum is {max}")]
+    ExtTooLong {
+        /// Which part.
+        part: LinkPart,
+        /// Bytes given.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// The secret part does not decode to [`LINK_SECRET_LEN`] bytes.
+    #[error("secret: expected {LINK_SECRET_LEN} bytes, got {len}")]
+    SecretLength {
+        /// Bytes given.
+        len: usize,
+    },
+    /// A reply value (an envelope's `from`) carries a link secret.
+    #[error("secret: a reply value must not carry a link secret")]
+    UnexpectedSecret,
+}
+
+impl LinkError {
+    /// A stable identifier of the fault, used by the test vectors and by
+    /// implementations in other languages.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Empty => "empty",
+            Self::TooLong { .. } => "too-long",
+            Self::NoConnectoidParameter => "no-connectoid-parameter",
+            Self::PartCount { .. } => "part-count",
+            Self::Base64 { part, .. } => match part {
+                LinkPart::Pub => "pub-base64",
+                LinkPart::Relays => "relays-base64",
+                LinkPart::Ext => "ext-base64",
+                LinkPart::Secret => "secret-base64",
+            },
+            Self::Key(_) => "pub-key",
+            Self::NotUtf8(LinkPart::Relays) => "relays-utf8",
+            Self::NotUtf8(_) => "ext-utf8",
+            Self::NoRelays => "no-relays",
+            Self::TooManyRelays { .. } => "too-many-relays",
+            Self::BadRelay { .. } => "bad-relay",
+            Self::DuplicateRelay { .. } => "duplicate-relay",
+            Self::ExtTooLong { .. } => "ext-too-long",
+            Self::SecretLength { .. } => "secret-length",
+            Self::UnexpectedSecret => "unexpected-secret",
+        }
+    }
+}
+
+/// An absolute `http` or `https` relay URL.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RelayUrl(String);
+
+impl RelayUrl {
+    /// Parses and normalizes a relay URL (`https://Relay.Example` becomes
+    /// `https://relay.example/`).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text.len() > limits::MAX_RELAY_URL_LEN {
+            return Err(format!(
+                "URL is {} characters long, the maximum is {}",
+                text.len(),
+                limits::MAX_RELAY_URL_LEN
+            ));
+        }
+        if let Some(c) = text.chars().find(|c| c.is_whitespace() || *c == '|') {
+            return Err(format!("URL contains {c:?}"));
+        }
+        let url = url::Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
+        if url.scheme() != "http" && url.scheme() != "https" {
+            return Err(format!("scheme {:?} is not http or https", url.scheme()));
+        }
+        if url.host().is_none() {
+            return Err("URL has no host".to_owned());
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("URL carries credentials; put an API key in ext instead".to_owned());
+        }
+        if url.fragment().is_some() {
+            return Err("URL has a fragment".to_owned());
+        }
+        let normalized = url.as_str();
+        if normalized.len() > limits::MAX_RELAY_URL_LEN || normalized.contains('|') {
+            return Err("URL does not normalize to a valid relay URL".to_owned());
+        }
+        Ok(Self(normalized.to_owned()))
+    }
+
+    /// The normalized URL text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RelayUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for RelayUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RelayUrl({})", self.0)
+    }
+}
+
+impl FromStr for RelayUrl {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        Self::parse(text)
+    }
+}
+
+impl serde::Serialize for RelayUrl {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RelayUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// One relay of a link, with the app data to send to that relay only (such
+/// as its API key).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct RelayEntry {
+    /// The relay's URL.
+    pub url: RelayUrl,
+    /// App data for this relay; overrides the link-wide ext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ext: Option<String>,
+}
+
+impl RelayEntry {
+    /// An entry without per-relay data.
+    pub fn new(url: RelayUrl) -> Self {
+        Self { url, ext: None }
+    }
+}
+
+/// The one-time secret that a link carries and that a relay never sees.
+///
+/// The first message sent on a link proves possession of it (see
+/// [`crate::envelope::LinkProof`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct LinkSecret(pub [u8; LINK_SECRET_LEN]);
+
+impl LinkSecret {
+    /// Draws a fresh secret from the caller's RNG.
+    pub fn generate<R: rand_core::CryptoRng + ?Sized>(rng: &mut R) -> Self {
+        let mut bytes = [0u8; LINK_SECRET_LEN];
+        rng.fill_bytes(&mut bytes);
+        Self(bytes)
+    }
+}
+
+impl fmt::Debug for LinkSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LinkSecret(..)")
+    }
+}
+
+/// A decoded link (or reply value): a mailbox key, where it is served, app
+/// data and, for a shared link, the one-time secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// The mailbox the recipient of the link sends to.
+    pub key: PublicKey,
+    /// The relays that serve the mailbox, in the order the link gives them.
+    pub relays: Vec<RelayEntry>,
+    /// App data for every relay (the seed's `ext`).
+    pub ext: Option<String>,
+    /// The one-time link secret; `None` in the seed's form and in reply values.
+    pub secret: Option<LinkSecret>,
+}
+
+impl Link {
+    /// Checks the limits that [`Link::decode`] enforces, so that every link
+    /// this crate encodes also decodes.
+    pub fn validate(&self) -> Result<(), LinkError> {
+        if self.relays.is_empty() {
+            return Err(LinkError::NoRelays);
+        }
+        if self.relays.len() > limits::MAX_RELAYS_PER_LINK {
+            return Err(LinkError::TooManyRelays {
+                count: self.relays.len(),
+                max: limits::MAX_RELAYS_PER_LINK,
+            });
+        }
+        for (index, entry) in self.relays.iter().enumerate() {
+            if self.relays[..index].iter().any(|e| e.url == entry.url) {
+                return Err(LinkError::DuplicateRelay { index });
+            }
+            check_ext(LinkPart::Relays, entry.ext.as_deref())?;
+        }
+        check_ext(LinkPart::Ext, self.ext.as_deref())?;
+        let len = self.encode().len();
+        if len > limits::MAX_LINK_LEN {
+            return Err(LinkError::TooLong {
+                len,
+                max: limits::MAX_LINK_LEN,
+            });
+        }
+        Ok(())
+    }
+
+    /// Encodes the value: the seed's form when there is one relay and no
+    /// secret, otherwise the extended form.
+    pub fn encode(&self) -> String {
+        let relays = self
+            .relays
+            .iter()
+            .map(|entry| match &entry.ext {
+                Some(ext) => format!("{}|{}", entry.url, b64::encode(ext.as_bytes())),
+                None => entry.url.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut out = format!("{}.{}", self.key, b64::encode(relays.as_bytes()));
+        let ext = self.ext.as_deref().map(|e| b64::encode(e.as_bytes()));
+        match (&ext, &self.secret) {
+            (None, None) => {}
+            (Some(ext), None) => {
+                out.push('.');
+                out.push_str(ext);
+            }
+            (ext, Some(secret)) => {
+                out.push('.');
+                out.push_str(ext.as_deref().unwrap_or(""));
+                out.push('.');
+                out.push_str(&b64::encode(&secret.0));
+            }
+        }
+        out
+    }
+
+    /// The app URL with this link as its `connectoid` query parameter, for
+    /// example `https://app.example.com/?connectoid=...`.
+    pub fn to_app_url(&self, app_url: &url::Url) -> url::Url {
+        let mut url = app_url.clone();
+        url.query_pairs_mut().append_pair("connectoid", &self.encode());
+        url
+    }
+
+    /// Decodes a bare value, a `connectoid=` pair, or an app URL carrying one.
+    pub fn decode(input: &str) -> Result<Self, LinkError> {
+        let input = input.trim();
+        if input.is_empty() {
+            return Err(LinkError::Empty);
+        }
+        let value = extract_value(input)?;
+        Self::decode_value(&value)
+    }
+
+    /// Decodes a reply value (an envelope's `from`): a link without a secret.
+    pub fn decode_reply(value: &str) -> Result<Self, LinkError> {
+        let link = Self::decode_value(value)?;
+        if link.secret.is_some() {
+            return Err(LinkError::UnexpectedSecret);
+        }
+        Ok(link)
+    }
+
+    fn decode_value(value: &str) -> Result<Self, LinkError> {
+        if value.is_empty() {
+            return Err(LinkError::Empty);
+        }
+        if value.len() > limits::MAX_LINK_LEN {
+            return Err(LinkError::TooLong {
+                len: value.len(),
+                max: limits::MAX_LINK_LEN,
+            });
+        }
+        let parts: Vec<&str> = value.split('.').collect();
+        if !(2..=4).contains(&parts.len()) {
+            return Err(LinkError::PartCount { count: parts.len() });
+        }
+        let key_bytes = decode_part(LinkPart::Pub, parts[0])?;
+        let key = PublicKey::from_bytes(&key_bytes).map_err(LinkError::Key)?;
+        let relays = decode_relays(parts[1])?;
+        let ext = match parts.get(2) {
+            None | Some(&"") => None,
+            Some(part) => Some(decode_text(LinkPart::Ext, part)?),
+        };
+        check_ext(LinkPart::Ext, ext.as_deref())?;
+        let secret = match parts.get(3) {
+            None => None,
+            Some(part) => {
+                let bytes = decode_part(LinkPart::Secret, part)?;
+                let bytes: [u8; LINK_SECRET_LEN] = bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| LinkError::SecretLength { len: bytes.len() })?;
+                Some(LinkSecret(bytes))
+            }
+        };
+        Ok(Self {
+            key,
+            relays,
+            ext,
+            secret,
+        })
+    }
+}
+
+impl fmt::Display for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.encode())
+    }
+}
+
+impl FromStr for Link {
+    type Err = LinkError;
+    fn from_str(text: &str) -> Result<Self, LinkError> {
+        Self::decode(text)
+    }
+}
+
+fn extract_value(input: &str) -> Result<String, LinkError> {
+    if let Some(value) = input.strip_prefix("connectoid=") {
+        return Ok(value.to_owned());
+    }
+    if !input.contains("://") {
+        return Ok(input.to_owned());
+    }
+    // A whole app URL. Bound the work before handing it to the URL parser.
+    let max = limits::MAX_LINK_LEN + limits::MAX_APP_URL_OVERHEAD;
+    if input.len() > max {
+        return Err(LinkError::TooLong {
+            len: input.len(),
+            max,
+        });
+    }
+    let url = url::Url::parse(input).map_err(|_| LinkError::NoConnectoidParameter)?;
+    url.query_pairs()
+        .find(|(name, _)| name == "connectoid")
+        .map(|(_, value)| value.into_owned())
+        .ok_or(LinkError::NoConnectoidParameter)
+}
+
+fn decode_part(part: LinkPart, text: &str) -> Result<Vec<u8>, LinkError> {
+    b64::decode(text).map_err(|source| LinkError::Base64 { part, source })
+}
+
+fn decode_text(part: LinkPart, text: &str) -> Result<String, LinkError> {
+    String::from_utf8(decode_part(part, text)?).map_err(|_| LinkError::NotUtf8(part))
+}
+
+fn check_ext(part: LinkPart, ext: Option<&str>) -> Result<(), LinkError> {
+    match ext {
+        Some(ext) if ext.len() > limits::MAX_EXT_LEN => Err(LinkError::ExtTooLong {
+            part,
+            len: ext.len(),
+            max: limits::MAX_EXT_LEN,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn decode_relays(part: &str) -> Result<Vec<RelayEntry>, LinkError> {
+    let text = decode_text(LinkPart::Relays, part)?;
+    if text.is_empty() {
+        return Err(LinkError::NoRelays);
+    }
+    let entries: Vec<&str> = text.split(' ').collect();
+    if entries.len() > limits::MAX_RELAYS_PER_LINK {
+        return Err(LinkError::TooManyRelays {
+            count: entries.len(),
+            max: limits::MAX_RELAYS_PER_LINK,
+        });
+    }
+    let mut relays: Vec<RelayEntry> = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.into_iter().enumerate() {
+        let bad = |reason: String| LinkError::BadRelay { index, reason };
+        if entry.is_empty() {
+            return Err(bad("empty entry (relays are separated by one space)".to_owned()));
+        }
+        let (url, ext) = match entry.split_once('|') {
+            None => (entry, None),
+            Some((url, ext)) => {
+                let bytes = b64::decode(ext).map_err(|e| bad(format!("ext: {e}")))?;
+                let ext = String::from_utf8(bytes).map_err(|_| bad("ext: not UTF-8 text".to_owned()))?;
+                if ext.is_empty() {
+                    return Err(bad("ext: empty (omit the '|' instead)".to_owned()));
+                }
+                (url, Some(ext))
+            }
+        };
+        check_ext(LinkPart::Relays, ext.as_deref())?;
+        let url = RelayUrl::parse(url).map_err(bad)?;
+        if relays.iter().any(|r| r.url == url) {
+            return Err(LinkError::DuplicateRelay { index });
+        }
+        relays.push(RelayEntry { url, ext });
+    }
+    Ok(relays)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::SecretKey;
+
+    fn key() -> PublicKey {
+        SecretKey::from_bytes(&[7u8; 48]).unwrap().public_key()
+    }
+
+    fn relay(url: &str) -> RelayEntry {
+        RelayEntry::new(RelayUrl::parse(url).unwrap())
+    }
+
+    #[test]
+    fn seed_form_two_and_three_parts() {
+        let pub_text = key().to_string();
+        let url = b64::encode(b"https://connecto.id/");
+        let two = Link::decode(&format!("{pub_text}.{url}")).unwrap();
+        assert_eq!(two.relays, vec![relay("https://connecto.id/")]);
+        assert_eq!(two.ext, None);
+        assert_eq!(two.encode(), format!("{pub_text}.{url}"));
+        let ext = b64::encode(b"api-key-1");
+        let three = Link::decode(&format!("https://app.example.com/?connectoid={pub_text}.{url}.{ext}")).unwrap();
+        assert_eq!(three.ext.as_deref(), Some("api-key-1"));
+        assert_eq!(three.encode(), format!("{pub_text}.{url}.{ext}"));
+    }
+
+    #[test]
+    fn multi_relay_with_secret_round_trips() {
+        let mut first = relay("https://a.example/");
+        first.ext = Some("key a".to_owned());
+        let link = Link {
+            key: key(),
+            relays: vec![first, relay("http://127.0.0.1:8080/")],
+            ext: None,
+            secret: Some(LinkSecret([9; 16])),
+        };
+        link.validate().unwrap();
+        let text = link.encode();
+        assert_eq!(text.split('.').count(), 4);
+        assert_eq!(Link::decode(&text).unwrap(), link);
+    }
+
+    #[test]
+    fn errors_name_the_part() {
+        assert_eq!(Link::decode("").unwrap_err().code(), "empty");
+        assert_eq!(Link::decode("abc").unwrap_err().code(), "part-count");
+        assert_eq!(Link::decode("a=.b").unwrap_err().code(), "pub-base64");
+        let pub_text = key().to_string();
+        assert_eq!(Link::decode(&format!("{pub_text}.")).unwrap_err().code(), "no-relays");
+        let ftp = b64::encode(b"ftp://x/");
+        assert_eq!(Link::decode(&format!("{pub_text}.{ftp}")).unwrap_err().code(), "bad-relay");
+        assert_eq!(
+            Link::decode("https://app.example.com/?x=1").unwrap_err().code(),
+            "no-connectoid-parameter"
+        );
+    }
+
+    #[test]
+    fn reply_values_have_no_secret() {
+        let link = Link {
+            key: key(),
+            relays: vec![relay("https://a.example/")],
+            ext: None,
+            secret: Some(LinkSecret([1; 16])),
+        };
+        assert_eq!(Link::decode_reply(&link.encode()), Err(LinkError::UnexpectedSecret));
+    }
+}
