@@ -664,3 +664,56 @@ mod tests {
         }
     }
 }
+
+/// The relay information document, served at `GET /.well-known/connectoid`
+/// (in the spirit of nostr's NIP-11). Clients read it to find the UDP check
+/// port, the limits and the federation peers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RelayInfo {
+    /// The relay software's name, such as `"connectoid-relay"`.
+    pub software: String,
+    /// The relay software's version.
+    pub version: String,
+    /// The protocol version the relay speaks (1).
+    pub protocol: u32,
+    /// Limits a client must respect.
+    pub limits: InfoLimits,
+    /// How long the relay keeps things.
+    pub retention: InfoRetention,
+    /// The UDP port of the check fast path on the relay's host, if enabled.
+    #[serde(default)]
+    pub udp_port: Option<u16>,
+    /// Whether requests need an API key in `ext`.
+    #[serde(default)]
+    pub api_key_required: bool,
+    /// How to reach the operator (an email address or URL), if given.
+    #[serde(default)]
+    pub contact: Option<String>,
+    /// Other relays this operator federates with or recommends.
+    #[serde(default)]
+    pub peers: Vec<String>,
+}
+
+/// The limits part of [`RelayInfo`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InfoLimits {
+    /// Largest sealed message (decoded `data`) in bytes.
+    pub max_message_bytes: u64,
+    /// Largest `limit` of a `receive`.
+    pub max_receive_limit: u32,
+    /// Most messages one mailbox holds at once.
+    pub max_pending_per_mailbox: u32,
+    /// Most mailboxes one UDP check datagram may carry.
+    pub max_checks_per_datagram: u32,
+}
+
+/// The retention part of [`RelayInfo`], in seconds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InfoRetention {
+    /// A message lives this long after it arrives.
+    pub message_seconds: u64,
+    /// A question lives this long after it is made.
+    pub question_seconds: u64,
+    /// A mailbox with no check for this long is deleted.
+    pub mailbox_idle_seconds: u64,
+}

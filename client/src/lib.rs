@@ -1,0 +1,1 @@
+//! The Connectoid client library (built by the client issue).

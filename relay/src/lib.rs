@@ -1,0 +1,1 @@
+//! The Connectoid relay (built by the relay issue).

@@ -1,0 +1,1 @@
+//! End-to-end test support for Connectoid (filled by the relay and client issues).
