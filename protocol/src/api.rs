@@ -302,7 +302,10 @@ fn uint(field: &str, value: Option<serde_json::Value>) -> Result<Option<u64>, Ap
     present(value)
         .map(|v| {
             v.as_u64().ok_or_else(|| {
-                ApiError::new(ErrorCode::BadValue, format!("{field}: expected a non-negative integer"))
+                ApiError::new(
+                    ErrorCode::BadValue,
+                    format!("{field}: expected a non-negative integer"),
+                )
             })
         })
         .transpose()
@@ -317,7 +320,10 @@ fn answer(value: Option<serde_json::Value>) -> Result<Option<Answer>, ApiError> 
     let bytes: [u8; QUESTION_SECRET_LEN] = bytes.as_slice().try_into().map_err(|_| {
         ApiError::new(
             ErrorCode::BadValue,
-            format!("answer: expected {QUESTION_SECRET_LEN} bytes, got {}", bytes.len()),
+            format!(
+                "answer: expected {QUESTION_SECRET_LEN} bytes, got {}",
+                bytes.len()
+            ),
         )
     })?;
     Ok(Some(Answer(bytes)))
@@ -327,8 +333,8 @@ impl Request {
     /// Decodes a request body. Unknown fields are ignored; `null` is the same
     /// as absent.
     pub fn from_json(body: &[u8]) -> Result<Self, ApiError> {
-        let raw: RawRequest =
-            serde_json::from_slice(body).map_err(|e| ApiError::new(ErrorCode::MalformedJson, e.to_string()))?;
+        let raw: RawRequest = serde_json::from_slice(body)
+            .map_err(|e| ApiError::new(ErrorCode::MalformedJson, e.to_string()))?;
         let action = present(raw.action).ok_or_else(|| missing("action"))?;
         let action = match string("action", &action)? {
             "send" => Action::Send,
@@ -354,7 +360,11 @@ impl Request {
                 if ext.len() > limits::MAX_EXT_LEN {
                     return Err(ApiError::new(
                         ErrorCode::BadValue,
-                        format!("ext: {} bytes, the maximum is {}", ext.len(), limits::MAX_EXT_LEN),
+                        format!(
+                            "ext: {} bytes, the maximum is {}",
+                            ext.len(),
+                            limits::MAX_EXT_LEN
+                        ),
                     ));
                 }
                 Some(ext.to_owned())
@@ -371,11 +381,15 @@ impl Request {
                         format!("data: the maximum is {} bytes", limits::MAX_MESSAGE_BYTES),
                     ));
                 }
-                let data = b64::decode(data).map_err(|e| ApiError::new(ErrorCode::BadBase64, format!("data: {e}")))?;
+                let data = b64::decode(data)
+                    .map_err(|e| ApiError::new(ErrorCode::BadBase64, format!("data: {e}")))?;
                 if data.len() < SEAL_OVERHEAD {
                     return Err(ApiError::new(
                         ErrorCode::BadValue,
-                        format!("data: {} bytes is shorter than any sealed message ({SEAL_OVERHEAD})", data.len()),
+                        format!(
+                            "data: {} bytes is shorter than any sealed message ({SEAL_OVERHEAD})",
+                            data.len()
+                        ),
                     ));
                 }
                 Operation::Send { data }
@@ -387,7 +401,10 @@ impl Request {
                 if limit == 0 || limit > u64::from(limits::MAX_RECEIVE_LIMIT) {
                     return Err(ApiError::new(
                         ErrorCode::BadValue,
-                        format!("limit: {limit} is not between 1 and {}", limits::MAX_RECEIVE_LIMIT),
+                        format!(
+                            "limit: {limit} is not between 1 and {}",
+                            limits::MAX_RECEIVE_LIMIT
+                        ),
                     ));
                 }
                 Operation::Receive {
@@ -407,7 +424,10 @@ impl Request {
     pub fn to_json(&self) -> String {
         let mut body = serde_json::Map::new();
         body.insert("pub".into(), self.key.to_string().into());
-        body.insert("ext".into(), self.ext.clone().map_or(serde_json::Value::Null, Into::into));
+        body.insert(
+            "ext".into(),
+            self.ext.clone().map_or(serde_json::Value::Null, Into::into),
+        );
         body.insert("action".into(), self.op.action().as_str().into());
         match &self.op {
             Operation::Send { data } => {
@@ -546,9 +566,12 @@ impl Response {
     /// Decodes a relay's answer to a request with `action` (the same JSON
     /// means different things for different actions).
     pub fn from_json(action: Action, body: &[u8]) -> Result<Self, ResponseError> {
-        let raw: RawResponse = serde_json::from_slice(body).map_err(|e| ResponseError(e.to_string()))?;
+        let raw: RawResponse =
+            serde_json::from_slice(body).map_err(|e| ResponseError(e.to_string()))?;
         if !raw.ok {
-            let error = raw.error.ok_or_else(|| ResponseError("ok is false but error is missing".into()))?;
+            let error = raw
+                .error
+                .ok_or_else(|| ResponseError("ok is false but error is missing".into()))?;
             let code = ErrorCode::from_str_exact(&error)
                 .ok_or_else(|| ResponseError(format!("unknown error {error:?}")))?;
             return Ok(Self::Error(ApiError {
@@ -566,7 +589,9 @@ impl Response {
                 (Some(true), Some(question)) => Ok(Self::Found {
                     question: decode("question", &question)?,
                 }),
-                _ => Err(ResponseError("check answer needs found (and question when found)".into())),
+                _ => Err(ResponseError(
+                    "check answer needs found (and question when found)".into(),
+                )),
             },
             Action::Receive => {
                 if let Some(messages) = raw.messages {
@@ -587,7 +612,9 @@ impl Response {
                         at,
                         data: decode("data", &data)?,
                     })),
-                    _ => Err(ResponseError("receive answer needs at and data, messages, or found".into())),
+                    _ => Err(ResponseError(
+                        "receive answer needs at and data, messages, or found".into(),
+                    )),
                 }
             }
         }
@@ -619,10 +646,16 @@ mod tests {
 
     #[test]
     fn seed_check_request() {
-        let json = format!(r#"{{"pub": "{}", "ext": null, "action": "check", "at": 0}}"#, key());
+        let json = format!(
+            r#"{{"pub": "{}", "ext": null, "action": "check", "at": 0}}"#,
+            key()
+        );
         let request = parse(&json).unwrap();
         assert_eq!(request.op, Operation::Check { at: At(0) });
-        assert_eq!(Request::from_json(request.to_json().as_bytes()).unwrap(), request);
+        assert_eq!(
+            Request::from_json(request.to_json().as_bytes()).unwrap(),
+            request
+        );
     }
 
     #[test]
@@ -630,17 +663,35 @@ mod tests {
         let k = key();
         assert_eq!(parse("{").unwrap_err().code, ErrorCode::MalformedJson);
         assert_eq!(parse("[]").unwrap_err().code, ErrorCode::MalformedJson);
-        assert_eq!(parse(r#"{"pub":"x"}"#).unwrap_err(), ApiError::new(ErrorCode::MissingField, "action"));
-        assert_eq!(parse(r#"{"action":"fly"}"#).unwrap_err().code, ErrorCode::UnknownAction);
-        assert_eq!(parse(r#"{"action":"check"}"#).unwrap_err(), ApiError::new(ErrorCode::MissingField, "pub"));
-        assert_eq!(parse(r#"{"action":"check","pub":"abc"}"#).unwrap_err().code, ErrorCode::BadPublicKey);
+        assert_eq!(
+            parse(r#"{"pub":"x"}"#).unwrap_err(),
+            ApiError::new(ErrorCode::MissingField, "action")
+        );
+        assert_eq!(
+            parse(r#"{"action":"fly"}"#).unwrap_err().code,
+            ErrorCode::UnknownAction
+        );
+        assert_eq!(
+            parse(r#"{"action":"check"}"#).unwrap_err(),
+            ApiError::new(ErrorCode::MissingField, "pub")
+        );
+        assert_eq!(
+            parse(r#"{"action":"check","pub":"abc"}"#).unwrap_err().code,
+            ErrorCode::BadPublicKey
+        );
         let send = format!(r#"{{"action":"send","pub":"{k}"}}"#);
-        assert_eq!(parse(&send).unwrap_err(), ApiError::new(ErrorCode::MissingField, "data"));
+        assert_eq!(
+            parse(&send).unwrap_err(),
+            ApiError::new(ErrorCode::MissingField, "data")
+        );
         let send = format!(r#"{{"action":"send","pub":"{k}","data":"a+b="}}"#);
         assert_eq!(parse(&send).unwrap_err().code, ErrorCode::BadBase64);
         let check = format!(r#"{{"action":"check","pub":"{k}","at":-1}}"#);
         assert_eq!(parse(&check).unwrap_err().code, ErrorCode::BadValue);
-        let receive = format!(r#"{{"action":"receive","pub":"{k}","answer":"{}","limit":101}}"#, b64::encode(&[0; 32]));
+        let receive = format!(
+            r#"{{"action":"receive","pub":"{k}","answer":"{}","limit":101}}"#,
+            b64::encode(&[0; 32])
+        );
         assert_eq!(parse(&receive).unwrap_err().code, ErrorCode::BadValue);
     }
 
@@ -652,9 +703,15 @@ mod tests {
             Response::Error(ErrorCode::TooOften.into()).to_json(),
             r#"{"ok":false,"error":"Too often"}"#
         );
-        let one = Response::One(Message { at: At(5), data: vec![1, 2] });
+        let one = Response::One(Message {
+            at: At(5),
+            data: vec![1, 2],
+        });
         assert_eq!(one.to_json(), r#"{"ok":true,"at":5,"data":"AQI"}"#);
-        assert_eq!(Response::from_json(Action::Receive, one.to_json().as_bytes()).unwrap(), one);
+        assert_eq!(
+            Response::from_json(Action::Receive, one.to_json().as_bytes()).unwrap(),
+            one
+        );
     }
 
     #[test]

@@ -96,12 +96,19 @@ impl LinkProof {
 
     /// Computes the proof for a `hello` from `from_key` to the link key `to`.
     pub fn compute(secret: &LinkSecret, to: &PublicKey, from_key: &PublicKey) -> Self {
-        Self(Self::mac(secret, to, from_key).finalize().into_bytes().into())
+        Self(
+            Self::mac(secret, to, from_key)
+                .finalize()
+                .into_bytes()
+                .into(),
+        )
     }
 
     /// Checks the proof in constant time.
     pub fn verify(&self, secret: &LinkSecret, to: &PublicKey, from_key: &PublicKey) -> bool {
-        Self::mac(secret, to, from_key).verify_slice(&self.0).is_ok()
+        Self::mac(secret, to, from_key)
+            .verify_slice(&self.0)
+            .is_ok()
     }
 }
 
@@ -115,10 +122,9 @@ impl<'de> serde::Deserialize<'de> for LinkProof {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
         let bytes = b64::decode(&text).map_err(serde::de::Error::custom)?;
-        let bytes: [u8; LINK_PROOF_LEN] = bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| serde::de::Error::custom(format!("proof must be {LINK_PROOF_LEN} bytes")))?;
+        let bytes: [u8; LINK_PROOF_LEN] = bytes.as_slice().try_into().map_err(|_| {
+            serde::de::Error::custom(format!("proof must be {LINK_PROOF_LEN} bytes"))
+        })?;
         Ok(Self(bytes))
     }
 }
@@ -241,8 +247,13 @@ impl Envelope {
             proof: self.proof,
             body: self.body.clone(),
         };
-        let payload = serde_json::to_vec(&payload).map_err(|e| EnvelopeError::Payload(e.to_string()))?;
-        let signing_input = format!("{}.{}", b64::encode(JWS_HEADER.as_bytes()), b64::encode(&payload));
+        let payload =
+            serde_json::to_vec(&payload).map_err(|e| EnvelopeError::Payload(e.to_string()))?;
+        let signing_input = format!(
+            "{}.{}",
+            b64::encode(JWS_HEADER.as_bytes()),
+            b64::encode(&payload)
+        );
         let signature = sender.sign(signing_input.as_bytes());
         Ok(format!("{signing_input}.{}", b64::encode(&signature)))
     }
@@ -254,24 +265,35 @@ impl Envelope {
         let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            return Err(EnvelopeError::Jws("expected three dot-separated parts".to_owned()));
+            return Err(EnvelopeError::Jws(
+                "expected three dot-separated parts".to_owned(),
+            ));
         };
-        let header_bytes = b64::decode(header_b64).map_err(|e| EnvelopeError::Jws(format!("header: {e}")))?;
-        let parsed: Header =
-            serde_json::from_slice(&header_bytes).map_err(|e| EnvelopeError::Header(e.to_string()))?;
+        let header_bytes =
+            b64::decode(header_b64).map_err(|e| EnvelopeError::Jws(format!("header: {e}")))?;
+        let parsed: Header = serde_json::from_slice(&header_bytes)
+            .map_err(|e| EnvelopeError::Header(e.to_string()))?;
         if parsed.alg != "ES384" {
-            return Err(EnvelopeError::Header(format!("alg {:?} is not ES384", parsed.alg)));
+            return Err(EnvelopeError::Header(format!(
+                "alg {:?} is not ES384",
+                parsed.alg
+            )));
         }
         if parsed.typ.as_deref() != Some("connectoid") {
-            return Err(EnvelopeError::Header(format!("typ {:?} is not \"connectoid\"", parsed.typ)));
+            return Err(EnvelopeError::Header(format!(
+                "typ {:?} is not \"connectoid\"",
+                parsed.typ
+            )));
         }
-        let payload_bytes = b64::decode(payload_b64).map_err(|e| EnvelopeError::Jws(format!("payload: {e}")))?;
-        let signature = b64::decode(signature_b64).map_err(|e| EnvelopeError::Jws(format!("signature: {e}")))?;
+        let payload_bytes =
+            b64::decode(payload_b64).map_err(|e| EnvelopeError::Jws(format!("payload: {e}")))?;
+        let signature = b64::decode(signature_b64)
+            .map_err(|e| EnvelopeError::Jws(format!("signature: {e}")))?;
         if signature.len() != SIGNATURE_LEN {
             return Err(EnvelopeError::BadSignature);
         }
-        let payload: Payload =
-            serde_json::from_slice(&payload_bytes).map_err(|e| EnvelopeError::Payload(e.to_string()))?;
+        let payload: Payload = serde_json::from_slice(&payload_bytes)
+            .map_err(|e| EnvelopeError::Payload(e.to_string()))?;
         if payload.v != ENVELOPE_VERSION {
             return Err(EnvelopeError::Version(payload.v));
         }
@@ -318,18 +340,29 @@ pub fn seal_envelope<R: CryptoRng + ?Sized>(
 /// `from` key, `to` equal to the recipient, and `ts` within
 /// [`limits::ENVELOPE_MAX_AGE_MS`] before and [`limits::ENVELOPE_MAX_SKEW_MS`]
 /// after `now_ms`.
-pub fn open_envelope(recipient: &SecretKey, sealed: &[u8], now_ms: u64) -> Result<Envelope, EnvelopeError> {
+pub fn open_envelope(
+    recipient: &SecretKey,
+    sealed: &[u8],
+    now_ms: u64,
+) -> Result<Envelope, EnvelopeError> {
     let plaintext = seal::open_message(recipient, sealed)?;
-    let text = std::str::from_utf8(&plaintext).map_err(|_| EnvelopeError::Jws("not UTF-8".to_owned()))?;
+    let text =
+        std::str::from_utf8(&plaintext).map_err(|_| EnvelopeError::Jws("not UTF-8".to_owned()))?;
     let envelope = Envelope::verify_jws(text)?;
     if envelope.to != recipient.public_key() {
         return Err(EnvelopeError::WrongRecipient);
     }
     if envelope.ts.saturating_add(limits::ENVELOPE_MAX_AGE_MS) < now_ms {
-        return Err(EnvelopeError::Expired { ts: envelope.ts, now: now_ms });
+        return Err(EnvelopeError::Expired {
+            ts: envelope.ts,
+            now: now_ms,
+        });
     }
     if envelope.ts > now_ms.saturating_add(limits::ENVELOPE_MAX_SKEW_MS) {
-        return Err(EnvelopeError::FromFuture { ts: envelope.ts, now: now_ms });
+        return Err(EnvelopeError::FromFuture {
+            ts: envelope.ts,
+            now: now_ms,
+        });
     }
     Ok(envelope)
 }
@@ -347,7 +380,9 @@ mod tests {
     fn reply(key: &SecretKey) -> Link {
         Link {
             key: key.public_key(),
-            relays: vec![RelayEntry::new(RelayUrl::parse("https://relay.example/").unwrap())],
+            relays: vec![RelayEntry::new(
+                RelayUrl::parse("https://relay.example/").unwrap(),
+            )],
             ext: None,
             secret: None,
         }
@@ -359,7 +394,11 @@ mod tests {
             to: alice.public_key(),
             from: reply(bob),
             ts: 1_700_000_000_000,
-            proof: Some(LinkProof::compute(secret, &alice.public_key(), &bob.public_key())),
+            proof: Some(LinkProof::compute(
+                secret,
+                &alice.public_key(),
+                &bob.public_key(),
+            )),
             body: serde_json::json!({"sdpOffer": {"type": "offer", "sdp": "v=0"}}),
         }
     }
@@ -374,13 +413,24 @@ mod tests {
         let opened = open_envelope(&alice, &sealed, now).unwrap();
         assert_eq!(opened, envelope);
         opened.check_proof(&secret).unwrap();
-        assert_eq!(opened.check_proof(&LinkSecret([4; 16])), Err(EnvelopeError::BadProof));
+        assert_eq!(
+            opened.check_proof(&LinkSecret([4; 16])),
+            Err(EnvelopeError::BadProof)
+        );
         assert!(matches!(
-            open_envelope(&alice, &sealed, envelope.ts + limits::ENVELOPE_MAX_AGE_MS + 1),
+            open_envelope(
+                &alice,
+                &sealed,
+                envelope.ts + limits::ENVELOPE_MAX_AGE_MS + 1
+            ),
             Err(EnvelopeError::Expired { .. })
         ));
         assert!(matches!(
-            open_envelope(&alice, &sealed, envelope.ts - limits::ENVELOPE_MAX_SKEW_MS - 1),
+            open_envelope(
+                &alice,
+                &sealed,
+                envelope.ts - limits::ENVELOPE_MAX_SKEW_MS - 1
+            ),
             Err(EnvelopeError::FromFuture { .. })
         ));
     }
@@ -392,7 +442,8 @@ mod tests {
         assert_eq!(envelope.sign(&eve), Err(EnvelopeError::SignerMismatch));
         // Sealed to Eve but addressed to Alice: Eve's open rejects it.
         let jws = envelope.sign(&bob).unwrap();
-        let sealed = seal::seal_message(&mut FixedRng::new(2), &eve.public_key(), jws.as_bytes()).unwrap();
+        let sealed =
+            seal::seal_message(&mut FixedRng::new(2), &eve.public_key(), jws.as_bytes()).unwrap();
         assert_eq!(
             open_envelope(&eve, &sealed, envelope.ts),
             Err(EnvelopeError::WrongRecipient)
@@ -414,6 +465,9 @@ mod tests {
             b64::encode(&serde_json::to_vec(&payload).unwrap()),
             parts[2]
         );
-        assert_eq!(Envelope::verify_jws(&forged), Err(EnvelopeError::BadSignature));
+        assert_eq!(
+            Envelope::verify_jws(&forged),
+            Err(EnvelopeError::BadSignature)
+        );
     }
 }

@@ -124,7 +124,9 @@ impl FromStr for PublicKey {
             // Report the length in bytes a correct text would decode to.
             return Err(KeyError::WrongLength {
                 expected: PUBLIC_KEY_LEN,
-                actual: b64::decode(text).map(|b| b.len()).unwrap_or(text.len() * 3 / 4),
+                actual: b64::decode(text)
+                    .map(|b| b.len())
+                    .unwrap_or(text.len() * 3 / 4),
             });
         }
         Self::from_bytes(&b64::decode(text)?)
@@ -154,7 +156,8 @@ impl<'de> serde::Deserialize<'de> for PublicKey {
             let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
             text.parse().map_err(serde::de::Error::custom)
         } else {
-            let bytes = crate::serde_bytes::FixedBytes::<PUBLIC_KEY_LEN>::deserialize(deserializer)?;
+            let bytes =
+                crate::serde_bytes::FixedBytes::<PUBLIC_KEY_LEN>::deserialize(deserializer)?;
             Self::from_bytes(&bytes.0).map_err(serde::de::Error::custom)
         }
     }
@@ -248,7 +251,10 @@ mod tests {
     fn rejects_uncompressed_and_off_curve() {
         let mut bytes = *key(2).public_key().as_bytes();
         bytes[0] = 0x04;
-        assert_eq!(PublicKey::from_bytes(&bytes), Err(KeyError::NotCompressed(4)));
+        assert_eq!(
+            PublicKey::from_bytes(&bytes),
+            Err(KeyError::NotCompressed(4))
+        );
         // x >= p is not a field element.
         let mut too_big = [0xffu8; PUBLIC_KEY_LEN];
         too_big[0] = 0x02;
@@ -265,7 +271,10 @@ mod tests {
         assert!(rejected > 5, "{rejected}");
         assert!(matches!(
             PublicKey::from_bytes(&bytes[..48]),
-            Err(KeyError::WrongLength { expected: 49, actual: 48 })
+            Err(KeyError::WrongLength {
+                expected: 49,
+                actual: 48
+            })
         ));
     }
 

@@ -33,7 +33,9 @@ mod serde_bytes;
 #[cfg(test)]
 mod test_rng;
 
-pub use api::{Action, Answer, ApiError, ErrorCode, Message, Operation, RelayInfo, Request, Response};
+pub use api::{
+    Action, Answer, ApiError, ErrorCode, Message, Operation, RelayInfo, Request, Response,
+};
 pub use at::At;
 pub use envelope::{Envelope, EnvelopeError, Kind, LinkProof, open_envelope, seal_envelope};
 pub use keys::{KeyError, PublicKey, SecretKey};

@@ -361,7 +361,8 @@ impl Link {
     /// example `https://app.example.com/?connectoid=...`.
     pub fn to_app_url(&self, app_url: &url::Url) -> url::Url {
         let mut url = app_url.clone();
-        url.query_pairs_mut().append_pair("connectoid", &self.encode());
+        url.query_pairs_mut()
+            .append_pair("connectoid", &self.encode());
         url
     }
 
@@ -496,13 +497,16 @@ fn decode_relays(part: &str) -> Result<Vec<RelayEntry>, LinkError> {
     for (index, entry) in entries.into_iter().enumerate() {
         let bad = |reason: String| LinkError::BadRelay { index, reason };
         if entry.is_empty() {
-            return Err(bad("empty entry (relays are separated by one space)".to_owned()));
+            return Err(bad(
+                "empty entry (relays are separated by one space)".to_owned()
+            ));
         }
         let (url, ext) = match entry.split_once('|') {
             None => (entry, None),
             Some((url, ext)) => {
                 let bytes = b64::decode(ext).map_err(|e| bad(format!("ext: {e}")))?;
-                let ext = String::from_utf8(bytes).map_err(|_| bad("ext: not UTF-8 text".to_owned()))?;
+                let ext =
+                    String::from_utf8(bytes).map_err(|_| bad("ext: not UTF-8 text".to_owned()))?;
                 if ext.is_empty() {
                     return Err(bad("ext: empty (omit the '|' instead)".to_owned()));
                 }
@@ -541,7 +545,10 @@ mod tests {
         assert_eq!(two.ext, None);
         assert_eq!(two.encode(), format!("{pub_text}.{url}"));
         let ext = b64::encode(b"api-key-1");
-        let three = Link::decode(&format!("https://app.example.com/?connectoid={pub_text}.{url}.{ext}")).unwrap();
+        let three = Link::decode(&format!(
+            "https://app.example.com/?connectoid={pub_text}.{url}.{ext}"
+        ))
+        .unwrap();
         assert_eq!(three.ext.as_deref(), Some("api-key-1"));
         assert_eq!(three.encode(), format!("{pub_text}.{url}.{ext}"));
     }
@@ -568,11 +575,21 @@ mod tests {
         assert_eq!(Link::decode("abc").unwrap_err().code(), "part-count");
         assert_eq!(Link::decode("a=.b").unwrap_err().code(), "pub-base64");
         let pub_text = key().to_string();
-        assert_eq!(Link::decode(&format!("{pub_text}.")).unwrap_err().code(), "no-relays");
-        let ftp = b64::encode(b"ftp://x/");
-        assert_eq!(Link::decode(&format!("{pub_text}.{ftp}")).unwrap_err().code(), "bad-relay");
         assert_eq!(
-            Link::decode("https://app.example.com/?x=1").unwrap_err().code(),
+            Link::decode(&format!("{pub_text}.")).unwrap_err().code(),
+            "no-relays"
+        );
+        let ftp = b64::encode(b"ftp://x/");
+        assert_eq!(
+            Link::decode(&format!("{pub_text}.{ftp}"))
+                .unwrap_err()
+                .code(),
+            "bad-relay"
+        );
+        assert_eq!(
+            Link::decode("https://app.example.com/?x=1")
+                .unwrap_err()
+                .code(),
             "no-connectoid-parameter"
         );
     }
@@ -585,6 +602,9 @@ mod tests {
             ext: None,
             secret: Some(LinkSecret([1; 16])),
         };
-        assert_eq!(Link::decode_reply(&link.encode()), Err(LinkError::UnexpectedSecret));
+        assert_eq!(
+            Link::decode_reply(&link.encode()),
+            Err(LinkError::UnexpectedSecret)
+        );
     }
 }

@@ -19,22 +19,70 @@ pub const SAFETY_CODE_LEN: usize = 8;
 
 /// The 64 symbols: an emoji and the English word to say for it.
 pub const SYMBOLS: [(&str, &str); 64] = [
-    ("🐶", "dog"), ("🐱", "cat"), ("🐭", "mouse"), ("🐰", "rabbit"),
-    ("🦊", "fox"), ("🐻", "bear"), ("🐼", "panda"), ("🐨", "koala"),
-    ("🐯", "tiger"), ("🦁", "lion"), ("🐮", "cow"), ("🐷", "pig"),
-    ("🐸", "frog"), ("🐵", "monkey"), ("🐔", "chicken"), ("🐧", "penguin"),
-    ("🐦", "bird"), ("🦆", "duck"), ("🦉", "owl"), ("🐺", "wolf"),
-    ("🐴", "horse"), ("🦄", "unicorn"), ("🐝", "bee"), ("🐛", "worm"),
-    ("🦋", "butterfly"), ("🐌", "snail"), ("🐞", "ladybug"), ("🐢", "turtle"),
-    ("🐍", "snake"), ("🐙", "octopus"), ("🦀", "crab"), ("🐬", "dolphin"),
-    ("🐳", "whale"), ("🦈", "shark"), ("🐊", "crocodile"), ("🦒", "giraffe"),
-    ("🐘", "elephant"), ("🦔", "hedgehog"), ("🌵", "cactus"), ("🌲", "tree"),
-    ("🍀", "clover"), ("🍁", "leaf"), ("🍄", "mushroom"), ("🌻", "sunflower"),
-    ("🌙", "moon"), ("⭐", "star"), ("🔥", "fire"), ("🌈", "rainbow"),
-    ("🍎", "apple"), ("🍌", "banana"), ("🍇", "grapes"), ("🍓", "strawberry"),
-    ("🍒", "cherry"), ("🍍", "pineapple"), ("🥕", "carrot"), ("🌽", "corn"),
-    ("🍕", "pizza"), ("🎈", "balloon"), ("🎁", "gift"), ("🔑", "key"),
-    ("⚓", "anchor"), ("🚲", "bicycle"), ("🚀", "rocket"), ("🔔", "bell"),
+    ("🐶", "dog"),
+    ("🐱", "cat"),
+    ("🐭", "mouse"),
+    ("🐰", "rabbit"),
+    ("🦊", "fox"),
+    ("🐻", "bear"),
+    ("🐼", "panda"),
+    ("🐨", "koala"),
+    ("🐯", "tiger"),
+    ("🦁", "lion"),
+    ("🐮", "cow"),
+    ("🐷", "pig"),
+    ("🐸", "frog"),
+    ("🐵", "monkey"),
+    ("🐔", "chicken"),
+    ("🐧", "penguin"),
+    ("🐦", "bird"),
+    ("🦆", "duck"),
+    ("🦉", "owl"),
+    ("🐺", "wolf"),
+    ("🐴", "horse"),
+    ("🦄", "unicorn"),
+    ("🐝", "bee"),
+    ("🐛", "worm"),
+    ("🦋", "butterfly"),
+    ("🐌", "snail"),
+    ("🐞", "ladybug"),
+    ("🐢", "turtle"),
+    ("🐍", "snake"),
+    ("🐙", "octopus"),
+    ("🦀", "crab"),
+    ("🐬", "dolphin"),
+    ("🐳", "whale"),
+    ("🦈", "shark"),
+    ("🐊", "crocodile"),
+    ("🦒", "giraffe"),
+    ("🐘", "elephant"),
+    ("🦔", "hedgehog"),
+    ("🌵", "cactus"),
+    ("🌲", "tree"),
+    ("🍀", "clover"),
+    ("🍁", "leaf"),
+    ("🍄", "mushroom"),
+    ("🌻", "sunflower"),
+    ("🌙", "moon"),
+    ("⭐", "star"),
+    ("🔥", "fire"),
+    ("🌈", "rainbow"),
+    ("🍎", "apple"),
+    ("🍌", "banana"),
+    ("🍇", "grapes"),
+    ("🍓", "strawberry"),
+    ("🍒", "cherry"),
+    ("🍍", "pineapple"),
+    ("🥕", "carrot"),
+    ("🌽", "corn"),
+    ("🍕", "pizza"),
+    ("🎈", "balloon"),
+    ("🎁", "gift"),
+    ("🔑", "key"),
+    ("⚓", "anchor"),
+    ("🚲", "bicycle"),
+    ("🚀", "rocket"),
+    ("🔔", "bell"),
 ];
 
 /// A safety code: eight indices into [`SYMBOLS`].
@@ -44,14 +92,20 @@ pub struct SafetyCode(pub [u8; SAFETY_CODE_LEN]);
 impl SafetyCode {
     /// The code for the pair of keys `a` and `b`, in either order.
     pub fn new(a: &PublicKey, b: &PublicKey) -> Self {
-        let (low, high) = if a.as_bytes() <= b.as_bytes() { (a, b) } else { (b, a) };
+        let (low, high) = if a.as_bytes() <= b.as_bytes() {
+            (a, b)
+        } else {
+            (b, a)
+        };
         let mut hasher = sha2::Sha384::new();
         hasher.update(SAFETY_CODE_LABEL);
         hasher.update([0]);
         hasher.update(low.as_bytes());
         hasher.update(high.as_bytes());
         let digest = hasher.finalize();
-        let bits = digest[..6].iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
+        let bits = digest[..6]
+            .iter()
+            .fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
         let mut out = [0u8; SAFETY_CODE_LEN];
         for (i, slot) in out.iter_mut().enumerate() {
             *slot = ((bits >> (42 - 6 * i)) & 0x3f) as u8;
@@ -61,12 +115,20 @@ impl SafetyCode {
 
     /// The code as eight emoji separated by spaces.
     pub fn emoji(&self) -> String {
-        self.0.iter().map(|&i| SYMBOLS[usize::from(i)].0).collect::<Vec<_>>().join(" ")
+        self.0
+            .iter()
+            .map(|&i| SYMBOLS[usize::from(i)].0)
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// The code as eight words separated by spaces, for reading aloud.
     pub fn words(&self) -> String {
-        self.0.iter().map(|&i| SYMBOLS[usize::from(i)].1).collect::<Vec<_>>().join(" ")
+        self.0
+            .iter()
+            .map(|&i| SYMBOLS[usize::from(i)].1)
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 

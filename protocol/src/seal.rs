@@ -111,7 +111,8 @@ pub enum OpenError {
 fn hpke_public(key: &PublicKey) -> Result<<Kem as hpke::Kem>::PublicKey, SealError> {
     use p384::elliptic_curve::sec1::ToSec1Point as _;
     let point = key.to_p384().to_sec1_point(false);
-    <Kem as hpke::Kem>::PublicKey::from_bytes(point.as_bytes()).map_err(|e| SealError::Hpke(e.to_string()))
+    <Kem as hpke::Kem>::PublicKey::from_bytes(point.as_bytes())
+        .map_err(|e| SealError::Hpke(e.to_string()))
 }
 
 fn hpke_secret(key: &SecretKey) -> <Kem as hpke::Kem>::PrivateKey {
@@ -153,7 +154,8 @@ pub fn open(recipient: &SecretKey, purpose: Purpose, sealed: &[u8]) -> Result<Ve
         });
     }
     let (enc, ct) = sealed.split_at(ENCAPPED_KEY_LEN);
-    let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(enc).map_err(|_| OpenError::BadEncappedKey)?;
+    let enc =
+        <Kem as hpke::Kem>::EncappedKey::from_bytes(enc).map_err(|_| OpenError::BadEncappedKey)?;
     hpke::single_shot_open::<Aead, Kdf, Kem>(
         &hpke::OpModeR::Base,
         &hpke_secret(recipient),
@@ -193,7 +195,10 @@ pub fn pad(plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
 
 /// Removes the padding that [`pad`] added.
 pub fn unpad(padded: &[u8]) -> Result<&[u8], OpenError> {
-    let end = padded.iter().rposition(|&b| b != 0).ok_or(OpenError::Padding)?;
+    let end = padded
+        .iter()
+        .rposition(|&b| b != 0)
+        .ok_or(OpenError::Padding)?;
     if padded[end] != 0x80 {
         return Err(OpenError::Padding);
     }
@@ -225,12 +230,18 @@ pub fn seal_question<R: CryptoRng + ?Sized>(
 }
 
 /// Opens a relay question; the result, base64url-encoded, is the answer.
-pub fn open_question(mailbox: &SecretKey, sealed: &[u8]) -> Result<[u8; QUESTION_SECRET_LEN], OpenError> {
+pub fn open_question(
+    mailbox: &SecretKey,
+    sealed: &[u8],
+) -> Result<[u8; QUESTION_SECRET_LEN], OpenError> {
     let secret = open(mailbox, Purpose::Question, sealed)?;
-    secret.as_slice().try_into().map_err(|_| OpenError::WrongLength {
-        len: secret.len(),
-        expected: QUESTION_SECRET_LEN,
-    })
+    secret
+        .as_slice()
+        .try_into()
+        .map_err(|_| OpenError::WrongLength {
+            len: secret.len(),
+            expected: QUESTION_SECRET_LEN,
+        })
 }
 
 /// The id of a sealed message: SHA-256 of its bytes. A message that arrives
@@ -274,7 +285,10 @@ mod tests {
         let sealed = seal_message(&mut rng, &alice.public_key(), b"hello").unwrap();
         assert_eq!(sealed.len(), SEAL_OVERHEAD + MIN_PADDED_LEN);
         assert_eq!(open_message(&alice, &sealed).unwrap(), b"hello");
-        assert_eq!(open(&alice, Purpose::Question, &sealed), Err(OpenError::Decrypt));
+        assert_eq!(
+            open(&alice, Purpose::Question, &sealed),
+            Err(OpenError::Decrypt)
+        );
         assert_eq!(open_message(&key(2), &sealed), Err(OpenError::Decrypt));
         let mut altered = sealed.clone();
         *altered.last_mut().unwrap() ^= 1;

@@ -47,38 +47,3 @@ impl rand_core::TryRng for FixedRng {
 }
 
 impl rand_core::TryCryptoRng for FixedRng {}
-
-/// Yields exactly the given bytes, in order; panics when they run out, so a
-/// vector states every random byte an operation used.
-pub(crate) struct ScriptedRng(pub(crate) std::collections::VecDeque<u8>);
-
-impl ScriptedRng {
-    pub(crate) fn new(bytes: &[u8]) -> Self {
-        Self(bytes.iter().copied().collect())
-    }
-    pub(crate) fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl rand_core::TryRng for ScriptedRng {
-    type Error = core::convert::Infallible;
-    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
-        let mut b = [0u8; 4];
-        self.try_fill_bytes(&mut b)?;
-        Ok(u32::from_le_bytes(b))
-    }
-    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
-        let mut b = [0u8; 8];
-        self.try_fill_bytes(&mut b)?;
-        Ok(u64::from_le_bytes(b))
-    }
-    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
-        for byte in dst {
-            *byte = self.0.pop_front().expect("scripted RNG ran out of bytes");
-        }
-        Ok(())
-    }
-}
-
-impl rand_core::TryCryptoRng for ScriptedRng {}

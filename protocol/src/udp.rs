@@ -179,8 +179,8 @@ fn decode<'a, T: serde::Deserialize<'a>>(kind: u8, bytes: &'a [u8]) -> Result<T,
     if bytes[5] != kind {
         return Err(DatagramError::Type(bytes[5]));
     }
-    let (value, rest) =
-        postcard::take_from_bytes(&bytes[HEADER_LEN..]).map_err(|e| DatagramError::Body(e.to_string()))?;
+    let (value, rest) = postcard::take_from_bytes(&bytes[HEADER_LEN..])
+        .map_err(|e| DatagramError::Body(e.to_string()))?;
     if !rest.is_empty() {
         return Err(DatagramError::Trailing(rest.len()));
     }
@@ -197,7 +197,9 @@ impl CheckRequest {
             });
         }
         match &self.ext {
-            Some(ext) if ext.len() > limits::MAX_DATAGRAM_EXT_LEN => Err(DatagramError::ExtTooLong(ext.len())),
+            Some(ext) if ext.len() > limits::MAX_DATAGRAM_EXT_LEN => {
+                Err(DatagramError::ExtTooLong(ext.len()))
+            }
             _ => Ok(()),
         }
     }
@@ -247,20 +249,30 @@ impl CheckResponse {
 
 mod raw_key {
     use super::{FixedBytes, PUBLIC_KEY_LEN};
-    pub(super) fn serialize<S: serde::Serializer>(key: &[u8; PUBLIC_KEY_LEN], s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: serde::Serializer>(
+        key: &[u8; PUBLIC_KEY_LEN],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         serde::Serialize::serialize(&FixedBytes(*key), s)
     }
-    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[u8; PUBLIC_KEY_LEN], D::Error> {
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<[u8; PUBLIC_KEY_LEN], D::Error> {
         Ok(<FixedBytes<PUBLIC_KEY_LEN> as serde::Deserialize>::deserialize(d)?.0)
     }
 }
 
 mod raw_nonce {
     use super::{FixedBytes, NONCE_LEN};
-    pub(super) fn serialize<S: serde::Serializer>(nonce: &[u8; NONCE_LEN], s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: serde::Serializer>(
+        nonce: &[u8; NONCE_LEN],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         serde::Serialize::serialize(&FixedBytes(*nonce), s)
     }
-    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[u8; NONCE_LEN], D::Error> {
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<[u8; NONCE_LEN], D::Error> {
         Ok(<FixedBytes<NONCE_LEN> as serde::Deserialize>::deserialize(d)?.0)
     }
 }
@@ -312,13 +324,19 @@ mod tests {
     #[test]
     fn rejects_bad_datagrams() {
         let bytes = request(1).encode();
-        assert_eq!(CheckRequest::decode(&bytes[..3]), Err(DatagramError::BadMagic));
+        assert_eq!(
+            CheckRequest::decode(&bytes[..3]),
+            Err(DatagramError::BadMagic)
+        );
         let mut wrong = bytes.clone();
         wrong[4] = 2;
         assert_eq!(CheckRequest::decode(&wrong), Err(DatagramError::Version(2)));
         let mut trailing = bytes.clone();
         trailing.push(0);
-        assert_eq!(CheckRequest::decode(&trailing), Err(DatagramError::Trailing(1)));
+        assert_eq!(
+            CheckRequest::decode(&trailing),
+            Err(DatagramError::Trailing(1))
+        );
         assert!(matches!(
             CheckRequest::decode(&request(0).encode()),
             Err(DatagramError::CheckCount { count: 0, .. })
@@ -337,6 +355,10 @@ mod tests {
             check.at = u64::MAX;
         }
         req.ext = Some("x".repeat(limits::MAX_DATAGRAM_EXT_LEN));
-        assert!(req.encode().len() <= limits::MAX_DATAGRAM_LEN, "{}", req.encode().len());
+        assert!(
+            req.encode().len() <= limits::MAX_DATAGRAM_LEN,
+            "{}",
+            req.encode().len()
+        );
     }
 }
