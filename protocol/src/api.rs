@@ -329,10 +329,26 @@ fn answer(value: Option<serde_json::Value>) -> Result<Option<Answer>, ApiError> 
     Ok(Some(Answer(bytes)))
 }
 
+/// Whether `bytes` holds a JSON object (its first non-whitespace byte is `{`);
+/// the parser checks the rest.
+pub(crate) fn is_json_object(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        .is_some_and(|&b| b == b'{')
+}
+
 impl Request {
     /// Decodes a request body. Unknown fields are ignored; `null` is the same
     /// as absent.
     pub fn from_json(body: &[u8]) -> Result<Self, ApiError> {
+        // serde would also read a struct from a JSON array; only an object is a request.
+        if !is_json_object(body) {
+            return Err(ApiError::new(
+                ErrorCode::MalformedJson,
+                "the body is not a JSON object",
+            ));
+        }
         let raw: RawRequest = serde_json::from_slice(body)
             .map_err(|e| ApiError::new(ErrorCode::MalformedJson, e.to_string()))?;
         let action = present(raw.action).ok_or_else(|| missing("action"))?;
@@ -370,7 +386,8 @@ impl Request {
                 Some(ext.to_owned())
             }
         };
-        let at = At(uint("at", raw.at)?.unwrap_or(0));
+        // Fields an action does not use are ignored, not checked.
+        let at = |raw_at| Ok::<_, ApiError>(At(uint("at", raw_at)?.unwrap_or(0)));
         let op = match action {
             Action::Send => {
                 let data = present(raw.data).ok_or_else(|| missing("data"))?;
@@ -394,8 +411,9 @@ impl Request {
                 }
                 Operation::Send { data }
             }
-            Action::Check => Operation::Check { at },
+            Action::Check => Operation::Check { at: at(raw.at)? },
             Action::Receive => {
+                let at = at(raw.at)?;
                 let answer = answer(raw.answer)?.ok_or_else(|| missing("answer"))?;
                 let limit = uint("limit", raw.limit)?.unwrap_or(1);
                 if limit == 0 || limit > u64::from(limits::MAX_RECEIVE_LIMIT) {
@@ -566,6 +584,9 @@ impl Response {
     /// Decodes a relay's answer to a request with `action` (the same JSON
     /// means different things for different actions).
     pub fn from_json(action: Action, body: &[u8]) -> Result<Self, ResponseError> {
+        if !is_json_object(body) {
+            return Err(ResponseError("the body is not a JSON object".into()));
+        }
         let raw: RawResponse =
             serde_json::from_slice(body).map_err(|e| ResponseError(e.to_string()))?;
         if !raw.ok {
