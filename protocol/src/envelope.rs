@@ -285,12 +285,22 @@ impl Envelope {
                 parsed.typ
             )));
         }
+        // One header form only: no `crit`, `kid` or other parameters that a
+        // receiver would have to understand (RFC 7515 §4.1.11).
+        if header_bytes != JWS_HEADER.as_bytes() {
+            return Err(EnvelopeError::Header(format!(
+                "the header is not exactly {JWS_HEADER}"
+            )));
+        }
         let payload_bytes =
             b64::decode(payload_b64).map_err(|e| EnvelopeError::Jws(format!("payload: {e}")))?;
         let signature = b64::decode(signature_b64)
             .map_err(|e| EnvelopeError::Jws(format!("signature: {e}")))?;
         if signature.len() != SIGNATURE_LEN {
             return Err(EnvelopeError::BadSignature);
+        }
+        if !crate::api::is_json_object(&payload_bytes) {
+            return Err(EnvelopeError::Payload("not a JSON object".to_owned()));
         }
         let payload: Payload = serde_json::from_slice(&payload_bytes)
             .map_err(|e| EnvelopeError::Payload(e.to_string()))?;
