@@ -314,6 +314,13 @@ impl Link {
             if self.relays[..index].iter().any(|e| e.url == entry.url) {
                 return Err(LinkError::DuplicateRelay { index });
             }
+            // `url|` with nothing after the bar does not decode.
+            if entry.ext.as_deref() == Some("") {
+                return Err(LinkError::BadRelay {
+                    index,
+                    reason: "ext: empty (use no ext instead)".to_owned(),
+                });
+            }
             check_ext(LinkPart::Relays, entry.ext.as_deref())?;
         }
         check_ext(LinkPart::Ext, self.ext.as_deref())?;
