@@ -1038,7 +1038,6 @@ fn forge(signer: &SecretKey, header: &str, payload: &str) -> String {
 
 fn build_envelopes() -> Value {
     let alice_link = vector_key("alice");
-    let alice = vector_key("alice 2");
     let bob = vector_key("bob");
     let eve = vector_key("eve");
     let secret = link_secret();
@@ -1049,7 +1048,8 @@ fn build_envelopes() -> Value {
             ("https://relay-b.example/", Some("key-b")),
         ],
     );
-    let alice_reply = reply_value(&alice, &[("https://connecto.id/", None)]);
+    // Alice answers from the link key itself: the only key Bob knows is hers.
+    let alice_reply = reply_value(&alice_link, &[("https://connecto.id/", None)]);
     let hello = Envelope {
         kind: Kind::Hello,
         to: alice_link.public_key(),
@@ -1071,8 +1071,8 @@ fn build_envelopes() -> Value {
             envelope: hello.clone(),
         },
         ValidEnvelope {
-            label: "answer",
-            sender: alice.clone(),
+            label: "answer signed by the link key",
+            sender: alice_link.clone(),
             recipient: bob.clone(),
             link_secret: None,
             envelope: Envelope {
@@ -1101,11 +1101,11 @@ fn build_envelopes() -> Value {
         ValidEnvelope {
             label: "app with non-ASCII text",
             sender: bob.clone(),
-            recipient: alice.clone(),
+            recipient: alice_link.clone(),
             link_secret: None,
             envelope: Envelope {
                 kind: Kind::App,
-                to: alice.public_key(),
+                to: alice_link.public_key(),
                 from: bob_reply.clone(),
                 ts: TS + 90_000,
                 proof: None,
