@@ -1,0 +1,3 @@
+//! The `connectoid` command-line tool (filled in next).
+
+fn main() {}

@@ -1,0 +1,324 @@
+//! Talking to relays over HTTP: one request to one relay, with a timeout,
+//! and the fan-out of one operation to many relays at once.
+//!
+//! Every request is bounded by the client's per-relay timeout (connect,
+//! send and reading the answer together) and by a cap on the answer's
+//! size, so a relay that accepts connections and never answers, or answers
+//! without end, costs at most that timeout. [`fan_out`] runs one future per
+//! relay concurrently and waits for all of them, so a slow relay never
+//! delays the others beyond its own timeout.
+//!
+//! This module knows the API's shapes but not what messages mean: it does
+//! not open, check or deduplicate anything.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use connectoid_protocol::api::{ApiError, ErrorCode, Operation, RelayInfo, Request, Response};
+use connectoid_protocol::link::{RelayEntry, RelayUrl};
+
+/// The largest answer body the client reads, in bytes: a full `receive` of
+/// 100 largest messages fits.
+pub(crate) const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+/// The path of the relay information document, relative to the relay URL.
+pub(crate) const INFO_PATH: &str = ".well-known/connectoid";
+
+/// What went wrong with one relay. Each relay of a fan-out gets its own.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelayError {
+    /// The relay did not answer within the per-relay timeout.
+    #[error("timed out after {} ms", .0.as_millis())]
+    Timeout(Duration),
+    /// No connection could be made, or it broke before an answer came.
+    #[error("connection failed: {0}")]
+    Connect(String),
+    /// The relay answered with a protocol error (such as "Too often").
+    #[error("relay refused: {0}")]
+    Api(ApiError),
+    /// The relay answered something that is not a valid answer.
+    #[error("malformed answer (HTTP {status}): {reason}")]
+    Malformed {
+        /// The HTTP status code.
+        status: u16,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The relay's question could not be opened with the mailbox key (the
+    /// relay is broken or not honest).
+    #[error("the relay's question does not open with the mailbox key")]
+    BadQuestion,
+}
+
+impl RelayError {
+    /// Whether the relay looks unreachable (timeout or connection failure),
+    /// rather than reachable but unhappy.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Timeout(_) | Self::Connect(_))
+    }
+
+    /// The API error code, when the relay answered with one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Api(error) => Some(error.code),
+            _ => None,
+        }
+    }
+}
+
+/// What happened at one relay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayOutcome {
+    /// The relay.
+    pub relay: RelayUrl,
+    /// `Ok` when it accepted (a send) or did what was asked (a delete).
+    pub result: Result<(), RelayError>,
+}
+
+/// The HTTP side of the client: a connection pool and a timeout.
+#[derive(Debug, Clone)]
+pub(crate) struct Transport {
+    http: reqwest::Client,
+    timeout: Duration,
+}
+
+impl Transport {
+    pub(crate) fn new(http: reqwest::Client, timeout: Duration) -> Self {
+        Self { http, timeout }
+    }
+
+    /// Sends one API request and decodes the answer. A protocol error answer
+    /// becomes [`RelayError::Api`].
+    pub(crate) async fn call(
+        &self,
+        relay: &RelayUrl,
+        request: &Request,
+    ) -> Result<Response, RelayError> {
+        let action = request.op.action();
+        let body = request.to_json();
+        let (status, bytes) = self
+            .bounded(async {
+                let response = self
+                    .http
+                    .post(relay.as_str())
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(connect_error)?;
+                read_body(response).await
+            })
+            .await?;
+        match Response::from_json(action, &bytes) {
+            Ok(Response::Error(error)) => Err(RelayError::Api(error)),
+            Ok(response) if status == 200 => Ok(response),
+            Ok(_) => Err(RelayError::Malformed {
+                status,
+                reason: "a success body with a non-200 status".to_owned(),
+            }),
+            Err(e) => Err(RelayError::Malformed {
+                status,
+                reason: e.0,
+            }),
+        }
+    }
+
+    /// Fetches the relay information document and measures how long it took.
+    pub(crate) async fn info(&self, relay: &RelayUrl) -> Result<(RelayInfo, Duration), RelayError> {
+        let url = reqwest::Url::parse(relay.as_str())
+            .and_then(|base| base.join(INFO_PATH))
+            .map_err(|e| RelayError::Connect(format!("bad relay URL: {e}")))?;
+        let started = Instant::now();
+        let (status, bytes) = self
+            .bounded(async {
+                let response = self.http.get(url).send().await.map_err(connect_error)?;
+                read_body(response).await
+            })
+            .await?;
+        let latency = started.elapsed();
+        if status != 200 {
+            return Err(RelayError::Malformed {
+                status,
+                reason: "no information document".to_owned(),
+            });
+        }
+        let info = serde_json::from_slice(&bytes).map_err(|e| RelayError::Malformed {
+            status,
+            reason: format!("information document: {e}"),
+        })?;
+        Ok((info, latency))
+    }
+
+    async fn bounded<T>(
+        &self,
+        work: impl Future<Output = Result<T, RelayError>>,
+    ) -> Result<T, RelayError> {
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .map_err(|_| RelayError::Timeout(self.timeout))?
+    }
+
+    /// `send` of one sealed message to one relay.
+    pub(crate) async fn send(
+        &self,
+        entry: &RelayEntry,
+        ext: Option<String>,
+        request_key: connectoid_protocol::PublicKey,
+        data: Vec<u8>,
+    ) -> Result<(), RelayError> {
+        let request = Request {
+            key: request_key,
+            ext,
+            op: Operation::Send { data },
+        };
+        match self.call(&entry.url, &request).await? {
+            Response::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+/// A response of the wrong shape for the request.
+pub(crate) fn unexpected(response: &Response) -> RelayError {
+    RelayError::Malformed {
+        status: 200,
+        reason: format!("unexpected answer {response:?}"),
+    }
+}
+
+fn connect_error(error: reqwest::Error) -> RelayError {
+    // The error's source chain says why (refused, reset, TLS); keep it whole.
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    RelayError::Connect(text)
+}
+
+async fn read_body(mut response: reqwest::Response) -> Result<(u16, Vec<u8>), RelayError> {
+    let status = response.status().as_u16();
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(connect_error)? {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(RelayError::Malformed {
+                status,
+                reason: format!("answer is larger than {MAX_RESPONSE_BYTES} bytes"),
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((status, body))
+}
+
+/// Runs `work` for every relay concurrently and returns each relay's result
+/// in the order of `relays`. Each `work` future bounds itself (every request
+/// has the per-relay timeout), so this returns when the slowest relay has
+/// answered or timed out.
+pub(crate) async fn fan_out<T, F, Fut>(
+    relays: &[RelayEntry],
+    work: F,
+) -> Vec<(RelayEntry, Result<T, RelayError>)>
+where
+    F: Fn(RelayEntry) -> Fut,
+    Fut: Future<Output = Result<T, RelayError>>,
+{
+    futures::future::join_all(relays.iter().map(|entry| {
+        let future = work(entry.clone());
+        async move { (entry.clone(), future.await) }
+    }))
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt as _;
+
+    fn transport(timeout_ms: u64) -> Transport {
+        Transport::new(reqwest::Client::new(), Duration::from_millis(timeout_ms))
+    }
+
+    fn key() -> connectoid_protocol::PublicKey {
+        connectoid_protocol::SecretKey::generate(&mut crate::rng::system_rng()).public_key()
+    }
+
+    /// A TCP server that accepts and reads but never answers.
+    async fn blackhole() -> (RelayUrl, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = RelayUrl::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut buf = [0u8; 1024];
+                let _ = socket.read(&mut buf).await;
+                held.push(socket);
+            }
+        });
+        (url, task)
+    }
+
+    /// An HTTP server that answers every request with `status` and `body`.
+    async fn canned(status: u16, body: &'static str) -> RelayUrl {
+        let app = axum::Router::new().fallback(move || async move {
+            (
+                axum::http::StatusCode::from_u16(status).unwrap(),
+                body.to_owned(),
+            )
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = RelayUrl::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        url
+    }
+
+    #[tokio::test]
+    async fn blackholed_relay_times_out_and_does_not_block_the_others() {
+        let (dead, _task) = blackhole().await;
+        let ok = canned(200, r#"{"ok":true}"#).await;
+        let relays = vec![RelayEntry::new(dead.clone()), RelayEntry::new(ok.clone())];
+        let t = transport(300);
+        let target = key();
+        let results = fan_out(&relays, |entry| {
+            let t = t.clone();
+            async move { t.send(&entry, None, target, vec![0; 200]).await }
+        })
+        .await;
+        assert_eq!(results[0].0.url, dead);
+        assert_eq!(
+            results[0].1,
+            Err(RelayError::Timeout(Duration::from_millis(300)))
+        );
+        assert_eq!(results[1].1, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn garbage_and_errors_are_typed() {
+        let t = transport(2000);
+        let target = key();
+        let garbage = RelayEntry::new(canned(200, "<html>hello</html>").await);
+        assert!(matches!(
+            t.send(&garbage, None, target, vec![0; 200]).await,
+            Err(RelayError::Malformed { status: 200, .. })
+        ));
+        let busy = RelayEntry::new(canned(429, r#"{"ok":false,"error":"Too often"}"#).await);
+        let err = t.send(&busy, None, target, vec![0; 200]).await.unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::TooOften));
+        let closed = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            drop(listener);
+            RelayEntry::new(RelayUrl::parse(&format!("http://{addr}/")).unwrap())
+        };
+        let err = t
+            .send(&closed, None, target, vec![0; 200])
+            .await
+            .unwrap_err();
+        assert!(err.is_unreachable(), "{err}");
+    }
+}

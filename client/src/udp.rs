@@ -1,0 +1,247 @@
+//! The UDP check fast path, client side: one datagram to a relay asks about
+//! up to [`limits::MAX_CHECKS_PER_DATAGRAM`] mailboxes at once.
+//!
+//! Relay host names are resolved with hickory-resolver and the addresses
+//! cached until the DNS answer expires. A request is sent up to
+//! `attempts` times, waiting `attempt_timeout` for an answer after each;
+//! an answer counts only if it decodes and echoes the request's random
+//! nonce. Silence after the last attempt is [`UdpError::Silent`], and the
+//! caller falls back to HTTP `check`.
+//!
+//! This module does not decide when UDP is used (the relay's information
+//! document does) and never fetches messages: a `Found` status is followed
+//! by HTTP `check` and `receive`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use connectoid_protocol::limits;
+use connectoid_protocol::udp::{CheckRequest, CheckResponse, CheckStatus, MailboxCheck, NONCE_LEN};
+use hickory_resolver::TokioResolver;
+
+/// Why a UDP check gave no answer. The caller falls back to HTTP.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum UdpError {
+    /// The relay's host name did not resolve.
+    #[error("cannot resolve {host}: {reason}")]
+    Resolve { host: String, reason: String },
+    /// The socket could not be opened or used.
+    #[error("socket: {0}")]
+    Io(String),
+    /// No valid answer came after every attempt.
+    #[error("no answer after {attempts} attempts")]
+    Silent { attempts: u32 },
+}
+
+/// Sends UDP checks; holds the resolver and its cache.
+pub(crate) struct UdpChecker {
+    resolver: Option<TokioResolver>,
+    cache: Mutex<HashMap<String, (Vec<IpAddr>, Instant)>>,
+    attempt_timeout: Duration,
+    attempts: u32,
+}
+
+impl std::fmt::Debug for UdpChecker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UdpChecker")
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UdpChecker {
+    /// A checker using the system's DNS configuration. Without one (no
+    /// `/etc/resolv.conf`), only relays named by IP address can use UDP.
+    pub(crate) fn new(attempt_timeout: Duration, attempts: u32) -> Self {
+        let resolver = match TokioResolver::builder_tokio().and_then(|b| b.build()) {
+            Ok(resolver) => Some(resolver),
+            Err(e) => {
+                tracing::warn!(
+                    "no DNS resolver for the UDP check ({e}); relays named by host name use HTTP only"
+                );
+                None
+            }
+        };
+        Self {
+            resolver,
+            cache: Mutex::new(HashMap::new()),
+            attempt_timeout,
+            attempts: attempts.max(1),
+        }
+    }
+
+    /// Resolves the relay URL's host to addresses, using the cache.
+    async fn resolve(&self, host: &url::Host<&str>) -> Result<Vec<IpAddr>, UdpError> {
+        let name = match host {
+            url::Host::Ipv4(ip) => return Ok(vec![IpAddr::V4(*ip)]),
+            url::Host::Ipv6(ip) => return Ok(vec![IpAddr::V6(*ip)]),
+            url::Host::Domain(name) => *name,
+        };
+        if let Ok(cache) = self.cache.lock()
+            && let Some((addrs, until)) = cache.get(name)
+            && *until > Instant::now()
+        {
+            return Ok(addrs.clone());
+        }
+        let resolver = self.resolver.as_ref().ok_or_else(|| UdpError::Resolve {
+            host: name.to_owned(),
+            reason: "no resolver".to_owned(),
+        })?;
+        let lookup = resolver
+            .lookup_ip(name)
+            .await
+            .map_err(|e| UdpError::Resolve {
+                host: name.to_owned(),
+                reason: e.to_string(),
+            })?;
+        let addrs: Vec<IpAddr> = lookup.iter().collect();
+        if addrs.is_empty() {
+            return Err(UdpError::Resolve {
+                host: name.to_owned(),
+                reason: "no addresses".to_owned(),
+            });
+        }
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.insert(name.to_owned(), (addrs.clone(), lookup.valid_until()));
+        }
+        Ok(addrs)
+    }
+
+    /// Checks up to [`limits::MAX_CHECKS_PER_DATAGRAM`] mailboxes at the
+    /// relay whose URL host is `host`, on `port`. Returns one status per
+    /// check, in order.
+    pub(crate) async fn check(
+        &self,
+        host: &url::Host<&str>,
+        port: u16,
+        ext: Option<String>,
+        checks: Vec<MailboxCheck>,
+    ) -> Result<Vec<CheckStatus>, UdpError> {
+        let ip = *self
+            .resolve(host)
+            .await?
+            .first()
+            .ok_or_else(|| UdpError::Io("no address".to_owned()))?;
+        let target = SocketAddr::new(ip, port);
+        let local: SocketAddr = match ip {
+            IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+            IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
+        let socket = tokio::net::UdpSocket::bind(local)
+            .await
+            .map_err(|e| UdpError::Io(e.to_string()))?;
+        socket
+            .connect(target)
+            .await
+            .map_err(|e| UdpError::Io(e.to_string()))?;
+        let mut nonce = [0u8; NONCE_LEN];
+        rand_core::Rng::fill_bytes(&mut crate::rng::system_rng(), &mut nonce);
+        let request = CheckRequest { nonce, ext, checks };
+        let datagram = request.encode();
+        let mut buf = vec![0u8; limits::MAX_DATAGRAM_LEN + 1];
+        for attempt in 1..=self.attempts {
+            // A refused send (ICMP port unreachable from an earlier attempt)
+            // is silence as far as the caller is concerned.
+            if let Err(e) = socket.send(&datagram).await {
+                tracing::debug!(%target, attempt, "UDP send failed: {e}");
+            }
+            let deadline = tokio::time::Instant::now() + self.attempt_timeout;
+            loop {
+                let received = tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await;
+                let len = match received {
+                    Err(_) => break,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%target, attempt, "UDP receive failed: {e}");
+                        // Connection refused arrives at once; wait out the
+                        // attempt so retries stay spaced.
+                        tokio::time::sleep_until(deadline).await;
+                        break;
+                    }
+                    Ok(Ok(len)) => len,
+                };
+                match CheckResponse::decode(&buf[..len]) {
+                    Ok(response) if response.answers(&request) => return Ok(response.statuses),
+                    Ok(_) => tracing::debug!(%target, "ignoring a UDP answer to another request"),
+                    Err(e) => tracing::debug!(%target, "ignoring a malformed UDP answer: {e}"),
+                }
+            }
+        }
+        Err(UdpError::Silent {
+            attempts: self.attempts,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use connectoid_protocol::keys::PUBLIC_KEY_LEN;
+
+    fn checks(n: usize) -> Vec<MailboxCheck> {
+        (0..n)
+            .map(|i| MailboxCheck {
+                key: [i as u8; PUBLIC_KEY_LEN],
+                at: 0,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn answers_are_matched_by_nonce() {
+        let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let port = server.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            let (len, from) = server.recv_from(&mut buf).await.unwrap();
+            let request = CheckRequest::decode(&buf[..len]).unwrap();
+            // First an answer to some other request, then garbage, then the real one.
+            let wrong = CheckResponse {
+                nonce: [0; NONCE_LEN],
+                statuses: vec![CheckStatus::Found; request.checks.len()],
+                observed: None,
+            };
+            server.send_to(&wrong.encode(), from).await.unwrap();
+            server.send_to(b"garbage", from).await.unwrap();
+            let right = CheckResponse {
+                nonce: request.nonce,
+                statuses: vec![CheckStatus::Found, CheckStatus::NotFound],
+                observed: Some(from.into()),
+            };
+            server.send_to(&right.encode(), from).await.unwrap();
+        });
+        let checker = UdpChecker::new(Duration::from_secs(5), 2);
+        let statuses = checker
+            .check(&url::Host::Ipv4(Ipv4Addr::LOCALHOST), port, None, checks(2))
+            .await
+            .unwrap();
+        assert_eq!(statuses, vec![CheckStatus::Found, CheckStatus::NotFound]);
+    }
+
+    #[tokio::test]
+    async fn silence_is_reported_after_every_attempt() {
+        // A socket that receives and drops everything.
+        let sink = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let port = sink.local_addr().unwrap().port();
+        let checker = UdpChecker::new(Duration::from_millis(50), 3);
+        let err = checker
+            .check(&url::Host::Ipv4(Ipv4Addr::LOCALHOST), port, None, checks(1))
+            .await
+            .unwrap_err();
+        assert_eq!(err, UdpError::Silent { attempts: 3 });
+        drop(sink);
+    }
+
+    #[tokio::test]
+    async fn localhost_resolves() {
+        let checker = UdpChecker::new(Duration::from_millis(50), 1);
+        let addrs = checker
+            .resolve(&url::Host::Domain("localhost"))
+            .await
+            .unwrap();
+        assert!(addrs.iter().all(IpAddr::is_loopback), "{addrs:?}");
+    }
+}
