@@ -22,6 +22,8 @@ pub mod api;
 pub mod at;
 pub mod b64;
 pub mod envelope;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod keys;
 pub mod limits;
 pub mod link;
