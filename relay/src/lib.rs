@@ -1,1 +1,40 @@
-//! The Connectoid relay (built by the relay issue).
+//! The Connectoid relay: a small HTTP (and optional UDP) service that keeps
+//! end-to-end encrypted messages in per-key mailboxes for an hour, as
+//! `spec/protocol.md` and `spec/relay.md` define it.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = connectoid_relay::Server::spawn(connectoid_relay::Config::new("./connectoid-data")).await?;
+//! println!("listening http={}", server.http_addr());
+//! server.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! - [`Server`]: binds the sockets and owns every task; [`Config`]: what to
+//!   bind, limits, retention, TLS;
+//! - [`Relay`]: the protocol logic shared by HTTP ([`router`]) and UDP;
+//! - [`store`]: the [`Store`] trait, the embedded [`RedbStore`] and the
+//!   conformance suite every backend passes;
+//! - [`Clock`]: the time source, [`ManualClock`] for tests.
+//!
+//! The library reads no files other than the data directory and the TLS
+//! files it is given, and installs no signal handlers; the
+//! `connectoid-relay` binary parses flags, environment and a TOML file.
+
+pub mod clock;
+pub mod config;
+pub mod store;
+
+mod http;
+mod metrics;
+mod rate;
+mod server;
+mod service;
+mod udp;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{Config, Limits, Rate, RateLimits, Retention, StoreUrl, TlsConfig};
+pub use http::router;
+pub use server::{Server, ShutdownError, SpawnError};
+pub use service::{PROTOCOL_VERSION, Relay};
+pub use store::{RedbStore, Store, StoreError, StoreOptions};

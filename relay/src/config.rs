@@ -1,0 +1,374 @@
+//! The relay's typed configuration: listen addresses, storage, limits,
+//! retention, rate limits, operator information and TLS.
+//!
+//! [`Config`] is plain data with documented defaults. It reads no files and
+//! no environment: the binary turns flags, environment variables and a TOML
+//! file into a `Config`; embedders and tests build one in code.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use connectoid_protocol::limits as protocol_limits;
+
+use crate::clock::{Clock, SystemClock};
+
+/// The default HTTP listen address: `127.0.0.1:8080`.
+pub const DEFAULT_HTTP: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
+
+/// The default data directory of the embedded store: `./connectoid-data`.
+pub const DEFAULT_DATA_DIR: &str = "connectoid-data";
+
+/// Everything a relay needs to start. Build it with [`Config::new`] (the
+/// defaults) or [`Config::for_tests`] and change fields as needed.
+#[derive(Clone)]
+pub struct Config {
+    /// HTTP (or HTTPS with [`Config::tls`]) listen address. Default `127.0.0.1:8080`.
+    pub http: SocketAddr,
+    /// UDP check listen address; `None` (the default) disables the UDP check.
+    pub udp: Option<SocketAddr>,
+    /// Directory of the embedded store. Default `./connectoid-data`; created if missing.
+    pub data_dir: PathBuf,
+    /// Which storage backend to use. Default [`StoreUrl::Redb`].
+    pub store: StoreUrl,
+    /// Size caps and rate limits.
+    pub limits: Limits,
+    /// How long things live.
+    pub retention: Retention,
+    /// How to reach the operator (email address or URL), published in the
+    /// information document. Default none.
+    pub contact: Option<String>,
+    /// Other relays this operator federates with or recommends, published in
+    /// the information document. Default none.
+    pub peers: Vec<String>,
+    /// API keys accepted in a request's `ext`; empty (the default) means none
+    /// is required. When not empty every request (HTTP and UDP) must carry one
+    /// of them as its whole `ext`, or gets "Forbidden".
+    pub api_keys: Vec<String>,
+    /// Serve HTTPS with these PEM files instead of plain HTTP. Default none.
+    pub tls: Option<TlsConfig>,
+    /// Take the client address from the last `X-Forwarded-For` entry when the
+    /// connection comes from a loopback address (a reverse proxy on the same
+    /// host). Default `false`: the socket's peer address is the client.
+    pub trust_forwarded_for: bool,
+    /// How often the background sweeper runs (real time). Default 60 s.
+    pub sweep_interval: Duration,
+    /// How long a graceful shutdown waits for in-flight requests before it
+    /// closes their connections. Default 10 s.
+    pub shutdown_timeout: Duration,
+    /// The relay's clock. Default [`SystemClock`]; tests use a
+    /// [`ManualClock`](crate::ManualClock).
+    pub clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // API keys are secrets: show how many there are, not what they are.
+        f.debug_struct("Config")
+            .field("http", &self.http)
+            .field("udp", &self.udp)
+            .field("data_dir", &self.data_dir)
+            .field("store", &self.store)
+            .field("limits", &self.limits)
+            .field("retention", &self.retention)
+            .field("contact", &self.contact)
+            .field("peers", &self.peers)
+            .field("api_keys", &format_args!("[{} keys]", self.api_keys.len()))
+            .field("tls", &self.tls)
+            .field("trust_forwarded_for", &self.trust_forwarded_for)
+            .field("sweep_interval", &self.sweep_interval)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("clock", &self.clock)
+            .finish()
+    }
+}
+
+impl Config {
+    /// The defaults, with the embedded store in `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            http: DEFAULT_HTTP,
+            udp: None,
+            data_dir: data_dir.into(),
+            store: StoreUrl::Redb,
+            limits: Limits::default(),
+            retention: Retention::default(),
+            contact: None,
+            peers: Vec::new(),
+            api_keys: Vec::new(),
+            tls: None,
+            trust_forwarded_for: false,
+            sweep_interval: Duration::from_secs(60),
+            shutdown_timeout: Duration::from_secs(10),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// For tests: HTTP and UDP on `127.0.0.1:0` (the system picks free
+    /// ports; read them back with [`Server::http_addr`](crate::Server::http_addr)
+    /// and [`Server::udp_addr`](crate::Server::udp_addr)), and **no rate
+    /// limits** ([`RateLimits::off`]) so that tests sending many requests are
+    /// never flaky. Tests of rate limiting set [`Limits::rate`] themselves.
+    pub fn for_tests(data_dir: impl Into<PathBuf>) -> Self {
+        let any_port = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+        let mut config = Self::new(data_dir);
+        config.http = any_port;
+        config.udp = Some(any_port);
+        config.limits.rate = RateLimits::off();
+        config
+    }
+}
+
+/// Which storage backend holds the mailboxes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreUrl {
+    /// The embedded redb store in [`Config::data_dir`] (`--store redb`).
+    Redb,
+    /// Any other URL, such as `redis://host:6379`; not supported by this
+    /// build (a later issue adds Redis). Starting with it fails cleanly.
+    Other(String),
+}
+
+impl FromStr for StoreUrl {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(match text {
+            "redb" | "redb:" | "" => Self::Redb,
+            other => Self::Other(other.to_owned()),
+        })
+    }
+}
+
+impl fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Redb => f.write_str("redb"),
+            Self::Other(url) => f.write_str(url),
+        }
+    }
+}
+
+/// Size caps and rate limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest sealed message (decoded `data`) in bytes; larger sends get
+    /// "Too big". Default and maximum 65 536 ([`protocol_limits::MAX_MESSAGE_BYTES`]).
+    pub max_message_bytes: usize,
+    /// Largest `limit` honoured by `receive`; larger limits are capped to it.
+    /// Default and maximum 100 ([`protocol_limits::MAX_RECEIVE_LIMIT`]).
+    pub max_receive_limit: u32,
+    /// Most unexpired messages one mailbox holds; past it a send gets
+    /// "Mailbox full". Default 100.
+    pub max_pending_per_mailbox: u32,
+    /// Most bytes of message data the relay stores in total; past it a send
+    /// gets "Relay full". Default 1 GiB.
+    pub max_stored_bytes: u64,
+    /// Most mailboxes the relay keeps; past it a send to a new mailbox gets
+    /// "Relay full". Default 1 000 000.
+    pub max_mailboxes: u64,
+    /// Token buckets; see [`RateLimits`].
+    pub rate: RateLimits,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: protocol_limits::MAX_MESSAGE_BYTES,
+            max_receive_limit: protocol_limits::MAX_RECEIVE_LIMIT,
+            max_pending_per_mailbox: 100,
+            max_stored_bytes: 1 << 30,
+            max_mailboxes: 1_000_000,
+            rate: RateLimits::default(),
+        }
+    }
+}
+
+/// The relay's token buckets. Each is optional; `None` disables it. A request
+/// that finds a bucket empty gets "Too often" (429); a UDP datagram from a
+/// source whose bucket is empty is dropped silently, and a mailbox whose
+/// bucket is empty gets the `TooOften` status.
+///
+/// Sources are grouped: an IPv4 address is its own source, an IPv6 address
+/// counts for its /64 prefix (one customer network).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimits {
+    /// `send` and `delete` per source. Default 120/min, burst 60.
+    pub send_per_ip: Option<Rate>,
+    /// `send` and `delete` per mailbox. Default 60/min, burst 30.
+    pub send_per_mailbox: Option<Rate>,
+    /// `check`, `receive` and UDP datagrams per source. Default 1200/min, burst 200.
+    pub check_per_ip: Option<Rate>,
+    /// `check` and `receive` per mailbox (and each mailbox of a UDP
+    /// datagram). Default 120/min, burst 30.
+    pub check_per_mailbox: Option<Rate>,
+}
+
+impl RateLimits {
+    /// No rate limits at all.
+    pub fn off() -> Self {
+        Self {
+            send_per_ip: None,
+            send_per_mailbox: None,
+            check_per_ip: None,
+            check_per_mailbox: None,
+        }
+    }
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            send_per_ip: Some(Rate::new(120, 60)),
+            send_per_mailbox: Some(Rate::new(60, 30)),
+            check_per_ip: Some(Rate::new(1200, 200)),
+            check_per_mailbox: Some(Rate::new(120, 30)),
+        }
+    }
+}
+
+/// A token bucket: `burst` tokens, refilled at `per_minute` tokens a minute.
+/// Written `PER_MINUTE:BURST` in flags and config files (`120:60`), or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Tokens added per minute (at least 1).
+    pub per_minute: u32,
+    /// Bucket size: how many requests may come at once (at least 1).
+    pub burst: u32,
+}
+
+impl Rate {
+    /// A bucket of `burst` tokens refilled at `per_minute` a minute. Zeros
+    /// are raised to 1.
+    pub fn new(per_minute: u32, burst: u32) -> Self {
+        Self {
+            per_minute: per_minute.max(1),
+            burst: burst.max(1),
+        }
+    }
+}
+
+/// A rate could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid rate {0:?}: expected PER_MINUTE:BURST (two positive integers, e.g. 120:60) or off"
+)]
+pub struct RateParseError(String);
+
+/// Parses `PER_MINUTE:BURST` or `PER_MINUTE` (burst = per minute); `off` is
+/// handled by the caller (it is `None`, not a `Rate`).
+impl FromStr for Rate {
+    type Err = RateParseError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let err = || RateParseError(text.to_owned());
+        let (per_minute, burst) = match text.split_once(':') {
+            Some((rate, burst)) => (rate, burst),
+            None => (text, text),
+        };
+        let per_minute: u32 = per_minute.trim().parse().map_err(|_| err())?;
+        let burst: u32 = burst.trim().parse().map_err(|_| err())?;
+        if per_minute == 0 || burst == 0 {
+            return Err(err());
+        }
+        Ok(Self { per_minute, burst })
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.per_minute, self.burst)
+    }
+}
+
+/// How long things live. Defaults are the protocol's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// A message lives this long after it arrives, received or not. Default 1 hour.
+    pub message: Duration,
+    /// A question lives this long after it is made. Default 1 minute.
+    pub question: Duration,
+    /// A mailbox with no check for this long is deleted. Default 30 days.
+    pub mailbox_idle: Duration,
+    /// Last-check times are kept in memory and written to disk when they are
+    /// this much newer than the stored one (and at shutdown), so a check
+    /// never costs a disk write. Default 1 hour.
+    pub check_persist: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            message: Duration::from_micros(protocol_limits::MESSAGE_TTL_US),
+            question: Duration::from_micros(protocol_limits::QUESTION_TTL_US),
+            mailbox_idle: Duration::from_micros(protocol_limits::MAILBOX_IDLE_TTL_US),
+            check_persist: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// HTTPS certificate and key, PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first (PEM).
+    pub cert: PathBuf,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// A duration in microseconds, saturating.
+pub(crate) fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse() {
+        assert_eq!("120:60".parse::<Rate>().unwrap(), Rate::new(120, 60));
+        assert_eq!("5".parse::<Rate>().unwrap(), Rate::new(5, 5));
+        assert!("0:1".parse::<Rate>().is_err());
+        assert!("x".parse::<Rate>().is_err());
+        assert_eq!(Rate::new(7, 3).to_string(), "7:3");
+    }
+
+    #[test]
+    fn defaults_match_the_protocol() {
+        let config = Config::new("data");
+        assert_eq!(config.http, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.udp, None);
+        assert_eq!(config.retention.message, Duration::from_secs(3600));
+        assert_eq!(config.retention.question, Duration::from_secs(60));
+        assert_eq!(
+            config.retention.mailbox_idle,
+            Duration::from_secs(30 * 86_400)
+        );
+        let tests = Config::for_tests("data");
+        assert_eq!(tests.http.port(), 0);
+        assert_eq!(tests.udp.map(|a| a.port()), Some(0));
+        assert_eq!(tests.limits.rate, RateLimits::off());
+    }
+
+    #[test]
+    fn debug_hides_api_keys() {
+        let mut config = Config::new("data");
+        config.api_keys = vec!["secret-key".into()];
+        assert!(!format!("{config:?}").contains("secret-key"));
+    }
+
+    #[test]
+    fn store_urls() {
+        assert_eq!("redb".parse::<StoreUrl>().unwrap(), StoreUrl::Redb);
+        assert_eq!(
+            "redis://x:1".parse::<StoreUrl>().unwrap(),
+            StoreUrl::Other("redis://x:1".into())
+        );
+    }
+}

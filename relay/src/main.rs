@@ -1,0 +1,501 @@
+//! The `connectoid-relay` binary: flags, environment variables and an
+//! optional TOML file become a [`Config`]; the relay runs until Ctrl-C or
+//! SIGTERM, then shuts down gracefully.
+//!
+//! Precedence: a flag beats its environment variable, which beats the TOML
+//! file, which beats the built-in default. Once listening it prints
+//! `listening http=ADDR` (and `listening udp=ADDR`) on stdout; logs go to
+//! stderr. Exit codes: 0 after a clean shutdown, 1 when the relay cannot
+//! start or stops with an error, 2 for bad flags or a bad config file.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use connectoid_relay::{Config, Rate, Server, StoreUrl, TlsConfig};
+
+const ABOUT: &str = "Connectoid relay: keeps end-to-end encrypted signaling messages in \
+per-key mailboxes for an hour (HTTP API, optional UDP check).";
+
+const AFTER_HELP: &str = "\
+Every flag can also be set with its environment variable or in the TOML file given with \
+--config, using the flag's name as key (e.g. `http = \"0.0.0.0:8080\"`, `peers = [\"https://b.example\"]`, \
+`send-rate-ip = \"120:60\"`). A flag beats its environment variable, which beats the file.
+
+Rates are PER_MINUTE:BURST token buckets (e.g. 120:60), or `off`. A request that finds a \
+bucket empty gets \"Too often\" (HTTP 429); UDP datagrams are dropped.
+
+With no flags at all: HTTP on 127.0.0.1:8080, embedded storage in ./connectoid-data, no UDP.
+Exit codes: 0 clean shutdown (Ctrl-C or SIGTERM), 1 failed to start or failed while running, \
+2 bad flags or config file.";
+
+#[derive(Debug, Parser)]
+#[command(name = "connectoid-relay", version, about = ABOUT, after_help = AFTER_HELP)]
+struct Args {
+    /// Read settings from this TOML file (keys are the flag names).
+    #[arg(long, env = "CONNECTOID_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(flatten)]
+    settings: Settings,
+}
+
+/// A token bucket or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
+struct RateSetting(Option<Rate>);
+
+impl FromStr for RateSetting {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text.eq_ignore_ascii_case("off") {
+            return Ok(Self(None));
+        }
+        text.parse()
+            .map(|r| Self(Some(r)))
+            .map_err(|e| format!("{e}"))
+    }
+}
+
+impl TryFrom<String> for RateSetting {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        text.parse()
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Every setting, all optional so that flags, environment and file merge.
+#[derive(Debug, Default, clap::Args, serde::Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+struct Settings {
+    /// HTTP listen address [default: 127.0.0.1:8080]. Use 0.0.0.0:8080 to serve other hosts.
+    #[arg(long, env = "CONNECTOID_HTTP", value_name = "ADDR")]
+    http: Option<SocketAddr>,
+
+    /// Enable the UDP check fast path on this address and advertise its port
+    /// in /.well-known/connectoid [default: off].
+    #[arg(long, env = "CONNECTOID_UDP", value_name = "ADDR")]
+    udp: Option<SocketAddr>,
+
+    /// Directory of the embedded store [default: ./connectoid-data].
+    #[arg(long, env = "CONNECTOID_DATA", value_name = "DIR")]
+    data: Option<PathBuf>,
+
+    /// Storage backend [default: redb, the embedded store in --data].
+    #[arg(long, env = "CONNECTOID_STORE", value_name = "URL")]
+    store: Option<String>,
+
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
+    #[arg(
+        long,
+        env = "CONNECTOID_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "CONNECTOID_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+
+    /// Operator contact (email or URL) published in the information document.
+    #[arg(long, env = "CONNECTOID_CONTACT", value_name = "TEXT")]
+    contact: Option<String>,
+
+    /// A relay this operator federates with or recommends, published in the
+    /// information document. Repeatable; the variable takes a comma-separated list.
+    #[arg(
+        long = "peer",
+        env = "CONNECTOID_PEERS",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    peers: Option<Vec<String>>,
+
+    /// Require this API key as a request's `ext` ("Forbidden" otherwise). Repeatable;
+    /// the variable takes a comma-separated list [default: no key required].
+    #[arg(
+        long = "api-key",
+        env = "CONNECTOID_API_KEYS",
+        value_name = "KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    api_keys: Option<Vec<String>>,
+
+    /// Largest sealed message in bytes; larger sends get "Too big" [default and maximum: 65536].
+    #[arg(long, env = "CONNECTOID_MAX_MESSAGE_BYTES", value_name = "BYTES")]
+    max_message_bytes: Option<usize>,
+
+    /// Largest `limit` honoured by receive; larger ones are capped [default and maximum: 100].
+    #[arg(long, env = "CONNECTOID_MAX_RECEIVE_LIMIT", value_name = "N")]
+    max_receive_limit: Option<u32>,
+
+    /// Most unexpired messages per mailbox; then "Mailbox full" [default: 100].
+    #[arg(long, env = "CONNECTOID_MAX_PENDING", value_name = "N")]
+    max_pending: Option<u32>,
+
+    /// Most bytes of message data stored in total; then "Relay full" [default: 1073741824].
+    #[arg(long, env = "CONNECTOID_MAX_STORED_BYTES", value_name = "BYTES")]
+    max_stored_bytes: Option<u64>,
+
+    /// Most mailboxes kept; then "Relay full" for new ones [default: 1000000].
+    #[arg(long, env = "CONNECTOID_MAX_MAILBOXES", value_name = "N")]
+    max_mailboxes: Option<u64>,
+
+    /// Token bucket for send/delete per source IP (IPv6 per /64) [default: 120:60].
+    #[arg(long, env = "CONNECTOID_SEND_RATE_IP", value_name = "RATE")]
+    send_rate_ip: Option<RateSetting>,
+
+    /// Token bucket for send/delete per mailbox [default: 60:30].
+    #[arg(long, env = "CONNECTOID_SEND_RATE_MAILBOX", value_name = "RATE")]
+    send_rate_mailbox: Option<RateSetting>,
+
+    /// Token bucket for check/receive/UDP datagrams per source IP [default: 1200:200].
+    #[arg(long, env = "CONNECTOID_CHECK_RATE_IP", value_name = "RATE")]
+    check_rate_ip: Option<RateSetting>,
+
+    /// Token bucket for check/receive per mailbox [default: 120:30].
+    #[arg(long, env = "CONNECTOID_CHECK_RATE_MAILBOX", value_name = "RATE")]
+    check_rate_mailbox: Option<RateSetting>,
+
+    /// Seconds a message lives after it arrives, received or not [default: 3600].
+    #[arg(long, env = "CONNECTOID_MESSAGE_TTL", value_name = "SECONDS")]
+    message_ttl: Option<u64>,
+
+    /// Seconds a question lives after it is made [default: 60].
+    #[arg(long, env = "CONNECTOID_QUESTION_TTL", value_name = "SECONDS")]
+    question_ttl: Option<u64>,
+
+    /// Seconds without a check after which a mailbox is deleted [default: 2592000, 30 days].
+    #[arg(long, env = "CONNECTOID_MAILBOX_IDLE_TTL", value_name = "SECONDS")]
+    mailbox_idle_ttl: Option<u64>,
+
+    /// Seconds between runs of the sweeper that deletes expired data [default: 60].
+    #[arg(long, env = "CONNECTOID_SWEEP_INTERVAL", value_name = "SECONDS")]
+    sweep_interval: Option<u64>,
+
+    /// Behind a reverse proxy on this host: take the client address from the
+    /// last X-Forwarded-For entry of loopback connections [default: false].
+    #[arg(
+        long,
+        env = "CONNECTOID_TRUST_FORWARDED_FOR",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    trust_forwarded_for: Option<bool>,
+
+    /// Log format on stderr; the level comes from RUST_LOG [default: text, level info].
+    #[arg(long, env = "CONNECTOID_LOG_FORMAT", value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
+}
+
+impl Settings {
+    /// Fills every setting missing here from `file`.
+    fn or(self, file: Self) -> Self {
+        macro_rules! merge {
+            ($($field:ident),* $(,)?) => { Self { $($field: self.$field.or(file.$field)),* } };
+        }
+        merge!(
+            http,
+            udp,
+            data,
+            store,
+            tls_cert,
+            tls_key,
+            contact,
+            peers,
+            api_keys,
+            max_message_bytes,
+            max_receive_limit,
+            max_pending,
+            max_stored_bytes,
+            max_mailboxes,
+            send_rate_ip,
+            send_rate_mailbox,
+            check_rate_ip,
+            check_rate_mailbox,
+            message_ttl,
+            question_ttl,
+            mailbox_idle_ttl,
+            sweep_interval,
+            trust_forwarded_for,
+            log_format,
+        )
+    }
+
+    fn into_config(self) -> anyhow::Result<Config> {
+        use connectoid_protocol::limits as protocol;
+        let mut config = Config::new(
+            self.data
+                .unwrap_or_else(|| PathBuf::from("connectoid-data")),
+        );
+        if let Some(http) = self.http {
+            config.http = http;
+        }
+        config.udp = self.udp;
+        if let Some(store) = self.store {
+            config.store = store.parse::<StoreUrl>()?;
+        }
+        config.tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsConfig { cert, key }),
+            (None, None) => None,
+            _ => bail!("--tls-cert and --tls-key go together"),
+        };
+        config.contact = self.contact;
+        config.peers = self.peers.unwrap_or_default();
+        config.api_keys = self.api_keys.unwrap_or_default();
+        if config.api_keys.iter().any(String::is_empty) {
+            bail!("an API key must not be empty");
+        }
+        let limits = &mut config.limits;
+        if let Some(max) = self.max_message_bytes {
+            if max == 0 || max > protocol::MAX_MESSAGE_BYTES {
+                bail!(
+                    "max-message-bytes must be 1 to {}",
+                    protocol::MAX_MESSAGE_BYTES
+                );
+            }
+            limits.max_message_bytes = max;
+        }
+        if let Some(max) = self.max_receive_limit {
+            if max == 0 || max > protocol::MAX_RECEIVE_LIMIT {
+                bail!(
+                    "max-receive-limit must be 1 to {}",
+                    protocol::MAX_RECEIVE_LIMIT
+                );
+            }
+            limits.max_receive_limit = max;
+        }
+        if let Some(max) = self.max_pending {
+            limits.max_pending_per_mailbox = max;
+        }
+        if let Some(max) = self.max_stored_bytes {
+            limits.max_stored_bytes = max;
+        }
+        if let Some(max) = self.max_mailboxes {
+            limits.max_mailboxes = max;
+        }
+        let rates = [
+            (self.send_rate_ip, &mut limits.rate.send_per_ip),
+            (self.send_rate_mailbox, &mut limits.rate.send_per_mailbox),
+            (self.check_rate_ip, &mut limits.rate.check_per_ip),
+            (self.check_rate_mailbox, &mut limits.rate.check_per_mailbox),
+        ];
+        for (setting, slot) in rates {
+            if let Some(RateSetting(rate)) = setting {
+                *slot = rate;
+            }
+        }
+        let seconds = |value: Option<u64>, name: &str| -> anyhow::Result<Option<Duration>> {
+            match value {
+                Some(0) => bail!("{name} must be at least 1 second"),
+                other => Ok(other.map(Duration::from_secs)),
+            }
+        };
+        let retention = &mut config.retention;
+        if let Some(ttl) = seconds(self.message_ttl, "message-ttl")? {
+            retention.message = ttl;
+        }
+        if let Some(ttl) = seconds(self.question_ttl, "question-ttl")? {
+            retention.question = ttl;
+        }
+        if let Some(ttl) = seconds(self.mailbox_idle_ttl, "mailbox-idle-ttl")? {
+            retention.mailbox_idle = ttl;
+        }
+        if let Some(every) = seconds(self.sweep_interval, "sweep-interval")? {
+            config.sweep_interval = every;
+        }
+        config.trust_forwarded_for = self.trust_forwarded_for.unwrap_or(false);
+        Ok(config)
+    }
+}
+
+fn settings(args: Args) -> anyhow::Result<Settings> {
+    let file = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?
+        }
+        None => Settings::default(),
+    };
+    Ok(args.settings.or(file))
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let server = Server::spawn(config).await?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening http={}", server.http_addr())?;
+        if let Some(udp) = server.udp_addr() {
+            writeln!(out, "listening udp={udp}")?;
+        }
+        out.flush()?;
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown().await?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let settings = match settings(args) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("connectoid-relay: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(settings.log_format.unwrap_or(LogFormat::Text));
+    let config = match settings.into_config() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("connectoid-relay: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("connectoid-relay: cannot start the async runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("connectoid-relay: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_the_file() {
+        let args = Args::try_parse_from([
+            "connectoid-relay",
+            "--http",
+            "127.0.0.1:9000",
+            "--send-rate-ip",
+            "off",
+            "--peer",
+            "https://a.example",
+            "--peer",
+            "https://b.example",
+        ])
+        .unwrap();
+        let file: Settings = toml::from_str(
+            "http = \"0.0.0.0:1\"\nudp = \"0.0.0.0:2\"\ncheck-rate-ip = \"10:5\"\nmessage-ttl = 60\n",
+        )
+        .unwrap();
+        let config = args.settings.or(file).into_config().unwrap();
+        assert_eq!(config.http, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(config.udp, Some("0.0.0.0:2".parse().unwrap()));
+        assert_eq!(config.limits.rate.send_per_ip, None);
+        assert_eq!(config.limits.rate.check_per_ip, Some(Rate::new(10, 5)));
+        assert_eq!(config.retention.message, Duration::from_secs(60));
+        assert_eq!(config.peers, ["https://a.example", "https://b.example"]);
+    }
+
+    #[test]
+    fn no_flags_gives_the_defaults() {
+        let args = Args::try_parse_from(["connectoid-relay"]).unwrap();
+        let config = args.settings.into_config().unwrap();
+        assert_eq!(config.http, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.udp, None);
+        assert_eq!(config.data_dir, PathBuf::from("connectoid-data"));
+        assert_eq!(config.store, StoreUrl::Redb);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(toml::from_str::<Settings>("unknown = 1").is_err());
+        assert!(toml::from_str::<Settings>("send-rate-ip = \"fast\"").is_err());
+        let settings: Settings = toml::from_str("max-message-bytes = 100000").unwrap();
+        assert!(settings.into_config().is_err());
+        assert!(Args::try_parse_from(["connectoid-relay", "--tls-cert", "a.pem"]).is_err());
+    }
+
+    #[test]
+    fn help_explains_every_flag() {
+        use clap::CommandFactory as _;
+        let command = Args::command();
+        command.clone().debug_assert();
+        for arg in command.get_arguments() {
+            assert!(arg.get_help().is_some(), "{} has no help", arg.get_id());
+        }
+    }
+}

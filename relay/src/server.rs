@@ -1,0 +1,276 @@
+//! A running relay: [`Server::spawn`] opens the store, binds the sockets and
+//! starts the HTTP server, the UDP check loop and the sweeper;
+//! [`Server::shutdown`] stops them in order.
+//!
+//! Every task belongs to the [`Server`] handle: dropping it without a
+//! shutdown aborts them (the store's writer thread then finishes what is
+//! queued and exits by itself). This module reads only the TLS files it is
+//! given and installs no signal handlers; the binary does that.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum_server::tls_rustls::RustlsConfig;
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::config::{Config, StoreUrl, TlsConfig};
+use crate::http::router;
+use crate::service::Relay;
+use crate::store::{RedbStore, Store, StoreError, StoreOptions};
+
+/// A relay could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpawnError {
+    /// `--store` names a backend this build does not have.
+    #[error("unsupported store {0:?}: this build stores mailboxes only in redb (`--store redb`)")]
+    UnsupportedStore(String),
+    /// The store could not be opened (data directory, lock, corruption).
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    /// The HTTP address could not be bound.
+    #[error("cannot listen for HTTP on {addr}: {source}")]
+    BindHttp {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// The UDP address could not be bound.
+    #[error("cannot listen for UDP on {addr}: {source}")]
+    BindUdp {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// The TLS certificate or key could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// A relay did not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShutdownError {
+    /// The HTTP server failed.
+    #[error("HTTP server: {0}")]
+    Http(io::Error),
+    /// The store could not write what it kept in memory.
+    #[error("closing the store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// A running relay. See the module documentation.
+#[derive(Debug)]
+pub struct Server {
+    http_addr: SocketAddr,
+    udp_addr: Option<SocketAddr>,
+    relay: Arc<Relay>,
+    handle: axum_server::Handle,
+    stop: watch::Sender<bool>,
+    http_task: Option<JoinHandle<io::Result<()>>>,
+    tasks: JoinSet<()>,
+    shutdown_timeout: Duration,
+}
+
+impl Server {
+    /// Opens the store named by `config.store` and starts serving.
+    pub async fn spawn(config: Config) -> Result<Self, SpawnError> {
+        let store: Arc<dyn Store> = match &config.store {
+            StoreUrl::Redb => {
+                let dir = config.data_dir.clone();
+                let options = StoreOptions::from_config(&config);
+                let store = tokio::task::spawn_blocking(move || RedbStore::open(&dir, options))
+                    .await
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))??;
+                tracing::info!(path = %store.path().display(), "store open");
+                Arc::new(store)
+            }
+            StoreUrl::Other(url) => return Err(SpawnError::UnsupportedStore(url.clone())),
+        };
+        match Self::spawn_with_store(config, Arc::clone(&store)).await {
+            Ok(server) => Ok(server),
+            Err(error) => {
+                if let Err(close) = store.close().await {
+                    tracing::warn!(error = %close, "closing the store after a failed start");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Starts serving over an already open `store` (for other backends and
+    /// tests); `config.store` and `config.data_dir` are not used.
+    pub async fn spawn_with_store(
+        config: Config,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, SpawnError> {
+        let tls = match &config.tls {
+            Some(tls) => Some(tls_config(tls)?),
+            None => None,
+        };
+        let listener =
+            std::net::TcpListener::bind(config.http).map_err(|source| SpawnError::BindHttp {
+                addr: config.http,
+                source,
+            })?;
+        let http_addr = listener
+            .local_addr()
+            .map_err(|source| SpawnError::BindHttp {
+                addr: config.http,
+                source,
+            })?;
+        let udp = match config.udp {
+            Some(addr) => {
+                let socket = tokio::net::UdpSocket::bind(addr)
+                    .await
+                    .map_err(|source| SpawnError::BindUdp { addr, source })?;
+                let local = socket
+                    .local_addr()
+                    .map_err(|source| SpawnError::BindUdp { addr, source })?;
+                Some((socket, local))
+            }
+            None => None,
+        };
+        let udp_addr = udp.as_ref().map(|(_, addr)| *addr);
+        let relay = Arc::new(Relay::new(&config, store, udp_addr.map(|a| a.port())));
+
+        let handle = axum_server::Handle::new();
+        let app = router(Arc::clone(&relay)).into_make_service_with_connect_info::<SocketAddr>();
+        let http_task = match tls {
+            None => tokio::spawn(
+                axum_server::from_tcp(listener)
+                    .handle(handle.clone())
+                    .serve(app),
+            ),
+            Some(tls) => tokio::spawn(
+                axum_server::from_tcp_rustls(listener, tls)
+                    .handle(handle.clone())
+                    .serve(app),
+            ),
+        };
+
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        if let Some((socket, _)) = udp {
+            tasks.spawn(crate::udp::serve(
+                socket,
+                Arc::clone(&relay),
+                stopped.clone(),
+            ));
+        }
+        tasks.spawn(sweeper(Arc::clone(&relay), config.sweep_interval, stopped));
+        tracing::info!(
+            http = %http_addr,
+            udp = ?udp_addr,
+            tls = config.tls.is_some(),
+            "relay listening"
+        );
+        Ok(Self {
+            http_addr,
+            udp_addr,
+            relay,
+            handle,
+            stop,
+            http_task: Some(http_task),
+            tasks,
+            shutdown_timeout: config.shutdown_timeout,
+        })
+    }
+
+    /// The bound HTTP (or HTTPS) address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The bound UDP check address, if the UDP check is on.
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.udp_addr
+    }
+
+    /// The relay's logic, for tests and embedders (sweeps, metrics, store).
+    pub fn relay(&self) -> &Arc<Relay> {
+        &self.relay
+    }
+
+    /// Stops gracefully: stops accepting connections, lets in-flight requests
+    /// finish (closing connections still busy after
+    /// [`Config::shutdown_timeout`]), stops the UDP loop and the sweeper,
+    /// then flushes and closes the store.
+    pub async fn shutdown(mut self) -> Result<(), ShutdownError> {
+        self.handle.graceful_shutdown(Some(self.shutdown_timeout));
+        let http = match self.http_task.take() {
+            Some(task) => match task.await {
+                Ok(result) => result,
+                Err(join) => Err(io::Error::other(join)),
+            },
+            None => Ok(()),
+        };
+        // The receivers see the change, or the sender's drop, either way.
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+        let closed = self.relay.store().close().await;
+        tracing::info!("relay stopped");
+        http.map_err(ShutdownError::Http)?;
+        closed?;
+        Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(task) = self.http_task.take() {
+            self.handle.shutdown();
+            task.abort();
+        }
+        // `tasks` aborts its tasks when dropped.
+    }
+}
+
+async fn sweeper(relay: Arc<Relay>, every: Duration, mut stopped: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(every.max(Duration::from_millis(10)));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => break,
+            _ = interval.tick() => match relay.sweep().await {
+                Ok(report) if report != Default::default() => {
+                    tracing::info!(?report, "sweep");
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "sweep failed"),
+            },
+        }
+    }
+}
+
+/// A rustls server configuration with the aws-lc-rs provider (the only one
+/// this project compiles in), whatever the process default is.
+fn tls_config(tls: &TlsConfig) -> Result<RustlsConfig, SpawnError> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(&tls.cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| SpawnError::Tls(format!("certificate {}: {e}", tls.cert.display())))?;
+    if certs.is_empty() {
+        return Err(SpawnError::Tls(format!(
+            "no certificate in {}",
+            tls.cert.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(&tls.key)
+        .map_err(|e| SpawnError::Tls(format!("private key {}: {e}", tls.key.display())))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| SpawnError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| SpawnError::Tls(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(RustlsConfig::from_config(Arc::new(config)))
+}

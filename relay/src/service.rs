@@ -1,0 +1,437 @@
+//! What the relay answers: the API actions and the UDP check, independent of
+//! HTTP and sockets.
+//!
+//! [`Relay`] holds the store, the clock, the limits, the token buckets and
+//! the metrics. [`Relay::handle`] turns a decoded [`Request`] from a source
+//! address into a [`Response`] or an [`ApiError`]; [`Relay::answer_datagram`]
+//! turns a UDP datagram into at most one response datagram. The order of
+//! checks for a request is: API key ("Forbidden"), size ("Too big"), the
+//! source's bucket, then the mailbox's bucket ("Too often"), then the store
+//! ("Mailbox full", "Relay full", "Unavailable").
+//!
+//! The only asymmetric cryptography here is sealing a mailbox's question,
+//! once per mailbox per question lifetime, on the blocking pool; a check that
+//! finds nothing is a lookup in the store's memory. This module does not
+//! parse JSON or know about status codes (see `http`).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use connectoid_protocol::api::{InfoLimits, InfoRetention};
+use connectoid_protocol::limits as protocol_limits;
+use connectoid_protocol::seal::{QUESTION_SECRET_LEN, seal_question};
+use connectoid_protocol::udp::{CheckRequest, CheckResponse, CheckStatus};
+use connectoid_protocol::{
+    Answer, ApiError, At, ErrorCode, Operation, PublicKey, RelayInfo, Request, Response,
+};
+
+use crate::clock::Clock;
+use crate::config::{Config, Limits, micros};
+use crate::metrics::Metrics;
+use crate::rate::Limiters;
+use crate::store::{
+    Bucket, Deleted, MailboxId, Question, SourcePrefix, Store, StoreError, SweepReport,
+};
+
+/// The protocol version this relay speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The relay's behaviour, shared by the HTTP and UDP front ends.
+pub struct Relay {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    limits: Limits,
+    question_ttl_us: u64,
+    api_keys: Vec<String>,
+    limiters: Limiters,
+    metrics: Metrics,
+    info: RelayInfo,
+    trust_forwarded_for: bool,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("store", &self.store)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Maps a store failure to the API's error, logging what clients must not see.
+fn store_error(error: StoreError) -> ApiError {
+    match error {
+        StoreError::MailboxFull => ApiError::new(
+            ErrorCode::MailboxFull,
+            "the mailbox holds the maximum number of messages; retry after some expire",
+        ),
+        StoreError::RelayFull(why) => ApiError::new(ErrorCode::RelayFull, why),
+        StoreError::Closed => ApiError::new(ErrorCode::Unavailable, "the relay is shutting down"),
+        StoreError::Unavailable(detail) => {
+            tracing::warn!(%detail, "storage unavailable");
+            ApiError::new(ErrorCode::Unavailable, "storage is unavailable")
+        }
+        other => {
+            tracing::error!(error = %other, "storage failure");
+            ErrorCode::Internal.into()
+        }
+    }
+}
+
+impl Relay {
+    /// A relay over `store` configured by `config`. `udp_port` is the bound
+    /// UDP check port to advertise, if any.
+    pub fn new(config: &Config, store: Arc<dyn Store>, udp_port: Option<u16>) -> Self {
+        let limits = config.limits.clone();
+        let seconds = |d: std::time::Duration| d.as_secs();
+        let info = RelayInfo {
+            software: env!("CARGO_PKG_NAME").to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            protocol: PROTOCOL_VERSION,
+            limits: InfoLimits {
+                max_message_bytes: limits.max_message_bytes as u64,
+                max_receive_limit: limits.max_receive_limit,
+                max_pending_per_mailbox: limits.max_pending_per_mailbox,
+                max_checks_per_datagram: protocol_limits::MAX_CHECKS_PER_DATAGRAM as u32,
+            },
+            retention: InfoRetention {
+                message_seconds: seconds(config.retention.message),
+                question_seconds: seconds(config.retention.question),
+                mailbox_idle_seconds: seconds(config.retention.mailbox_idle),
+            },
+            udp_port,
+            api_key_required: !config.api_keys.is_empty(),
+            contact: config.contact.clone(),
+            peers: config.peers.clone(),
+        };
+        Self {
+            store,
+            clock: Arc::clone(&config.clock),
+            limiters: Limiters::new(&limits.rate, &config.clock),
+            limits,
+            question_ttl_us: micros(config.retention.question),
+            api_keys: config.api_keys.clone(),
+            metrics: Metrics::new(),
+            info,
+            trust_forwarded_for: config.trust_forwarded_for,
+        }
+    }
+
+    /// The information document served at `GET /.well-known/connectoid`.
+    pub fn info(&self) -> &RelayInfo {
+        &self.info
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Whether `X-Forwarded-For` from loopback peers names the client.
+    pub(crate) fn trust_forwarded_for(&self) -> bool {
+        self.trust_forwarded_for
+    }
+
+    /// The Prometheus (OpenMetrics) text of `GET /metrics`.
+    pub async fn metrics_text(&self) -> String {
+        let stats = self.store.stats().await.ok();
+        self.metrics.encode(stats)
+    }
+
+    /// Counts a finished HTTP API request.
+    pub(crate) fn count_request(&self, action: &'static str, result: &Result<Response, ApiError>) {
+        let label = match result {
+            Ok(_) => "ok",
+            Err(error) => crate::metrics::error_label(error.code),
+        };
+        self.metrics.request(action, label);
+    }
+
+    /// Runs one sweep of the store now (the server also runs it periodically)
+    /// and forgets idle rate-limit buckets.
+    pub async fn sweep(&self) -> Result<SweepReport, StoreError> {
+        self.limiters.forget_idle();
+        self.store.sweep(self.clock.now_us()).await
+    }
+
+    fn authorized(&self, ext: Option<&str>) -> bool {
+        use subtle::ConstantTimeEq as _;
+        if self.api_keys.is_empty() {
+            return true;
+        }
+        let given = ext.unwrap_or("").as_bytes();
+        let mut found = subtle::Choice::from(0);
+        for key in &self.api_keys {
+            found |= key.as_bytes().ct_eq(given);
+        }
+        found.into()
+    }
+
+    async fn take(&self, bucket: Bucket, now_us: u64) -> Result<(), ApiError> {
+        let kind = bucket.kind();
+        if self
+            .limiters
+            .take(self.store.as_ref(), bucket, now_us)
+            .await
+            .map_err(store_error)?
+        {
+            Ok(())
+        } else {
+            self.metrics.rate_limited(kind);
+            Err(ApiError::new(ErrorCode::TooOften, kind))
+        }
+    }
+
+    /// Answers one API request from `source`.
+    pub async fn handle(&self, request: &Request, source: IpAddr) -> Result<Response, ApiError> {
+        if !self.authorized(request.ext.as_deref()) {
+            let detail = match request.ext {
+                None => "this relay requires an API key in ext",
+                Some(_) => "the API key in ext is not accepted",
+            };
+            return Err(ApiError::new(ErrorCode::Forbidden, detail));
+        }
+        let now = self.clock.now_us();
+        let mailbox = MailboxId::from(&request.key);
+        let source = SourcePrefix::from(source);
+        match &request.op {
+            Operation::Send { data } => {
+                if data.len() > self.limits.max_message_bytes {
+                    return Err(ApiError::new(
+                        ErrorCode::TooBig,
+                        format!(
+                            "data: {} bytes, the maximum is {}",
+                            data.len(),
+                            self.limits.max_message_bytes
+                        ),
+                    ));
+                }
+                self.take(Bucket::SendPerSource(source), now).await?;
+                self.take(Bucket::SendPerMailbox(mailbox), now).await?;
+                let started = Instant::now();
+                let at = self
+                    .store
+                    .send(mailbox, data.clone(), now)
+                    .await
+                    .map_err(store_error)?;
+                self.metrics.store_commit(started.elapsed().as_secs_f64());
+                tracing::debug!(?mailbox, %at, bytes = data.len(), "message stored");
+                Ok(Response::Done)
+            }
+            Operation::Check { at } => {
+                self.take(Bucket::CheckPerSource(source), now).await?;
+                self.take(Bucket::CheckPerMailbox(mailbox), now).await?;
+                let found = self
+                    .store
+                    .check(&[(mailbox, *at)], now)
+                    .await
+                    .map_err(store_error)?;
+                if !found.first().copied().unwrap_or(false) {
+                    return Ok(Response::NotFound);
+                }
+                let question = self.question(mailbox, &request.key, now).await?;
+                Ok(Response::Found {
+                    question: question.sealed,
+                })
+            }
+            Operation::Receive { answer, at, limit } => {
+                self.take(Bucket::CheckPerSource(source), now).await?;
+                self.take(Bucket::CheckPerMailbox(mailbox), now).await?;
+                self.verify(mailbox, answer, now).await?;
+                let capped = (*limit).clamp(1, self.limits.max_receive_limit.max(1));
+                let messages = self
+                    .store
+                    .receive(mailbox, *at, capped, now)
+                    .await
+                    .map_err(store_error)?;
+                if *limit == 1 {
+                    Ok(messages
+                        .into_iter()
+                        .next()
+                        .map_or(Response::NotFound, Response::One))
+                } else {
+                    Ok(Response::Many(messages))
+                }
+            }
+            Operation::Delete { answer } => {
+                self.take(Bucket::SendPerSource(source), now).await?;
+                self.take(Bucket::SendPerMailbox(mailbox), now).await?;
+                if let Some(answer) = answer {
+                    self.verify(mailbox, answer, now).await?;
+                }
+                let started = Instant::now();
+                let deleted = self
+                    .store
+                    .delete(mailbox, answer.is_none(), now)
+                    .await
+                    .map_err(store_error)?;
+                self.metrics.store_commit(started.elapsed().as_secs_f64());
+                match deleted {
+                    Deleted::NotEmpty => Err(ApiError::new(
+                        ErrorCode::AnswerRequired,
+                        "the mailbox holds messages: check, then delete with the answer",
+                    )),
+                    _ => {
+                        tracing::debug!(?mailbox, "mailbox deleted");
+                        Ok(Response::Done)
+                    }
+                }
+            }
+        }
+    }
+
+    /// The mailbox's live question, made (and sealed) only if there is none.
+    async fn question(
+        &self,
+        mailbox: MailboxId,
+        key: &PublicKey,
+        now_us: u64,
+    ) -> Result<Question, ApiError> {
+        if let Some(question) = self
+            .store
+            .question(mailbox, now_us)
+            .await
+            .map_err(store_error)?
+        {
+            return Ok(question);
+        }
+        let key = *key;
+        let (secret, sealed) = tokio::task::spawn_blocking(move || {
+            use rand::Rng as _;
+            let mut rng = rand::rng();
+            let mut secret = [0u8; QUESTION_SECRET_LEN];
+            rng.fill_bytes(&mut secret);
+            seal_question(&mut rng, &key, &secret).map(|sealed| (secret, sealed))
+        })
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "question task failed");
+            ApiError::from(ErrorCode::Internal)
+        })?
+        .map_err(|error| {
+            tracing::error!(%error, "sealing a question failed");
+            ApiError::from(ErrorCode::Internal)
+        })?;
+        self.metrics.question_made();
+        let question = Question {
+            answer: Answer(secret),
+            sealed,
+            expires_us: now_us.saturating_add(self.question_ttl_us),
+        };
+        self.store
+            .offer_question(mailbox, question, now_us)
+            .await
+            .map_err(store_error)
+    }
+
+    async fn verify(
+        &self,
+        mailbox: MailboxId,
+        answer: &Answer,
+        now_us: u64,
+    ) -> Result<(), ApiError> {
+        let question = self
+            .store
+            .question(mailbox, now_us)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::NoQuestion,
+                    "no live question for this mailbox; check first",
+                )
+            })?;
+        if question.answer.ct_eq(answer) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                ErrorCode::WrongAnswer,
+                "the answer does not match this mailbox's question",
+            ))
+        }
+    }
+
+    /// Answers one UDP check datagram from `source`: `None` means send
+    /// nothing (malformed, rate limited, storage failure, or a response that
+    /// would be larger than the request).
+    pub async fn answer_datagram(&self, datagram: &[u8], source: SocketAddr) -> Option<Vec<u8>> {
+        let source = SocketAddr::new(source.ip().to_canonical(), source.port());
+        let Ok(request) = CheckRequest::decode(datagram) else {
+            self.metrics.udp_datagram("malformed");
+            return None;
+        };
+        let now = self.clock.now_us();
+        let prefix = SourcePrefix::from(source.ip());
+        match self
+            .limiters
+            .take(self.store.as_ref(), Bucket::CheckPerSource(prefix), now)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                self.metrics.rate_limited("check_per_ip");
+                self.metrics.udp_datagram("rate_limited");
+                return None;
+            }
+            Err(_) => {
+                self.metrics.udp_datagram("failed");
+                return None;
+            }
+        }
+        let statuses = if self.authorized(request.ext.as_deref()) {
+            let mut statuses = vec![CheckStatus::NotFound; request.checks.len()];
+            let mut asked = Vec::with_capacity(request.checks.len());
+            let mut pairs = Vec::with_capacity(request.checks.len());
+            for (i, check) in request.checks.iter().enumerate() {
+                let mailbox = MailboxId(check.key);
+                match self
+                    .limiters
+                    .take(self.store.as_ref(), Bucket::CheckPerMailbox(mailbox), now)
+                    .await
+                {
+                    Ok(true) => {
+                        asked.push(i);
+                        pairs.push((mailbox, At(check.at)));
+                    }
+                    Ok(false) => {
+                        self.metrics.rate_limited("check_per_mailbox");
+                        statuses[i] = CheckStatus::TooOften;
+                    }
+                    Err(_) => {
+                        self.metrics.udp_datagram("failed");
+                        return None;
+                    }
+                }
+            }
+            let Ok(found) = self.store.check(&pairs, now).await else {
+                self.metrics.udp_datagram("failed");
+                return None;
+            };
+            for (i, found) in asked.into_iter().zip(found) {
+                if found {
+                    statuses[i] = CheckStatus::Found;
+                }
+            }
+            statuses
+        } else {
+            vec![CheckStatus::Forbidden; request.checks.len()]
+        };
+        self.metrics.udp_checks(request.checks.len());
+        let response = CheckResponse {
+            nonce: request.nonce,
+            statuses,
+            observed: Some(source.into()),
+        };
+        match response.encode_within(datagram.len()) {
+            Some(bytes) => {
+                self.metrics.udp_datagram("answered");
+                Some(bytes)
+            }
+            None => {
+                self.metrics.udp_datagram("unanswerable");
+                None
+            }
+        }
+    }
+}
