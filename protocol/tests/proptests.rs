@@ -115,8 +115,13 @@ fn cheap() -> ProptestConfig {
     }
 }
 
-/// Properties that do P-384 operations: few cases.
+/// Properties that do P-384 operations: few cases, unless `PROPTEST_CASES`
+/// asks for a number (as it does for the cheap ones).
 fn crypto(cases: u32) -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(cases);
     ProptestConfig {
         failure_persistence: persistence(),
         ..ProptestConfig::with_cases(cases)
