@@ -133,6 +133,10 @@ pub enum LinkError {
         /// Bytes given.
         len: usize,
     },
+    /// A link to encode has an empty link-wide ext (`Some("")`), which would
+    /// decode as no ext; use `None`.
+    #[error("ext: empty (use no ext instead)")]
+    EmptyExt,
     /// A reply value (an envelope's `from`) carries a link secret.
     #[error("secret: a reply value must not carry a link secret")]
     UnexpectedSecret,
@@ -162,6 +166,7 @@ impl LinkError {
             Self::DuplicateRelay { .. } => "duplicate-relay",
             Self::ExtTooLong { .. } => "ext-too-long",
             Self::SecretLength { .. } => "secret-length",
+            Self::EmptyExt => "empty-ext",
             Self::UnexpectedSecret => "unexpected-secret",
         }
     }
@@ -322,6 +327,9 @@ impl Link {
                 });
             }
             check_ext(LinkPart::Relays, entry.ext.as_deref())?;
+        }
+        if self.ext.as_deref() == Some("") {
+            return Err(LinkError::EmptyExt);
         }
         check_ext(LinkPart::Ext, self.ext.as_deref())?;
         let len = self.encode().len();
