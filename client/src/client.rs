@@ -116,20 +116,7 @@ impl ClientBuilder {
 
     /// Opens (or creates) the profile, takes its lock and sets up HTTP.
     pub fn build(self) -> Result<Client, BuildError> {
-        let mut certificates = Vec::new();
-        for pem in &self.root_certificates {
-            let bundle = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| BuildError::Certificate(e.to_string()))?;
-            if bundle.is_empty() {
-                return Err(BuildError::Certificate("no certificate in PEM".to_owned()));
-            }
-            certificates.extend(bundle);
-        }
-        let http = reqwest::Client::builder()
-            .tls_certs_merge(certificates)
-            .user_agent(concat!("connectoid/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| BuildError::Http(e.to_string()))?;
+        let http = http_client(&self.root_certificates)?;
         let (store, data) = ProfileStore::open(&self.profile_dir)?;
         let udp = self
             .udp
@@ -148,6 +135,49 @@ impl ClientBuilder {
             }),
         })
     }
+}
+
+fn http_client(root_certificates: &[Vec<u8>]) -> Result<reqwest::Client, BuildError> {
+    let mut certificates = Vec::new();
+    for pem in root_certificates {
+        let bundle = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| BuildError::Certificate(e.to_string()))?;
+        if bundle.is_empty() {
+            return Err(BuildError::Certificate("no certificate in PEM".to_owned()));
+        }
+        certificates.extend(bundle);
+    }
+    reqwest::Client::builder()
+        .tls_certs_merge(certificates)
+        .user_agent(concat!("connectoid/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| BuildError::Http(e.to_string()))
+}
+
+/// Reads one relay's information document without a profile: for tools
+/// that only inspect a relay. `root_certificates_pem` are extra PEM roots
+/// as in [`ClientBuilder::add_root_certificates_pem`]; `timeout` bounds the
+/// whole request.
+pub async fn probe_relay(
+    relay: &RelayUrl,
+    timeout: Duration,
+    root_certificates_pem: &[Vec<u8>],
+) -> Result<RelayProbe, BuildError> {
+    let transport = Transport::new(http_client(root_certificates_pem)?, timeout);
+    Ok(match transport.info(relay).await {
+        Ok((info, latency)) => RelayProbe {
+            relay: relay.clone(),
+            latency: Some(latency),
+            info: Some(info),
+            error: None,
+        },
+        Err(error) => RelayProbe {
+            relay: relay.clone(),
+            latency: None,
+            info: None,
+            error: Some(error),
+        },
+    })
 }
 
 /// What `share` should do beyond the defaults.

@@ -1,0 +1,185 @@
+//! The command line's shape: flags and subcommands, parsed by clap. No
+//! behaviour here; `commands` does the work.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Connectoid: share a link, accept one, and exchange signaling messages with
+/// peers through several relays.
+#[derive(Debug, Parser)]
+#[command(name = "connectoid", version, about)]
+pub(crate) struct Cli {
+    /// The profile directory (keys, peers, cursors). Default: the user's data
+    /// directory, e.g. ~/.local/share/connectoid.
+    #[arg(long, global = true, env = "CONNECTOID_PROFILE", value_name = "DIR")]
+    pub(crate) profile: Option<PathBuf>,
+
+    /// Print machine-readable JSON on stdout (one object, or one per line
+    /// for `poll`).
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+
+    /// Per-relay timeout of each request, in seconds.
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 5.0)]
+    pub(crate) timeout: f64,
+
+    /// Never use the UDP check; HTTP only.
+    #[arg(long, global = true)]
+    pub(crate) no_udp: bool,
+
+    /// Extra root certificate(s) in PEM for HTTPS relays (repeatable).
+    #[arg(long = "root-cert", global = true, value_name = "FILE")]
+    pub(crate) root_certs: Vec<PathBuf>,
+
+    /// More log output on stderr (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub(crate) verbose: u8,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Make a one-time link for NICKNAME and print it.
+    Share {
+        /// Who the link is for (your name for them).
+        nickname: String,
+        /// A relay to name in the link (repeatable). Default: the profile's relays.
+        #[arg(long = "relay", value_name = "URL")]
+        relays: Vec<String>,
+        /// App data for every relay, such as an API key.
+        #[arg(long)]
+        ext: Option<String>,
+        /// Probe the relays and name only the N fastest healthy ones.
+        #[arg(long, value_name = "N")]
+        pick: Option<usize>,
+        /// Wrap the link in this app URL as its connectoid parameter.
+        #[arg(long, value_name = "URL")]
+        app_url: Option<String>,
+        /// Also draw the link as a QR code on the terminal.
+        #[arg(long)]
+        qr: bool,
+    },
+    /// Open LINK as NICKNAME and send the first message (with PAYLOAD).
+    Accept {
+        /// The link (bare value, connectoid=..., or an app URL carrying it).
+        link: String,
+        /// Your name for the link's owner.
+        nickname: String,
+        /// The first message's payload as JSON, such as an offer.
+        #[arg(long, value_name = "JSON", default_value = "null")]
+        payload: String,
+        /// Serve your mailbox from these relays instead of the link's (repeatable).
+        #[arg(long = "relay", value_name = "URL")]
+        relays: Vec<String>,
+    },
+    /// Check every mailbox and print what arrived.
+    Poll {
+        /// Poll once and exit (the default).
+        #[arg(long, conflicts_with = "watch")]
+        once: bool,
+        /// Keep polling until interrupted.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between polls with --watch.
+        #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+        interval: f64,
+    },
+    /// Send PAYLOAD_JSON to NICKNAME.
+    Send {
+        /// The peer.
+        nickname: String,
+        /// The payload as JSON.
+        payload: String,
+        /// What the payload is.
+        #[arg(long, value_enum, default_value_t = SendKind::App)]
+        kind: SendKind,
+    },
+    /// List peers and pending shares.
+    Peers,
+    /// End the share with NICKNAME: notify them, delete the mailbox and the keys.
+    Unshare {
+        /// The peer.
+        nickname: String,
+    },
+    /// Show the safety code to compare with NICKNAME by voice.
+    SafetyCode {
+        /// The peer.
+        nickname: String,
+    },
+    /// Move your mailbox for NICKNAME to other relays and tell the peer.
+    SetRelays {
+        /// The peer.
+        nickname: String,
+        /// The new relays.
+        #[arg(required = true, value_name = "URL")]
+        relays: Vec<String>,
+    },
+    /// Work with links.
+    Link {
+        #[command(subcommand)]
+        command: LinkCommand,
+    },
+    /// The profile's relay list.
+    Relays {
+        #[command(subcommand)]
+        command: RelaysCommand,
+    },
+    /// Ask one relay about itself.
+    Relay {
+        #[command(subcommand)]
+        command: RelayCommand,
+    },
+}
+
+/// The kinds of envelope the app sends.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum SendKind {
+    /// A connection offer.
+    Offer,
+    /// The answer to an offer.
+    Answer,
+    /// Anything else.
+    App,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum LinkCommand {
+    /// Print what a link contains.
+    Decode {
+        /// The link.
+        link: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RelaysCommand {
+    /// Add a relay to the profile's list.
+    Add {
+        /// The relay's URL.
+        url: String,
+        /// App data for this relay only, such as its API key.
+        #[arg(long)]
+        ext: Option<String>,
+    },
+    /// Remove a relay from the profile's list.
+    Remove {
+        /// The relay's URL.
+        url: String,
+    },
+    /// Print the profile's relay list.
+    List,
+    /// Read every listed relay's information document: health, latency, limits.
+    Probe,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RelayCommand {
+    /// Print a relay's information document.
+    Info {
+        /// The relay's URL.
+        url: String,
+    },
+}

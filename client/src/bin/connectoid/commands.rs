@@ -1,0 +1,577 @@
+//! One function per subcommand: call the library, print the result. Results
+//! go to stdout (human text, or JSON with `--json`); status and progress go
+//! to stderr. Nothing here decides protocol behaviour.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use connectoid::protocol::{Link, RelayEntry, RelayUrl};
+use connectoid::{
+    AcceptOptions, Client, Delivery, Event, Kind, PeerInfo, PollOptions, RelayProbe, SendReport,
+    ShareOptions,
+};
+use futures::StreamExt as _;
+use serde_json::{Value, json};
+
+use crate::cli::{Cli, Command, LinkCommand, RelayCommand, RelaysCommand, SendKind};
+
+/// Runs the parsed command line.
+pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let json = cli.json;
+    // Commands that need no profile.
+    match &cli.command {
+        Command::Link {
+            command: LinkCommand::Decode { link },
+        } => return link_decode(link, json),
+        Command::Relay {
+            command: RelayCommand::Info { url },
+        } => return relay_info(&cli, url, json).await,
+        _ => {}
+    }
+    let client = open(&cli)?;
+    match cli.command {
+        Command::Share {
+            nickname,
+            relays,
+            ext,
+            pick,
+            app_url,
+            qr,
+        } => {
+            let mut options = ShareOptions::default();
+            options.relays = parse_relays(&relays)?;
+            options.pick = pick;
+            options.ext = ext;
+            let link = client.share(&nickname, options).await?;
+            let text = match app_url {
+                Some(app) => {
+                    let app = parse_app_url(&app)?;
+                    link.to_app_url(&app).to_string()
+                }
+                None => link.encode(),
+            };
+            if json {
+                print_json(&json!({ "nickname": nickname, "link": text }));
+            } else {
+                println!("{text}");
+            }
+            if qr {
+                eprintln!("{}", qr_code(&text)?);
+            }
+            eprintln!(
+                "shared a link for {nickname} through {} relay(s); send it over a channel you trust",
+                link.relays.len()
+            );
+        }
+        Command::Accept {
+            link,
+            nickname,
+            payload,
+            relays,
+        } => {
+            let link = Link::decode(&link).context("link")?;
+            let payload = parse_json(&payload)?;
+            let mut options = AcceptOptions::default();
+            if !relays.is_empty() {
+                options.relays = Some(parse_relays(&relays)?);
+            }
+            let report = client.accept(&link, &nickname, payload, options).await?;
+            print_send(&report, &nickname, json);
+        }
+        Command::Poll {
+            once: _,
+            watch,
+            interval,
+        } => return poll(&client, watch, interval, json).await,
+        Command::Send {
+            nickname,
+            payload,
+            kind,
+        } => {
+            let kind = match kind {
+                SendKind::Offer => Kind::Offer,
+                SendKind::Answer => Kind::Answer,
+                SendKind::App => Kind::App,
+            };
+            let report = client.send(&nickname, kind, parse_json(&payload)?).await?;
+            print_send(&report, &nickname, json);
+        }
+        Command::Peers => {
+            let peers = client.peers().await;
+            if json {
+                print_json(&Value::Array(peers.iter().map(peer_json).collect()));
+            } else if peers.is_empty() {
+                eprintln!("no peers");
+            } else {
+                for peer in &peers {
+                    print_peer(peer);
+                }
+            }
+        }
+        Command::Unshare { nickname } => {
+            let report = client.unshare(&nickname).await?;
+            let deleted = report.deleted.iter().filter(|o| o.result.is_ok()).count();
+            for outcome in &report.deleted {
+                if let Err(e) = &outcome.result {
+                    eprintln!("{}: mailbox not deleted: {e}", outcome.relay);
+                }
+            }
+            if json {
+                print_json(&json!({
+                    "nickname": nickname,
+                    "notified": report.notified.as_ref().map(send_json),
+                    "deleted": report.deleted.iter().map(|o| outcome_json(&o.relay, &o.result)).collect::<Vec<_>>(),
+                }));
+            } else {
+                println!(
+                    "unshared {nickname}: keys deleted, mailbox deleted at {deleted} of {} relay(s){}",
+                    report.deleted.len(),
+                    match &report.notified {
+                        Some(r) => format!(", notice accepted by {} relay(s)", r.accepted().len()),
+                        None => String::new(),
+                    }
+                );
+            }
+        }
+        Command::SafetyCode { nickname } => {
+            let code = client.safety_code(&nickname).await?;
+            if json {
+                print_json(
+                    &json!({ "nickname": nickname, "emoji": code.emoji(), "words": code.words() }),
+                );
+            } else {
+                println!("{}", code.emoji());
+                println!("{}", code.words());
+            }
+        }
+        Command::SetRelays { nickname, relays } => {
+            let relays = parse_relays(&relays)?;
+            match client.set_relays(&nickname, relays).await? {
+                Some(report) => print_send(&report, &nickname, json),
+                None if json => print_json(&json!({ "nickname": nickname, "notified": false })),
+                None => println!("moved the mailbox for {nickname}; no peer to tell yet"),
+            }
+        }
+        Command::Relays { command } => match command {
+            RelaysCommand::Add { url, ext } => {
+                let mut entry = RelayEntry::new(parse_relay(&url)?);
+                entry.ext = ext;
+                let added = client.add_relay(entry).await?;
+                if !added {
+                    eprintln!("{url} is already in the list");
+                }
+                print_relays(&client.relays().await, json);
+            }
+            RelaysCommand::Remove { url } => {
+                if !client.remove_relay(&parse_relay(&url)?).await? {
+                    bail!("{url} is not in the relay list");
+                }
+                print_relays(&client.relays().await, json);
+            }
+            RelaysCommand::List => print_relays(&client.relays().await, json),
+            RelaysCommand::Probe => {
+                let probes = client.probe_relays().await;
+                if probes.is_empty() {
+                    bail!("the relay list is empty; add one with `connectoid relays add URL`");
+                }
+                if json {
+                    print_json(&Value::Array(probes.iter().map(probe_json).collect()));
+                } else {
+                    for probe in &probes {
+                        print_probe(probe);
+                    }
+                }
+            }
+        },
+        Command::Link { .. } | Command::Relay { .. } => unreachable_command()?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn unreachable_command() -> anyhow::Result<()> {
+    Err(anyhow!("internal error: command handled twice"))
+}
+
+fn timeout(cli: &Cli) -> anyhow::Result<Duration> {
+    if !cli.timeout.is_finite() || cli.timeout <= 0.0 {
+        bail!("--timeout must be a positive number of seconds");
+    }
+    Ok(Duration::from_secs_f64(cli.timeout))
+}
+
+fn root_certificates(cli: &Cli) -> anyhow::Result<Vec<Vec<u8>>> {
+    cli.root_certs
+        .iter()
+        .map(|path| std::fs::read(path).with_context(|| format!("{}", path.display())))
+        .collect()
+}
+
+/// Opens the client on the profile (`--profile`, else the user's data directory).
+fn open(cli: &Cli) -> anyhow::Result<Client> {
+    let dir = match &cli.profile {
+        Some(dir) => dir.clone(),
+        None => dirs::data_dir()
+            .ok_or_else(|| anyhow!("no data directory for this user; pass --profile DIR"))?
+            .join("connectoid"),
+    };
+    let mut builder = Client::builder(&dir)
+        .relay_timeout(timeout(cli)?)
+        .udp(!cli.no_udp);
+    for pem in root_certificates(cli)? {
+        builder = builder.add_root_certificates_pem(&pem);
+    }
+    Ok(builder.build()?)
+}
+
+async fn poll(client: &Client, watch: bool, interval: f64, json: bool) -> anyhow::Result<ExitCode> {
+    let mut link_used = false;
+    if !watch {
+        let poll = client.poll_once().await?;
+        for relay in &poll.report.relays {
+            for error in &relay.errors {
+                eprintln!("{}: {error}", relay.relay);
+            }
+            for rejected in &relay.rejected {
+                eprintln!("{}: rejected a message: {}", relay.relay, rejected.reason);
+            }
+        }
+        if poll.report.all_failed() {
+            bail!("every relay failed");
+        }
+        for delivery in &poll.deliveries {
+            link_used |= print_delivery(delivery, json);
+            client.ack(delivery).await?;
+        }
+        if poll.deliveries.is_empty() {
+            eprintln!("nothing new");
+        }
+    } else {
+        if !interval.is_finite() || interval <= 0.0 {
+            bail!("--interval must be a positive number of seconds");
+        }
+        let mut events = client.events(PollOptions::every(Duration::from_secs_f64(interval)));
+        while let Some(item) = events.next().await {
+            match item {
+                Ok(delivery) => {
+                    print_delivery(&delivery, json);
+                    client.ack(&delivery).await?;
+                }
+                Err(e) => eprintln!("connectoid: {e}"),
+            }
+        }
+    }
+    Ok(if link_used {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Prints one event; returns whether it was the "link already used" error.
+fn print_delivery(delivery: &Delivery, json: bool) -> bool {
+    let event = &delivery.event;
+    if let Event::LinkAlreadyUsed { nickname } = event {
+        eprintln!("connectoid: {nickname}: {}", connectoid::LINK_ALREADY_USED);
+    }
+    if json {
+        let mut line = event_json(event);
+        if let Value::Object(map) = &mut line {
+            map.insert("id".into(), delivery.id().into());
+        }
+        print_json(&line);
+    } else {
+        println!("{}", event_text(event));
+    }
+    matches!(event, Event::LinkAlreadyUsed { .. })
+}
+
+fn event_json(event: &Event) -> Value {
+    match event {
+        Event::PeerConnected {
+            nickname,
+            key,
+            safety_code,
+            body,
+        } => json!({
+            "event": "peer-connected", "nickname": nickname, "key": key.to_string(),
+            "safety_code": safety_code.words(), "body": body,
+        }),
+        Event::Message {
+            nickname,
+            kind,
+            body,
+        } => {
+            json!({ "event": "message", "nickname": nickname, "kind": kind.as_str(), "body": body })
+        }
+        Event::RelaysChanged { nickname, relays } => json!({
+            "event": "relays-changed", "nickname": nickname,
+            "relays": relays.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        }),
+        Event::PeerUnshared { nickname } => {
+            json!({ "event": "peer-unshared", "nickname": nickname })
+        }
+        Event::LinkAlreadyUsed { nickname } => json!({
+            "event": "link-already-used", "nickname": nickname, "error": connectoid::LINK_ALREADY_USED,
+        }),
+        Event::LinkReuseRefused {
+            nickname,
+            connected,
+            refused,
+        } => json!({
+            "event": "link-reuse-refused", "nickname": nickname,
+            "connected": connected.to_string(), "refused": refused.to_string(),
+        }),
+        _ => json!({ "event": "other", "nickname": event.nickname() }),
+    }
+}
+
+fn event_text(event: &Event) -> String {
+    match event {
+        Event::PeerConnected {
+            nickname,
+            key,
+            safety_code,
+            body,
+        } => format!(
+            "{nickname} connected (key {key}, safety code {}): {body}",
+            safety_code.words()
+        ),
+        Event::Message {
+            nickname,
+            kind,
+            body,
+        } => format!("{nickname} sent {}: {body}", kind.as_str()),
+        Event::RelaysChanged { nickname, relays } => format!(
+            "{nickname} moved to relays {}",
+            relays
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        Event::PeerUnshared { nickname } => {
+            format!("{nickname} unshared; their keys and yours are deleted")
+        }
+        Event::LinkAlreadyUsed { nickname } => {
+            format!("{nickname}: {}", connectoid::LINK_ALREADY_USED)
+        }
+        Event::LinkReuseRefused {
+            nickname,
+            connected,
+            refused,
+        } => format!(
+            "someone else ({refused}) tried the link for {nickname} after {connected} had used it; they were told"
+        ),
+        _ => format!("{}: an event this tool does not know", event.nickname()),
+    }
+}
+
+fn link_decode(text: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let link = Link::decode(text)?;
+    if json {
+        print_json(&json!({
+            "key": link.key.to_string(),
+            "relays": link.relays.iter().map(|e| json!({ "url": e.url.to_string(), "ext": e.ext })).collect::<Vec<_>>(),
+            "ext": link.ext,
+            "one_time": link.secret.is_some(),
+        }));
+    } else {
+        println!("key:      {}", link.key);
+        for entry in &link.relays {
+            match &entry.ext {
+                Some(ext) => println!("relay:    {} (ext {ext:?})", entry.url),
+                None => println!("relay:    {}", entry.url),
+            }
+        }
+        if let Some(ext) = &link.ext {
+            println!("ext:      {ext:?}");
+        }
+        println!(
+            "one-time: {}",
+            if link.secret.is_some() {
+                "yes (carries a link secret)"
+            } else {
+                "no (seed form, no link secret)"
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn relay_info(cli: &Cli, url: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let relay = parse_relay(url)?;
+    let probe = connectoid::probe_relay(&relay, timeout(cli)?, &root_certificates(cli)?).await?;
+    let result = probe
+        .error
+        .clone()
+        .map_or(Ok(()), |e| Err(anyhow!("{relay}: {e}")));
+    if json {
+        print_json(&probe_json(&probe));
+    } else {
+        print_probe(&probe);
+    }
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+fn parse_relay(text: &str) -> anyhow::Result<RelayUrl> {
+    RelayUrl::parse(text).map_err(|e| anyhow!("relay {text}: {e}"))
+}
+
+fn parse_relays(texts: &[String]) -> anyhow::Result<Vec<RelayEntry>> {
+    texts
+        .iter()
+        .map(|t| parse_relay(t).map(RelayEntry::new))
+        .collect()
+}
+
+fn parse_app_url(text: &str) -> anyhow::Result<url::Url> {
+    url::Url::parse(text).map_err(|e| anyhow!("app URL {text}: {e}"))
+}
+
+fn parse_json(text: &str) -> anyhow::Result<Value> {
+    serde_json::from_str(text).map_err(|e| anyhow!("payload is not JSON: {e}"))
+}
+
+fn qr_code(text: &str) -> anyhow::Result<String> {
+    let code = qrcode::QrCode::new(text.as_bytes()).map_err(|e| anyhow!("QR code: {e}"))?;
+    Ok(code
+        .render::<qrcode::render::unicode::Dense1x2>()
+        .dark_color(qrcode::render::unicode::Dense1x2::Light)
+        .light_color(qrcode::render::unicode::Dense1x2::Dark)
+        .build())
+}
+
+fn print_json(value: &Value) {
+    println!("{value}");
+}
+
+fn outcome_json(
+    relay: &RelayUrl,
+    result: &Result<(), connectoid::RelayError>,
+) -> serde_json::Value {
+    match result {
+        Ok(()) => json!({ "relay": relay.to_string(), "ok": true }),
+        Err(e) => json!({ "relay": relay.to_string(), "ok": false, "error": e.to_string() }),
+    }
+}
+
+fn send_json(report: &SendReport) -> Value {
+    Value::Array(
+        report
+            .relays
+            .iter()
+            .map(|o| outcome_json(&o.relay, &o.result))
+            .collect(),
+    )
+}
+
+fn print_send(report: &SendReport, nickname: &str, json: bool) {
+    for outcome in &report.relays {
+        if let Err(e) = &outcome.result {
+            eprintln!("{}: {e}", outcome.relay);
+        }
+    }
+    if json {
+        print_json(&json!({ "nickname": nickname, "relays": send_json(report) }));
+    } else {
+        println!(
+            "sent to {nickname}: accepted by {} of {} relay(s)",
+            report.accepted().len(),
+            report.relays.len()
+        );
+    }
+}
+
+fn peer_json(peer: &PeerInfo) -> Value {
+    json!({
+        "nickname": peer.nickname,
+        "status": peer.status.as_str(),
+        "shared_by_us": peer.shared_by_us,
+        "our_key": peer.our_key.to_string(),
+        "their_key": peer.their_key.map(|k| k.to_string()),
+        "our_relays": peer.our_relays.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "their_relays": peer.their_relays.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "safety_code": peer.safety_code.map(|c| c.words()),
+        "link": peer.link,
+    })
+}
+
+fn print_peer(peer: &PeerInfo) {
+    println!("{} [{}]", peer.nickname, peer.status.as_str());
+    println!("  our key:    {}", peer.our_key);
+    if let Some(key) = peer.their_key {
+        println!("  their key:  {key}");
+    }
+    let relays = |urls: &[RelayUrl]| {
+        urls.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!("  our relays: {}", relays(&peer.our_relays));
+    if !peer.their_relays.is_empty() {
+        println!("  their relays: {}", relays(&peer.their_relays));
+    }
+    if let Some(code) = peer.safety_code {
+        println!("  safety code: {} ({})", code.emoji(), code.words());
+    }
+    if let Some(link) = &peer.link {
+        println!("  link: {link}");
+    }
+}
+
+fn print_relays(relays: &[RelayEntry], json: bool) {
+    if json {
+        print_json(&Value::Array(
+            relays
+                .iter()
+                .map(|e| json!({ "url": e.url.to_string(), "ext": e.ext }))
+                .collect(),
+        ));
+    } else if relays.is_empty() {
+        eprintln!("the relay list is empty");
+    } else {
+        for entry in relays {
+            println!("{}", entry.url);
+        }
+    }
+}
+
+fn probe_json(probe: &RelayProbe) -> Value {
+    json!({
+        "relay": probe.relay.to_string(),
+        "healthy": probe.is_healthy(),
+        "latency_ms": probe.latency.map(|d| d.as_secs_f64() * 1000.0),
+        "info": probe.info,
+        "error": probe.error.as_ref().map(ToString::to_string),
+    })
+}
+
+fn print_probe(probe: &RelayProbe) {
+    match (&probe.info, &probe.error) {
+        (Some(info), None) => {
+            let latency = probe.latency.map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+            println!(
+                "{} healthy, {latency:.1} ms, {} {} (protocol {})",
+                probe.relay, info.software, info.version, info.protocol
+            );
+            println!(
+                "  limits: message {} bytes, receive {}, pending {}, UDP {}",
+                info.limits.max_message_bytes,
+                info.limits.max_receive_limit,
+                info.limits.max_pending_per_mailbox,
+                info.udp_port
+                    .map_or("off".to_owned(), |p| format!("port {p}"))
+            );
+            if info.api_key_required {
+                println!("  requires an API key in ext");
+            }
+            if !info.peers.is_empty() {
+                println!("  peers: {}", info.peers.join(" "));
+            }
+        }
+        (_, Some(error)) => println!("{} unhealthy: {error}", probe.relay),
+        (None, None) => println!("{} unhealthy: no information document", probe.relay),
+    }
+}

@@ -1,0 +1,383 @@
+//! Misbehaving relays for resilience tests, all on 127.0.0.1 port 0:
+//!
+//! - [`Blackhole`]: accepts TCP connections, reads, and never answers;
+//! - [`FakeRelay`] with [`Behavior::Garbage`]: answers every request with
+//!   bytes that are not the API;
+//! - [`FakeRelay`] with [`Behavior::Forger`]: speaks the API correctly, says
+//!   "ok" to sends and drops them, and serves forged messages (undecryptable,
+//!   wrong sender, bad link proof, wrong recipient, expired) to every mailbox;
+//! - [`UdpBlockedProxy`]: forwards HTTP to a real relay but advertises a UDP
+//!   port where a socket swallows every datagram, as a firewall would.
+//!
+//! Each owns its tasks; dropping it stops them.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response as HttpResponse};
+use connectoid_protocol::api::{
+    InfoLimits, InfoRetention, Message, Operation, RelayInfo, Request, Response,
+};
+use connectoid_protocol::envelope::{Envelope, Kind, LinkProof};
+use connectoid_protocol::link::{Link, LinkSecret, RelayEntry, RelayUrl};
+use connectoid_protocol::{At, PublicKey, SecretKey, limits, seal};
+use getrandom::SysRng;
+use rand_core::UnwrapErr;
+use tokio::io::AsyncReadExt as _;
+use tokio::task::JoinHandle;
+
+use crate::process::url_of;
+
+fn rng() -> UnwrapErr<SysRng> {
+    UnwrapErr(SysRng)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A TCP listener that accepts, reads and never answers.
+#[derive(Debug)]
+pub struct Blackhole {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Blackhole {
+    /// Starts listening.
+    pub async fn start() -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(tokio::spawn(async move {
+                    let mut socket = socket;
+                    let mut buf = [0u8; 4096];
+                    // Read until the client gives up; never write.
+                    while matches!(socket.read(&mut buf).await, Ok(n) if n > 0) {}
+                }));
+            }
+        });
+        Ok(Self { addr, task })
+    }
+
+    /// The relay URL.
+    pub fn url(&self) -> RelayUrl {
+        url_of(self.addr)
+    }
+}
+
+impl Drop for Blackhole {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// How a [`FakeRelay`] misbehaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behavior {
+    /// Every answer is HTML, not JSON.
+    Garbage,
+    /// Valid API answers carrying forged messages.
+    Forger,
+}
+
+/// Per mailbox: the question secret and the forged messages served.
+type ForgedMailboxes = Arc<Mutex<HashMap<PublicKey, ([u8; 32], Vec<Message>)>>>;
+
+#[derive(Clone)]
+struct FakeState {
+    behavior: Behavior,
+    mailboxes: ForgedMailboxes,
+    /// Requests answered.
+    requests: Arc<Mutex<u64>>,
+}
+
+/// An HTTP server that answers like a relay but cannot be trusted.
+#[derive(Debug)]
+pub struct FakeRelay {
+    addr: SocketAddr,
+    requests: Arc<Mutex<u64>>,
+    task: JoinHandle<()>,
+}
+
+impl FakeRelay {
+    /// Starts a fake relay with `behavior`.
+    pub async fn start(behavior: Behavior) -> anyhow::Result<Self> {
+        let state = FakeState {
+            behavior,
+            mailboxes: Arc::default(),
+            requests: Arc::default(),
+        };
+        let requests = state.requests.clone();
+        let app = axum::Router::new()
+            .route("/.well-known/connectoid", axum::routing::get(fake_info))
+            .route("/", axum::routing::post(fake_api))
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self {
+            addr,
+            requests,
+            task,
+        })
+    }
+
+    /// The relay URL.
+    pub fn url(&self) -> RelayUrl {
+        url_of(self.addr)
+    }
+
+    /// API requests answered so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.lock().map_or(0, |r| *r)
+    }
+}
+
+impl Drop for FakeRelay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A plausible information document without UDP.
+pub fn info_document(udp_port: Option<u16>) -> RelayInfo {
+    RelayInfo {
+        software: "fake".to_owned(),
+        version: "0".to_owned(),
+        protocol: 1,
+        limits: InfoLimits {
+            max_message_bytes: limits::MAX_MESSAGE_BYTES as u64,
+            max_receive_limit: limits::MAX_RECEIVE_LIMIT,
+            max_pending_per_mailbox: 100,
+            max_checks_per_datagram: limits::MAX_CHECKS_PER_DATAGRAM as u32,
+        },
+        retention: InfoRetention {
+            message_seconds: 3600,
+            question_seconds: 60,
+            mailbox_idle_seconds: 30 * 86400,
+        },
+        udp_port,
+        api_key_required: false,
+        contact: None,
+        peers: Vec::new(),
+    }
+}
+
+async fn fake_info(State(state): State<FakeState>) -> HttpResponse {
+    match state.behavior {
+        Behavior::Garbage => (StatusCode::OK, "<html>not json</html>").into_response(),
+        Behavior::Forger => axum::Json(info_document(None)).into_response(),
+    }
+}
+
+async fn fake_api(State(state): State<FakeState>, body: Bytes) -> HttpResponse {
+    if let Ok(mut requests) = state.requests.lock() {
+        *requests += 1;
+    }
+    if state.behavior == Behavior::Garbage {
+        return (StatusCode::OK, "<html>garbage</html>").into_response();
+    }
+    let response = match Request::from_json(&body) {
+        Err(e) => Response::Error(e),
+        Ok(request) => forge(&state, request),
+    };
+    (
+        StatusCode::from_u16(response.http_status()).unwrap_or(StatusCode::OK),
+        response.to_json(),
+    )
+        .into_response()
+}
+
+fn forge(state: &FakeState, request: Request) -> Response {
+    let Ok(mut mailboxes) = state.mailboxes.lock() else {
+        return Response::Error(connectoid_protocol::ErrorCode::Internal.into());
+    };
+    let (secret, messages) = mailboxes
+        .entry(request.key)
+        .or_insert_with(|| (rand_bytes(), forged_messages(&request.key)));
+    match request.op {
+        Operation::Send { .. } | Operation::Delete { .. } => Response::Done,
+        Operation::Check { at } => {
+            if messages.iter().any(|m| m.at > at) {
+                match seal::seal_question(&mut rng(), &request.key, secret) {
+                    Ok(question) => Response::Found { question },
+                    Err(_) => Response::NotFound,
+                }
+            } else {
+                Response::NotFound
+            }
+        }
+        Operation::Receive { at, limit, .. } => Response::Many(
+            messages
+                .iter()
+                .filter(|m| m.at > at)
+                .take(limit as usize)
+                .cloned()
+                .collect(),
+        ),
+    }
+}
+
+fn rand_bytes() -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    rand_core::Rng::fill_bytes(&mut rng(), &mut bytes);
+    bytes
+}
+
+/// Forged messages for `mailbox`, each of which a correct client must refuse.
+fn forged_messages(mailbox: &PublicKey) -> Vec<Message> {
+    let mallory = SecretKey::generate(&mut rng());
+    let reply = Link {
+        key: mallory.public_key(),
+        relays: vec![RelayEntry::new(url_of(SocketAddr::from((
+            [127, 0, 0, 1],
+            9,
+        ))))],
+        ext: None,
+        secret: None,
+    };
+    let envelope = |kind: Kind, to: PublicKey, ts: u64, proof: Option<LinkProof>| Envelope {
+        kind,
+        to,
+        from: reply.clone(),
+        ts,
+        proof,
+        body: serde_json::json!({ "forged": true }),
+    };
+    let sealed_to = |recipient: &PublicKey, envelope: &Envelope| -> Vec<u8> {
+        let Ok(jws) = envelope.sign(&mallory) else {
+            return Vec::new();
+        };
+        seal::seal_message(&mut rng(), recipient, jws.as_bytes()).unwrap_or_default()
+    };
+    let now = now_ms();
+    let wrong_proof = LinkProof::compute(
+        &LinkSecret::generate(&mut rng()),
+        mailbox,
+        &mallory.public_key(),
+    );
+    let other = SecretKey::generate(&mut rng()).public_key();
+    let mut undecryptable = vec![0u8; 400];
+    rand_core::Rng::fill_bytes(&mut rng(), &mut undecryptable);
+    let messages = [
+        undecryptable,
+        // A hello with a proof made without the link secret.
+        sealed_to(
+            mailbox,
+            &envelope(Kind::Hello, *mailbox, now, Some(wrong_proof)),
+        ),
+        // A hello without a proof.
+        sealed_to(mailbox, &envelope(Kind::Hello, *mailbox, now, None)),
+        // An answer from someone who is not the peer.
+        sealed_to(mailbox, &envelope(Kind::Answer, *mailbox, now, None)),
+        // Addressed to another mailbox, sealed to this one.
+        sealed_to(mailbox, &envelope(Kind::Answer, other, now, None)),
+        // Two hours old.
+        sealed_to(
+            mailbox,
+            &envelope(Kind::Answer, *mailbox, now - 2 * 3_600_000, None),
+        ),
+    ];
+    messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, data)| Message {
+            at: At(i as u64 + 1),
+            data,
+        })
+        .collect()
+}
+
+#[derive(Clone)]
+struct ProxyState {
+    upstream: String,
+    udp_port: u16,
+    http: reqwest::Client,
+}
+
+/// A reverse proxy to a real relay whose information document advertises a
+/// UDP port where every datagram is swallowed.
+#[derive(Debug)]
+pub struct UdpBlockedProxy {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+    _sink: tokio::net::UdpSocket,
+}
+
+impl UdpBlockedProxy {
+    /// Starts a proxy in front of the relay at `upstream`.
+    pub async fn start(upstream: &RelayUrl) -> anyhow::Result<Self> {
+        let sink = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+        let state = ProxyState {
+            upstream: upstream.as_str().trim_end_matches('/').to_owned(),
+            udp_port: sink.local_addr()?.port(),
+            http: reqwest::Client::new(),
+        };
+        let app = axum::Router::new().fallback(proxy).with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self {
+            addr,
+            task,
+            _sink: sink,
+        })
+    }
+
+    /// The proxy's relay URL.
+    pub fn url(&self) -> RelayUrl {
+        url_of(self.addr)
+    }
+}
+
+impl Drop for UdpBlockedProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn proxy(
+    State(state): State<ProxyState>,
+    method: Method,
+    uri: Uri,
+    body: Bytes,
+) -> HttpResponse {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let url = format!("{}{path}", state.upstream);
+    let request = if method == Method::GET {
+        state.http.get(&url)
+    } else {
+        state
+            .http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    let Ok(response) = request.send().await else {
+        return StatusCode::BAD_GATEWAY.into_response();
+    };
+    let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::OK);
+    let Ok(bytes) = response.bytes().await else {
+        return StatusCode::BAD_GATEWAY.into_response();
+    };
+    if uri.path() == "/.well-known/connectoid"
+        && let Ok(mut info) = serde_json::from_slice::<RelayInfo>(&bytes)
+    {
+        info.udp_port = Some(state.udp_port);
+        return axum::Json(info).into_response();
+    }
+    (status, bytes).into_response()
+}

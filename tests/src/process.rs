@@ -1,0 +1,209 @@
+//! Real relay processes and the workspace's binaries, for end-to-end tests.
+//!
+//! [`RelayProcess::start`] runs the `connectoid-relay` binary on
+//! 127.0.0.1 port 0 (HTTP and UDP), reads the addresses it prints
+//! (`listening http=ADDR`, `listening udp=ADDR`), and can kill it (SIGKILL)
+//! or stop it (SIGTERM). The binaries are found next to the test
+//! executable (`target/<profile>/`) and built once with cargo if missing.
+//!
+//! Nothing here asserts on time: waits are bounded loops that fail with a
+//! clear message.
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use connectoid_protocol::link::RelayUrl;
+
+/// The longest wait for a relay process to print its addresses.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `target/<profile>/`, the directory holding the test executable's `deps/`.
+fn target_profile_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("current_exe")?;
+    let mut dir = exe
+        .parent()
+        .ok_or_else(|| anyhow!("test executable has no directory"))?
+        .to_owned();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    Ok(dir)
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_owned)
+}
+
+/// The path of a workspace binary, built with cargo once per test process
+/// if it is not there yet.
+fn workspace_binary(package: &str, binary: &str) -> anyhow::Result<PathBuf> {
+    static BUILT: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+    let path = target_profile_dir()?.join(binary);
+    if path.is_file() {
+        return Ok(path);
+    }
+    let built = BUILT.get_or_init(|| Mutex::new(Vec::new()));
+    let mut built = built
+        .lock()
+        .map_err(|_| anyhow!("a build of {binary} panicked"))?;
+    if path.is_file() || built.iter().any(|b| b == binary) {
+        return path
+            .is_file()
+            .then_some(path.clone())
+            .ok_or_else(|| anyhow!("{} is missing after building it", path.display()));
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(workspace_root())
+        .args(["build", "-p", package, "--bin", binary]);
+    if target_profile_dir()?.ends_with("release") {
+        command.arg("--release");
+    }
+    eprintln!("building {binary} (it is not in {})", path.display());
+    let status = command
+        .status()
+        .with_context(|| format!("running cargo build for {binary}"))?;
+    built.push(binary.to_owned());
+    if !status.success() || !path.is_file() {
+        bail!(
+            "{} is missing and `cargo build -p {package} --bin {binary}` failed ({status}); \
+             run `cargo build --workspace` first",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// The `connectoid-relay` binary.
+pub fn relay_binary() -> anyhow::Result<PathBuf> {
+    workspace_binary("connectoid-relay", "connectoid-relay")
+}
+
+/// The `connectoid` CLI binary.
+pub fn cli_binary() -> anyhow::Result<PathBuf> {
+    workspace_binary("connectoid", "connectoid")
+}
+
+/// A `connectoid-relay` process on 127.0.0.1. Killed when dropped.
+#[derive(Debug)]
+pub struct RelayProcess {
+    child: Child,
+    http: SocketAddr,
+    udp: Option<SocketAddr>,
+    _data: tempfile::TempDir,
+}
+
+impl RelayProcess {
+    /// Starts a relay with HTTP and UDP on free ports and its own data directory.
+    pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(true, &[])
+    }
+
+    /// Starts a relay; `udp` enables the UDP check; `extra` are more flags.
+    pub fn start_with(udp: bool, extra: &[&str]) -> anyhow::Result<Self> {
+        let data = tempfile::tempdir()?;
+        let mut command = Command::new(relay_binary()?);
+        command
+            .args(["--http", "127.0.0.1:0", "--data"])
+            .arg(data.path())
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if udp {
+            command.args(["--udp", "127.0.0.1:0"]);
+        }
+        let mut child = command.spawn().context("starting connectoid-relay")?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow!("no stdout pipe"))?;
+        // Read the address lines on a thread so the wait can be bounded.
+        let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut http = None;
+        let mut udp_addr = None;
+        while http.is_none() || (udp && udp_addr.is_none()) {
+            let line = match lines_rx.recv_timeout(START_TIMEOUT) {
+                Ok(line) => line,
+                Err(_) => {
+                    let _ = child.kill();
+                    let status = child.wait().ok();
+                    bail!("connectoid-relay printed no address (exit status {status:?})");
+                }
+            };
+            if let Some(addr) = line.strip_prefix("listening http=") {
+                http = Some(addr.trim().parse().context("http address")?);
+            } else if let Some(addr) = line.strip_prefix("listening udp=") {
+                udp_addr = Some(addr.trim().parse().context("udp address")?);
+            }
+        }
+        Ok(Self {
+            child,
+            http: http.ok_or_else(|| anyhow!("no http address"))?,
+            udp: udp_addr,
+            _data: data,
+        })
+    }
+
+    /// The HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+    }
+
+    /// The UDP check address, if enabled.
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.udp
+    }
+
+    /// The relay URL, `http://127.0.0.1:PORT/`.
+    pub fn url(&self) -> RelayUrl {
+        url_of(self.http)
+    }
+
+    /// Kills the process at once (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Asks the process to stop (SIGTERM) and waits for it to exit.
+    pub fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .context("running kill -TERM")?;
+        if !status.success() {
+            bail!("kill -TERM failed: {status}");
+        }
+        Ok(self.child.wait()?)
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `http://ADDR/` as a relay URL.
+pub fn url_of(addr: SocketAddr) -> RelayUrl {
+    // Invariant: an http URL of a socket address is always a valid relay URL.
+    #[allow(clippy::expect_used)]
+    RelayUrl::parse(&format!("http://{addr}/")).expect("valid relay URL")
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests: clients against real relays (processes, or in-process
+//! servers where a process adds nothing) and misbehaving fakes, all on
+//! 127.0.0.1. One test binary, one module per subject.
+
+mod cli;
+mod dedupe;
+mod flow;
+mod intercept;
+mod resilience;
+mod udp;
