@@ -456,7 +456,7 @@ fn walk<'a>(field: &'a str, value: &'a Value, strings: &mut Vec<(&'a str, &'a st
 }
 
 fn hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..text.len())

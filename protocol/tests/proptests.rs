@@ -166,10 +166,6 @@ fn relay_url() -> impl Strategy<Value = RelayUrl> {
 }
 
 /// App data: non-empty text of any Unicode, sometimes exactly the maximum.
-///
-/// Empty strings are left out on purpose: an `ext` of `Some("")` does not
-/// survive a round trip (see the report of the proptest author; the decoder
-/// reads an empty part as "no ext").
 fn ext() -> impl Strategy<Value = String> {
     prop_oneof![
         8 => ".{1,40}",
@@ -177,10 +173,23 @@ fn ext() -> impl Strategy<Value = String> {
     ]
 }
 
+/// App data for links, sometimes empty, which `Link::validate` rejects: an
+/// empty part decodes as "no ext", so `Some("")` could not round-trip.
+fn link_ext() -> impl Strategy<Value = String> {
+    prop_oneof![
+        12 => ext(),
+        1 => Just(String::new()),
+    ]
+}
+
 /// 1 to 8 relays with distinct URLs, some with per-relay app data.
 fn relays() -> impl Strategy<Value = Vec<RelayEntry>> {
+    relays_with(ext())
+}
+
+fn relays_with(ext: impl Strategy<Value = String>) -> impl Strategy<Value = Vec<RelayEntry>> {
     prop::collection::vec(
-        (relay_url(), prop::option::of(ext())),
+        (relay_url(), prop::option::of(ext)),
         1..=limits::MAX_RELAYS_PER_LINK,
     )
     .prop_map(|entries| {
@@ -198,8 +207,8 @@ fn relays() -> impl Strategy<Value = Vec<RelayEntry>> {
 fn link() -> impl Strategy<Value = Link> {
     (
         pool_index(),
-        relays(),
-        prop::option::of(ext()),
+        relays_with(link_ext()),
+        prop::option::of(link_ext()),
         prop::option::of(any::<[u8; 16]>()),
     )
         .prop_map(|(key, relays, ext, secret)| Link {
@@ -537,6 +546,10 @@ proptest! {
             Err(LinkError::TooLong { len, max }) => {
                 prop_assert_eq!(len, text.len());
                 prop_assert_eq!(Link::decode(&text), Err(LinkError::TooLong { len, max }));
+            }
+            Err(LinkError::EmptyExt) => prop_assert_eq!(link.ext.as_deref(), Some("")),
+            Err(LinkError::BadRelay { index, .. }) => {
+                prop_assert_eq!(link.relays[index].ext.as_deref(), Some(""));
             }
             Err(e) => prop_assert!(false, "unexpected validation error {:?}", e),
         }
