@@ -5,9 +5,10 @@
 //! the metrics. [`Relay::handle`] turns a decoded [`Request`] from a source
 //! address into a [`Response`] or an [`ApiError`]; [`Relay::answer_datagram`]
 //! turns a UDP datagram into at most one response datagram. The order of
-//! checks for a request is: API key ("Forbidden"), size ("Too big"), the
-//! source's bucket, then the mailbox's bucket ("Too often"), then the store
-//! ("Mailbox full", "Relay full", "Unavailable").
+//! checks for a request is the one `spec/protocol.md` §7.3 gives: API key
+//! ("Forbidden"), the source's bucket, then the mailbox's bucket ("Too
+//! often"), the relay's own message size ("Too big"), then the store
+//! ("Mailbox full", "Relay full", "Unavailable") and the question.
 //!
 //! The only asymmetric cryptography here is sealing a mailbox's question,
 //! once per mailbox per question lifetime, on the blocking pool; a check that
@@ -197,6 +198,8 @@ impl Relay {
         let source = SourcePrefix::from(source);
         match &request.op {
             Operation::Send { data } => {
+                self.take(Bucket::SendPerSource(source), now).await?;
+                self.take(Bucket::SendPerMailbox(mailbox), now).await?;
                 if data.len() > self.limits.max_message_bytes {
                     return Err(ApiError::new(
                         ErrorCode::TooBig,
@@ -207,8 +210,6 @@ impl Relay {
                         ),
                     ));
                 }
-                self.take(Bucket::SendPerSource(source), now).await?;
-                self.take(Bucket::SendPerMailbox(mailbox), now).await?;
                 let started = Instant::now();
                 let at = self
                     .store

@@ -34,6 +34,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread::JoinHandle;
 
@@ -183,6 +184,7 @@ pub struct RedbStore {
     index: Arc<Mutex<Index>>,
     db: RwLock<Option<Arc<Database>>>,
     writer: Mutex<Option<Writer>>,
+    commits: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for RedbStore {
@@ -219,12 +221,14 @@ impl RedbStore {
         let db = Arc::new(db);
         let index = Arc::new(Mutex::new(index));
         let (queue, receiver) = mpsc::channel(QUEUE);
+        let commits = Arc::new(AtomicU64::new(0));
         let thread = {
             let db = Arc::clone(&db);
             let index = Arc::clone(&index);
+            let commits = Arc::clone(&commits);
             std::thread::Builder::new()
                 .name("connectoid-store-writer".into())
-                .spawn(move || run_writer(&db, &index, options, receiver))
+                .spawn(move || run_writer(&db, &index, options, receiver, &commits))
                 .map_err(|source| StoreError::Io {
                     path: path.clone(),
                     source,
@@ -236,12 +240,19 @@ impl RedbStore {
             index,
             db: RwLock::new(Some(db)),
             writer: Mutex::new(Some(Writer { queue, thread })),
+            commits,
         })
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// How many write transactions were committed since opening (each may
+    /// hold many operations).
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     fn queue(&self) -> Result<mpsc::Sender<Op>, StoreError> {
@@ -599,6 +610,7 @@ fn run_writer(
     index: &Mutex<Index>,
     options: StoreOptions,
     mut queue: mpsc::Receiver<Op>,
+    commits: &AtomicU64,
 ) {
     while let Some(first) = queue.blocking_recv() {
         let mut ops = vec![first];
@@ -609,6 +621,7 @@ fn run_writer(
             }
         }
         commit(db, index, options, ops);
+        commits.fetch_add(1, Ordering::Relaxed);
     }
     // Every handle is gone without a close(): keep what is only in memory.
     let (reply, _) = oneshot::channel();
@@ -870,5 +883,42 @@ mod tests {
         assert!(mailbox.has_after(At(29), 34, 5));
         assert!(!mailbox.has_after(At(29), 35, 5));
         assert!(!mailbox.has_after(At(30), 0, 5));
+    }
+
+    /// Operations that wait while the writer is busy share one commit.
+    #[test]
+    fn queued_sends_share_one_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+        init_schema(&db).unwrap();
+        let index = Mutex::new(load_index(&db).unwrap());
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        let id = MailboxId([2; PUBLIC_KEY_LEN]);
+        let mut answers = Vec::new();
+        for i in 0..50u8 {
+            let (reply, answer) = oneshot::channel();
+            let op = Op::Send {
+                mailbox: id,
+                data: vec![i; 120],
+                now_us: 1,
+                reply,
+            };
+            assert!(queue.try_send(op).is_ok());
+            answers.push(answer);
+        }
+        drop(queue);
+        let commits = AtomicU64::new(0);
+        run_writer(&db, &index, StoreOptions::default(), receiver, &commits);
+        assert_eq!(
+            commits.load(Ordering::Relaxed),
+            1,
+            "one commit for 50 sends"
+        );
+        let ats: Vec<At> = answers
+            .into_iter()
+            .map(|mut answer| answer.try_recv().unwrap().unwrap())
+            .collect();
+        assert_eq!(ats, (0..50).map(|i| At(1 + i)).collect::<Vec<_>>());
+        assert_eq!(lock(&index).messages, 50);
     }
 }
