@@ -6,13 +6,15 @@
 //! - [`FakeRelay`] with [`Behavior::Forger`]: speaks the API correctly, says
 //!   "ok" to sends and drops them, and serves forged messages (undecryptable,
 //!   wrong sender, bad link proof, wrong recipient, expired) to every mailbox;
-//! - [`UdpBlockedProxy`]: forwards HTTP to a real relay but advertises a UDP
-//!   port where a socket swallows every datagram, as a firewall would.
+//! - [`RelayProxy`]: forwards HTTP to a real relay; can be switched down,
+//!   and can advertise a UDP port where a socket swallows every datagram, as
+//!   a firewall would.
 //!
 //! Each owns its tasks; dropping it stops them.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
@@ -272,6 +274,8 @@ fn forged_messages(mailbox: &PublicKey) -> Vec<Message> {
     rand_core::Rng::fill_bytes(&mut rng(), &mut undecryptable);
     let messages = [
         undecryptable,
+        // Sealed to another key.
+        sealed_to(&other, &envelope(Kind::Answer, other, now, None)),
         // A hello with a proof made without the link secret.
         sealed_to(
             mailbox,
@@ -302,26 +306,40 @@ fn forged_messages(mailbox: &PublicKey) -> Vec<Message> {
 #[derive(Clone)]
 struct ProxyState {
     upstream: String,
-    udp_port: u16,
+    /// The UDP port to advertise instead of the relay's, if any.
+    udp_port: Option<u16>,
+    up: Arc<AtomicBool>,
     http: reqwest::Client,
 }
 
-/// A reverse proxy to a real relay whose information document advertises a
-/// UDP port where every datagram is swallowed.
+/// A reverse proxy to a real relay that can be switched "down" (answers
+/// 503 "Unavailable" to everything) and can advertise a UDP port where a
+/// socket swallows every datagram, as a firewall would.
 #[derive(Debug)]
-pub struct UdpBlockedProxy {
+pub struct RelayProxy {
     addr: SocketAddr,
+    up: Arc<AtomicBool>,
     task: JoinHandle<()>,
-    _sink: tokio::net::UdpSocket,
+    _sink: Option<tokio::net::UdpSocket>,
 }
 
-impl UdpBlockedProxy {
-    /// Starts a proxy in front of the relay at `upstream`.
-    pub async fn start(upstream: &RelayUrl) -> anyhow::Result<Self> {
-        let sink = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+impl RelayProxy {
+    /// Starts a proxy in front of the relay at `upstream`; with `block_udp`
+    /// its information document advertises a UDP port that never answers.
+    pub async fn start(upstream: &RelayUrl, block_udp: bool) -> anyhow::Result<Self> {
+        let sink = if block_udp {
+            Some(tokio::net::UdpSocket::bind("127.0.0.1:0").await?)
+        } else {
+            None
+        };
+        let up = Arc::new(AtomicBool::new(true));
         let state = ProxyState {
             upstream: upstream.as_str().trim_end_matches('/').to_owned(),
-            udp_port: sink.local_addr()?.port(),
+            udp_port: match &sink {
+                Some(sink) => Some(sink.local_addr()?.port()),
+                None => None,
+            },
+            up: up.clone(),
             http: reqwest::Client::new(),
         };
         let app = axum::Router::new().fallback(proxy).with_state(state);
@@ -332,6 +350,7 @@ impl UdpBlockedProxy {
         });
         Ok(Self {
             addr,
+            up,
             task,
             _sink: sink,
         })
@@ -341,9 +360,14 @@ impl UdpBlockedProxy {
     pub fn url(&self) -> RelayUrl {
         url_of(self.addr)
     }
+
+    /// Switches the proxy up (forwarding) or down (503 to everything).
+    pub fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::SeqCst);
+    }
 }
 
-impl Drop for UdpBlockedProxy {
+impl Drop for RelayProxy {
     fn drop(&mut self) {
         self.task.abort();
     }
@@ -355,6 +379,10 @@ async fn proxy(
     uri: Uri,
     body: Bytes,
 ) -> HttpResponse {
+    if !state.up.load(Ordering::SeqCst) {
+        let down = Response::Error(connectoid_protocol::ErrorCode::Unavailable.into());
+        return (StatusCode::SERVICE_UNAVAILABLE, down.to_json()).into_response();
+    }
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let url = format!("{}{path}", state.upstream);
     let request = if method == Method::GET {
@@ -376,7 +404,11 @@ async fn proxy(
     if uri.path() == "/.well-known/connectoid"
         && let Ok(mut info) = serde_json::from_slice::<RelayInfo>(&bytes)
     {
-        info.udp_port = Some(state.udp_port);
+        // The proxy and the relay share 127.0.0.1, so the relay's own UDP
+        // port stays right unless UDP is to look blocked.
+        if let Some(port) = state.udp_port {
+            info.udp_port = Some(port);
+        }
         return axum::Json(info).into_response();
     }
     (status, bytes).into_response()

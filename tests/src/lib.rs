@@ -14,7 +14,7 @@ use std::time::Duration;
 use connectoid::protocol::link::{RelayEntry, RelayUrl};
 use connectoid::{Client, Delivery, Event};
 
-pub use fake::{Behavior, Blackhole, FakeRelay, UdpBlockedProxy};
+pub use fake::{Behavior, Blackhole, FakeRelay, RelayProxy};
 pub use process::{RelayProcess, cli_binary, relay_binary, url_of};
 
 /// How many polls a helper makes before giving up.
