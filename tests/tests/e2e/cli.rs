@@ -1,1 +1,229 @@
-//! (to come)
+//! The `connectoid` CLI against real relay processes: the seed's flow with
+//! two profiles, the intercepted link, and one-line errors with a non-zero
+//! exit code.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use connectoid_tests::{RelayProcess, cli_binary};
+use serde_json::{Value, json};
+
+/// Runs `connectoid --profile DIR ARGS...`.
+fn run(profile: &Path, args: &[&str]) -> Output {
+    Command::new(cli_binary().unwrap())
+        .arg("--profile")
+        .arg(profile)
+        .args(args)
+        .env_remove("CONNECTOID_PROFILE")
+        .env_remove("CONNECTOID_LOG")
+        .output()
+        .unwrap()
+}
+
+/// Runs a command that must succeed; returns its stdout.
+fn ok(profile: &Path, args: &[&str]) -> String {
+    let output = run(profile, args);
+    assert!(
+        output.status.success(),
+        "connectoid {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Runs a command with --json that must succeed; parses its JSON lines.
+fn json_lines(profile: &Path, args: &[&str]) -> Vec<Value> {
+    let mut args = args.to_vec();
+    args.push("--json");
+    ok(profile, &args)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// Polls (bounded) until some event satisfies `wanted`; returns it.
+fn poll_for(profile: &Path, wanted: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..connectoid_tests::MAX_POLLS {
+        if let Some(event) = json_lines(profile, &["poll", "--once"])
+            .into_iter()
+            .find(&wanted)
+        {
+            return event;
+        }
+    }
+    panic!("the expected event never came");
+}
+
+/// Runs a command that must fail; returns its stderr, which must be one line.
+fn fails(profile: &Path, args: &[&str]) -> String {
+    let output = run(profile, args);
+    assert!(!output.status.success(), "connectoid {args:?} succeeded");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("connectoid: "), "{stderr}");
+    stderr
+}
+
+#[test]
+fn quickstart_alice_and_bob_through_three_relays() {
+    let relays = [
+        RelayProcess::start().unwrap(),
+        RelayProcess::start().unwrap(),
+        RelayProcess::start().unwrap(),
+    ];
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (alice, bob) = (a.path(), b.path());
+    for relay in &relays {
+        ok(alice, &["relays", "add", relay.url().as_str()]);
+    }
+    assert_eq!(
+        json_lines(alice, &["relays", "list"])[0]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    let probes = json_lines(alice, &["relays", "probe"]);
+    assert!(
+        probes[0]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["healthy"] == json!(true))
+    );
+    let info = json_lines(alice, &["relay", "info", relays[0].url().as_str()]);
+    assert_eq!(info[0]["info"]["protocol"], json!(1));
+
+    // Share, with the QR code on stderr.
+    let output = run(alice, &["share", "Bob", "--qr"]);
+    assert!(output.status.success());
+    let link = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    assert!(String::from_utf8_lossy(&output.stderr).contains('█'));
+    let decoded = json_lines(bob, &["link", "decode", &link]);
+    assert_eq!(decoded[0]["relays"].as_array().unwrap().len(), 3);
+    assert_eq!(decoded[0]["one_time"], json!(true));
+
+    // Accept with an offer.
+    let offer = json!({"sdp": "offer from bob"});
+    let accepted = json_lines(
+        bob,
+        &["accept", &link, "Alice", "--payload", &offer.to_string()],
+    );
+    assert!(
+        accepted[0]["relays"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["ok"] == json!(true))
+    );
+
+    // Alice polls and sees Bob's offer; answers.
+    let event = poll_for(alice, |e| e["event"] == "peer-connected");
+    assert_eq!(event["nickname"], "Bob");
+    assert_eq!(event["body"], offer);
+    let answer = json!({"sdp": "answer from alice"});
+    ok(
+        alice,
+        &["send", "Bob", &answer.to_string(), "--kind", "answer"],
+    );
+
+    // Bob polls and sees the answer.
+    let event = poll_for(bob, |e| e["event"] == "message");
+    assert_eq!(event["kind"], "answer");
+    assert_eq!(event["body"], answer);
+
+    // Both show the same safety code; peers are connected.
+    let code_a = json_lines(alice, &["safety-code", "Bob"]);
+    let code_b = json_lines(bob, &["safety-code", "Alice"]);
+    assert_eq!(code_a[0]["words"], code_b[0]["words"]);
+    assert_eq!(json_lines(alice, &["peers"])[0][0]["status"], "connected");
+    assert!(ok(alice, &["peers"]).contains("Bob [connected]"));
+
+    // Unshare; Bob learns of it; both profiles end clean.
+    assert!(ok(alice, &["unshare", "Bob"]).contains("unshared Bob"));
+    let event = poll_for(bob, |e| e["event"] == "peer-unshared");
+    assert_eq!(event["nickname"], "Alice");
+    assert_eq!(json_lines(alice, &["peers"])[0], json!([]));
+    assert_eq!(json_lines(bob, &["peers"])[0], json!([]));
+}
+
+#[test]
+fn an_intercepted_link_fails_with_the_already_used_error() {
+    let relay = RelayProcess::start().unwrap();
+    let dirs = [
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    ];
+    let (alice, bob, eve) = (dirs[0].path(), dirs[1].path(), dirs[2].path());
+    let link = ok(alice, &["share", "Bob", "--relay", relay.url().as_str()]);
+    let link = link.trim();
+    ok(eve, &["accept", link, "Alice"]);
+    poll_for(alice, |e| e["event"] == "peer-connected");
+    ok(
+        bob,
+        &["accept", link, "Alice", "--payload", "{\"late\":true}"],
+    );
+    let refused = poll_for(alice, |e| e["event"] == "link-reuse-refused");
+    let eve_key = json_lines(eve, &["peers"])[0][0]["our_key"].clone();
+    let bob_key = json_lines(bob, &["peers"])[0][0]["our_key"].clone();
+    assert_eq!(refused["connected"], eve_key);
+    assert_eq!(refused["refused"], bob_key);
+    assert_eq!(json_lines(alice, &["peers"])[0][0]["their_key"], eve_key);
+
+    // Bob's poll prints the error and exits non-zero.
+    let mut stderr = String::new();
+    for _ in 0..connectoid_tests::MAX_POLLS {
+        let output = run(bob, &["poll"]);
+        if !output.status.success() {
+            stderr = String::from_utf8(output.stderr).unwrap();
+            break;
+        }
+    }
+    assert!(
+        stderr.contains("this link was already used (intercepted?)"),
+        "{stderr}"
+    );
+    let error = fails(bob, &["send", "Alice", "{}"]);
+    assert_eq!(
+        error.trim(),
+        "connectoid: this link was already used (intercepted?)"
+    );
+}
+
+#[test]
+fn errors_are_one_line_with_a_non_zero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path();
+    let error = fails(profile, &["link", "decode", "not-a-link"]);
+    assert!(error.contains("2 to 4"), "{error}");
+    let error = fails(profile, &["send", "Nobody", "{}"]);
+    assert!(error.contains("no peer named \"Nobody\""), "{error}");
+    let error = fails(profile, &["share", "Bob"]);
+    assert!(error.contains("no relays"), "{error}");
+    let error = fails(profile, &["relays", "add", "ftp://example.com/"]);
+    assert!(error.contains("scheme"), "{error}");
+    let error = fails(
+        profile,
+        &[
+            "share",
+            "Bob",
+            "--relay",
+            "http://127.0.0.1:9/",
+            "--pick",
+            "1",
+        ],
+    );
+    assert!(error.contains("healthy"), "{error}");
+
+    // A profile held by another process (here: a library client) is refused.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let holder = runtime
+        .block_on(async { connectoid::Client::builder(profile).build() })
+        .unwrap();
+    let error = fails(profile, &["peers"]);
+    assert!(error.contains("in use by another process"), "{error}");
+    drop(holder);
+    ok(profile, &["peers"]);
+}
