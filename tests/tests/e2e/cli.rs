@@ -123,10 +123,37 @@ fn quickstart_alice_and_bob_through_three_relays() {
     assert_eq!(event["nickname"], "Bob");
     assert_eq!(event["body"], offer);
     let answer = json!({"sdp": "answer from alice"});
-    ok(
+    let output = run(
         alice,
-        &["send", "Bob", &answer.to_string(), "--kind", "answer"],
+        &[
+            "-vv",
+            "send",
+            "Bob",
+            &answer.to_string(),
+            "--kind",
+            "answer",
+        ],
     );
+    assert!(output.status.success());
+    // The private key is in the profile file (mode 0600) and nowhere else,
+    // not even in debug logs.
+    let profile: Value =
+        serde_json::from_slice(&std::fs::read(alice.join(connectoid::PROFILE_FILE)).unwrap())
+            .unwrap();
+    let secret = profile["peers"][0]["mailbox"]["key"].as_str().unwrap();
+    assert_eq!(secret.len(), 64);
+    for text in [&output.stdout, &output.stderr] {
+        assert!(!String::from_utf8_lossy(text).contains(secret));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(alice.join(connectoid::PROFILE_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
 
     // Bob polls and sees the answer.
     let event = poll_for(bob, |e| e["event"] == "message");

@@ -2,9 +2,14 @@
 //! servers where a process adds nothing) and misbehaving fakes, all on
 //! 127.0.0.1. One test binary, one module per subject.
 
+// Helpers outside #[test] functions unwrap too: a test failure is a panic.
+#![allow(clippy::unwrap_used)]
+
 mod cli;
 mod dedupe;
 mod flow;
 mod intercept;
+mod relays;
 mod resilience;
+mod stream;
 mod udp;
