@@ -1,0 +1,238 @@
+//! The real `connectoid-relay` binary: its stdout contract, exit codes,
+//! graceful SIGTERM, and durability: every send acknowledged before a
+//! `kill -9` is received after a restart on the same data directory, at
+//! several kill points while other sends are still in flight.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Stdio};
+
+use common::*;
+use connectoid_protocol::b64;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_connectoid-relay");
+
+struct Relay {
+    child: Child,
+    http: SocketAddr,
+    udp: Option<SocketAddr>,
+    _stdout: BufReader<ChildStdout>,
+}
+
+impl Relay {
+    /// Starts the binary and reads its `listening` lines.
+    fn start(data: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["--http", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .args(["--send-rate-ip", "off", "--send-rate-mailbox", "off"])
+            .args(["--check-rate-ip", "off", "--check-rate-mailbox", "off"])
+            .args(["--max-pending", "1000"])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let http = line
+            .trim()
+            .strip_prefix("listening http=")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .unwrap();
+        let udp = extra.contains(&"--udp").then(|| {
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            line.trim()
+                .strip_prefix("listening udp=")
+                .unwrap_or_else(|| panic!("unexpected second line {line:?}"))
+                .parse()
+                .unwrap()
+        });
+        Self {
+            child,
+            http,
+            udp,
+            _stdout: stdout,
+        }
+    }
+
+    /// `kill -9`.
+    fn kill(&mut self) {
+        // On Unix, `Child::kill` sends SIGKILL.
+        let _ = self.child.kill();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every message in `secret`'s mailbox, through check, question and receive.
+async fn receive_all(http: SocketAddr, secret: &connectoid_protocol::SecretKey) -> Vec<Vec<u8>> {
+    let key = secret.public_key();
+    let (status, check) = http_post(http, &check_body(&key, 0)).await.unwrap();
+    assert_eq!(status, 200, "{check}");
+    if check["found"] == false {
+        return Vec::new();
+    }
+    let answer = answer_of(secret, &check);
+    let mut at = 0;
+    let mut all = Vec::new();
+    for _ in 0..100 {
+        let (status, page) = http_post(http, &receive_body(&key, &answer, at, 100))
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{page}");
+        let messages = page["messages"].as_array().unwrap();
+        for message in messages {
+            at = message["at"].as_u64().unwrap();
+            all.push(b64::decode(message["data"].as_str().unwrap()).unwrap());
+        }
+        if messages.len() < 100 {
+            return all;
+        }
+    }
+    panic!("more pages than messages");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_sends_survive_kill_9_at_several_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let owners: Vec<_> = (1..=4).map(secret).collect();
+    let mut acknowledged: Vec<(usize, Vec<u8>)> = Vec::new();
+    // Kill after 60 and 130 acknowledgements (others in flight), then after all 200.
+    for (round, kill_after) in [60usize, 130, 200].into_iter().enumerate() {
+        let mut relay = Relay::start(dir.path(), &[]);
+        let mut sends = tokio::task::JoinSet::new();
+        for i in 0..200usize {
+            let owner = i % owners.len();
+            let key = owners[owner].public_key();
+            let mut data = vec![0u8; 150];
+            data[..16].copy_from_slice(&((round * 1000 + i) as u128).to_be_bytes());
+            let http = relay.http;
+            sends.spawn(async move {
+                let result = http_post(http, &send_body(&key, &data)).await;
+                (owner, data, result)
+            });
+        }
+        let mut acked = 0;
+        while let Some(joined) = sends.join_next().await {
+            let (owner, data, result) = joined.unwrap();
+            if let Ok((200, _)) = result {
+                acknowledged.push((owner, data));
+                acked += 1;
+                if acked == kill_after {
+                    relay.kill();
+                }
+            }
+        }
+        assert!(
+            acked >= kill_after,
+            "round {round}: only {acked} acknowledged"
+        );
+        relay.kill();
+    }
+
+    let relay = Relay::start(dir.path(), &[]);
+    let mut received: Vec<HashSet<Vec<u8>>> = Vec::new();
+    for owner in &owners {
+        received.push(receive_all(relay.http, owner).await.into_iter().collect());
+    }
+    let missing = acknowledged
+        .iter()
+        .filter(|(owner, data)| !received[*owner].contains(data))
+        .count();
+    assert_eq!(
+        missing,
+        0,
+        "{missing} of {} acknowledged sends lost",
+        acknowledged.len()
+    );
+    assert!(acknowledged.len() >= 390);
+}
+
+#[tokio::test]
+async fn prints_where_it_listens_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut relay = Relay::start(dir.path(), &["--udp", "127.0.0.1:0"]);
+    let udp = relay.udp.unwrap();
+    assert_eq!(udp.ip(), relay.http.ip());
+    let (status, info) = http_get_info(relay.http).await;
+    assert_eq!(status, 200);
+    assert_eq!(info["udp_port"], udp.port());
+    let pid = relay.child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let status = relay.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
+}
+
+async fn http_get_info(addr: SocketAddr) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /.well-known/connectoid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, serde_json::from_str(body).unwrap())
+}
+
+#[test]
+fn exit_codes_and_help() {
+    let help = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(help.status.success());
+    let text = String::from_utf8(help.stdout).unwrap();
+    for flag in [
+        "--http",
+        "--udp",
+        "--data",
+        "--store",
+        "--config",
+        "--tls-cert",
+        "--tls-key",
+        "--max-pending",
+        "--send-rate-ip",
+        "--message-ttl",
+        "--api-key",
+    ] {
+        assert!(text.contains(flag), "--help does not mention {flag}");
+    }
+    let bad = Command::new(BIN).arg("--no-such-flag").output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("relay.toml");
+    std::fs::write(&config, "http = 5\n").unwrap();
+    let bad_file = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(bad_file.status.code(), Some(2));
+    let store = Command::new(BIN)
+        .args(["--http", "127.0.0.1:0", "--store", "redis://127.0.0.1:1"])
+        .arg("--data")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(store.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&store.stderr).contains("unsupported store"));
+}
