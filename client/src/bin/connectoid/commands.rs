@@ -157,17 +157,23 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             RelaysCommand::Add { url, ext } => {
                 let mut entry = RelayEntry::new(parse_relay(&url)?);
                 entry.ext = ext;
-                let added = client.add_relay(entry).await?;
-                if !added {
+                if client.add_relay(entry).await? {
+                    eprintln!("added {url}");
+                } else {
                     eprintln!("{url} is already in the list");
                 }
-                print_relays(&client.relays().await, json);
+                if json {
+                    print_relays(&client.relays().await, json);
+                }
             }
             RelaysCommand::Remove { url } => {
                 if !client.remove_relay(&parse_relay(&url)?).await? {
                     bail!("{url} is not in the relay list");
                 }
-                print_relays(&client.relays().await, json);
+                eprintln!("removed {url}");
+                if json {
+                    print_relays(&client.relays().await, json);
+                }
             }
             RelaysCommand::List => print_relays(&client.relays().await, json),
             RelaysCommand::Probe => {
