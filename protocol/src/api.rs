@@ -202,7 +202,8 @@ impl fmt::Display for Action {
     }
 }
 
-/// The answer to a relay question: the 32 bytes the question sealed.
+/// The answer to a relay question: 32 bytes derived from the secret the
+/// question sealed and the relay's URL ([`Answer::for_relay`]).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Answer(pub [u8; QUESTION_SECRET_LEN]);
 
@@ -213,6 +214,28 @@ impl fmt::Debug for Answer {
 }
 
 impl Answer {
+    /// The label that starts an answer's HMAC input.
+    pub const LABEL: &'static [u8] = b"connectoid/v1 answer";
+
+    /// The answer a client sends to the relay at `relay` for a question that
+    /// opened to `secret` ([`crate::seal::open_question`]):
+    /// `HMAC-SHA-256(key = secret, LABEL || 0x00 || relay URL)`, with the
+    /// relay's normalized URL as UTF-8.
+    ///
+    /// Binding the answer to the relay it is sent to means a malicious relay
+    /// that passes another relay's question to a client learns an answer that
+    /// only works at itself, not at the relay that asked.
+    pub fn for_relay(secret: &[u8; QUESTION_SECRET_LEN], relay: &crate::link::RelayUrl) -> Self {
+        use hmac::{KeyInit as _, Mac as _};
+        // Invariant: HMAC takes keys of any length.
+        #[allow(clippy::expect_used)]
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).expect("any key length");
+        mac.update(Self::LABEL);
+        mac.update(&[0]);
+        mac.update(relay.as_str().as_bytes());
+        Self(mac.finalize().into_bytes().into())
+    }
+
     /// Compares in constant time.
     pub fn ct_eq(&self, other: &Self) -> bool {
         use subtle::ConstantTimeEq as _;

@@ -4,8 +4,9 @@
 //! in sorted order so that both sides compute the same code:
 //! `SHA-384("connectoid/v1 safety code" || 0x00 || min(a, b) || max(a, b))`,
 //! where the keys are the 49-byte compressed encodings compared as byte
-//! strings. The first 48 bits, taken as eight 6-bit groups (most significant
-//! first), index [`SYMBOLS`]. A relay that put its own keys between the peers
+//! strings. The first 72 bits, taken as twelve 6-bit groups (most significant
+//! first), index [`SYMBOLS`]. 72 bits keep a man in the middle who grinds
+//! keys for a matching code (a second-preimage search) out of practical reach. A relay that put its own keys between the peers
 //! (a man in the middle) gives each side a different code.
 
 use sha2::Digest as _;
@@ -15,7 +16,7 @@ use crate::keys::PublicKey;
 /// The label that starts the hashed input.
 pub const SAFETY_CODE_LABEL: &[u8] = b"connectoid/v1 safety code";
 /// Symbols in a code.
-pub const SAFETY_CODE_LEN: usize = 8;
+pub const SAFETY_CODE_LEN: usize = 12;
 
 /// The 64 symbols: an emoji and the English word to say for it.
 pub const SYMBOLS: [(&str, &str); 64] = [
@@ -85,9 +86,9 @@ pub const SYMBOLS: [(&str, &str); 64] = [
     ("🔔", "bell"),
 ];
 
-/// A safety code: eight indices into [`SYMBOLS`].
+/// A safety code: twelve indices into [`SYMBOLS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SafetyCode(pub [u8; SAFETY_CODE_LEN]);
+pub struct SafetyCode([u8; SAFETY_CODE_LEN]);
 
 impl SafetyCode {
     /// The code for the pair of keys `a` and `b`, in either order.
@@ -103,17 +104,22 @@ impl SafetyCode {
         hasher.update(low.as_bytes());
         hasher.update(high.as_bytes());
         let digest = hasher.finalize();
-        let bits = digest[..6]
+        let bits = digest[..9]
             .iter()
-            .fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
+            .fold(0u128, |acc, &b| (acc << 8) | u128::from(b));
         let mut out = [0u8; SAFETY_CODE_LEN];
         for (i, slot) in out.iter_mut().enumerate() {
-            *slot = ((bits >> (42 - 6 * i)) & 0x3f) as u8;
+            *slot = ((bits >> (66 - 6 * i)) & 0x3f) as u8;
         }
         Self(out)
     }
 
-    /// The code as eight emoji separated by spaces.
+    /// The twelve indices into [`SYMBOLS`], each below 64.
+    pub fn indices(&self) -> &[u8; SAFETY_CODE_LEN] {
+        &self.0
+    }
+
+    /// The code as twelve emoji separated by spaces.
     pub fn emoji(&self) -> String {
         self.0
             .iter()
@@ -122,7 +128,7 @@ impl SafetyCode {
             .join(" ")
     }
 
-    /// The code as eight words separated by spaces, for reading aloud.
+    /// The code as twelve words separated by spaces, for reading aloud.
     pub fn words(&self) -> String {
         self.0
             .iter()
@@ -144,7 +150,10 @@ mod tests {
         let c = SecretKey::from_bytes(&[3; 48]).unwrap().public_key();
         assert_eq!(SafetyCode::new(&a, &b), SafetyCode::new(&b, &a));
         assert_ne!(SafetyCode::new(&a, &b), SafetyCode::new(&a, &c));
-        assert_eq!(SafetyCode::new(&a, &b).words().split(' ').count(), 8);
+        assert_eq!(
+            SafetyCode::new(&a, &b).words().split(' ').count(),
+            SAFETY_CODE_LEN
+        );
     }
 
     #[test]

@@ -1095,7 +1095,7 @@ proptest! {
         let b = SecretKey::generate(&mut TestRng::new(b)).public_key();
         let code = SafetyCode::new(&a, &b);
         prop_assert_eq!(code, SafetyCode::new(&b, &a));
-        prop_assert!(code.0.iter().all(|&i| usize::from(i) < SYMBOLS.len()));
+        prop_assert!(code.indices().iter().all(|&i| usize::from(i) < SYMBOLS.len()));
         let words = code.words();
         prop_assert_eq!(words.split(' ').count(), SAFETY_CODE_LEN);
         prop_assert!(words.split(' ').all(|w| SYMBOLS.iter().any(|s| s.1 == w)));

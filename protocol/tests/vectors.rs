@@ -384,7 +384,10 @@ fn hpke_vector(label: &str, recipient: &SecretKey, purpose: Purpose, plaintext: 
         "id_hex": hex::encode(seal::message_id(&sealed)),
     });
     if purpose == Purpose::Question {
-        out["answer_b64"] = b64::encode(plaintext).into();
+        let secret: [u8; 32] = plaintext.try_into().unwrap();
+        let relay = RelayUrl::parse(VECTOR_RELAY_URL).unwrap();
+        out["relay_url"] = relay.as_str().into();
+        out["answer_b64"] = b64::encode(&Answer::for_relay(&secret, &relay).0).into();
     }
     out
 }
@@ -408,7 +411,7 @@ fn build_hpke() -> Value {
     .map(|&len| json!({"plaintext_len": len, "padded_len": seal::padded_len(len).unwrap()}))
     .collect();
     json!({
-        "description": "HPKE (RFC 9180) base mode. sealed = enc (97-byte uncompressed ephemeral public key) || AES-256-GCM ciphertext with tag; aad is empty. The ephemeral key pair is DeriveKeyPair(ikm_e). Messages are padded (ISO/IEC 7816-4: 0x80 then zeros) to padded_len before sealing; questions are not padded. id = SHA-256(sealed). answer_b64 is the relay answer to a question.",
+        "description": "HPKE (RFC 9180) base mode. sealed = enc (97-byte uncompressed ephemeral public key) || AES-256-GCM ciphertext with tag; aad is empty. The ephemeral key pair is DeriveKeyPair(ikm_e). Messages are padded (ISO/IEC 7816-4: 0x80 then zeros) to padded_len before sealing; questions are not padded. id = SHA-256(sealed). answer_b64 is the answer sent to relay_url for a question: HMAC-SHA-256(key = opened secret, \"connectoid/v1 answer\" || 0x00 || relay_url).",
         "suite": {"mode": 0, "kem_id": 0x0011, "kdf_id": 0x0002, "aead_id": 0x0002},
         "max_plaintext_len": seal::MAX_PLAINTEXT_LEN,
         "padding": padding,
@@ -490,8 +493,10 @@ fn check_hpke(v: &Value) {
                     seal::seal_question(&mut rng, &recipient.public_key(), &secret).unwrap();
                 assert_eq!(question, sealed);
                 assert_eq!(sealed.len(), seal::SEALED_QUESTION_LEN);
-                let answer = seal::open_question(&recipient, &sealed).unwrap();
-                assert_eq!(b64::encode(&answer), st(vector, "answer_b64"));
+                let secret = seal::open_question(&recipient, &sealed).unwrap();
+                let relay = RelayUrl::parse(st(vector, "relay_url")).unwrap();
+                let answer = Answer::for_relay(&secret, &relay);
+                assert_eq!(b64::encode(&answer.0), st(vector, "answer_b64"));
             }
         }
     }
@@ -845,6 +850,8 @@ fn links() {
 // envelopes.json
 
 const TS: u64 = 1_700_000_000_000;
+/// The relay URL that question vectors answer to.
+const VECTOR_RELAY_URL: &str = "https://connecto.id/";
 
 fn reply_value(key: &SecretKey, relays: &[(&str, Option<&str>)]) -> Link {
     Link {
@@ -2285,14 +2292,14 @@ fn build_safety() -> Value {
                 "a_b64": a.to_string(),
                 "b_b64": b.to_string(),
                 "digest_hex": hex::encode(hasher.finalize()),
-                "indices": code.0.to_vec(),
+                "indices": code.indices().to_vec(),
                 "emoji": code.emoji(),
                 "words": code.words(),
             })
         })
         .collect();
     json!({
-        "description": "Safety codes: SHA-384(label || 0x00 || min(a, b) || max(a, b)) over the 49-byte compressed keys; the first 48 bits as eight 6-bit indices into symbols (emoji, word).",
+        "description": "Safety codes: SHA-384(label || 0x00 || min(a, b) || max(a, b)) over the 49-byte compressed keys; the first 72 bits as twelve 6-bit indices into symbols (emoji, word).",
         "label": String::from_utf8(connectoid_protocol::safety::SAFETY_CODE_LABEL.to_vec()).unwrap(),
         "symbols": SYMBOLS.iter().map(|(e, w)| json!([e, w])).collect::<Vec<_>>(),
         "vectors": vectors,
@@ -2331,13 +2338,14 @@ fn check_safety(v: &Value) {
             .iter()
             .map(|i| i.as_u64().unwrap() as u8)
             .collect();
-        assert_eq!(code.0.to_vec(), indices);
-        // The indices are the first 48 bits of the digest, 6 at a time.
-        let bits = digest[..6]
+        assert_eq!(code.indices().to_vec(), indices);
+        // The indices are the first 72 bits of the digest, 6 at a time.
+        let bits = digest[..9]
             .iter()
-            .fold(0u64, |acc, &x| (acc << 8) | u64::from(x));
+            .fold(0u128, |acc, &x| (acc << 8) | u128::from(x));
+        assert_eq!(indices.len(), 12);
         for (i, index) in indices.iter().enumerate() {
-            assert_eq!(u64::from(*index), (bits >> (42 - 6 * i)) & 0x3f);
+            assert_eq!(u128::from(*index), (bits >> (66 - 6 * i)) & 0x3f);
         }
         assert_eq!(code.emoji(), st(vector, "emoji"));
         assert_eq!(code.words(), st(vector, "words"));

@@ -284,7 +284,9 @@ def check_hpke():
         assert hashlib.sha256(sealed).hexdigest() == t["id_hex"]
         assert hpke_open(sk, info, sealed) == padded
         if t["purpose"] == "question":
-            assert b64e(hpke_open(sk, info, sealed)) == t["answer_b64"]
+            secret = hpke_open(sk, info, sealed)
+            answer = hmac.new(secret, b"connectoid/v1 answer\x00" + t["relay_url"].encode(), hashlib.sha256).digest()
+            assert b64e(answer) == t["answer_b64"]
     return len(v["vectors"]) + len(v["padding"])
 
 
@@ -401,8 +403,8 @@ def check_safety():
         low, high = sorted([a, b])
         digest = hashlib.sha384(v["label"].encode() + b"\x00" + low + high).digest()
         assert digest.hex() == t["digest_hex"]
-        bits = int.from_bytes(digest[:6], "big")
-        indices = [(bits >> (42 - 6 * i)) & 0x3F for i in range(8)]
+        bits = int.from_bytes(digest[:9], "big")
+        indices = [(bits >> (66 - 6 * i)) & 0x3F for i in range(12)]
         assert indices == t["indices"]
         assert " ".join(symbols[i][0] for i in indices) == t["emoji"]
         assert " ".join(symbols[i][1] for i in indices) == t["words"]
