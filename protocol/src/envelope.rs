@@ -350,6 +350,11 @@ pub fn seal_envelope<R: CryptoRng + ?Sized>(
 /// `from` key, `to` equal to the recipient, and `ts` within
 /// [`limits::ENVELOPE_MAX_AGE_MS`] before and [`limits::ENVELOPE_MAX_SKEW_MS`]
 /// after `now_ms`.
+///
+/// `Ok` proves only that whoever holds the `from` key signed the envelope:
+/// anyone, a relay included, can seal a self-signed envelope to a mailbox.
+/// The caller must still accept it only if `from.key` is the peer it knows,
+/// or, for the `hello` that opens a link, if [`Envelope::check_proof`] passes.
 pub fn open_envelope(
     recipient: &SecretKey,
     sealed: &[u8],
