@@ -8,6 +8,7 @@
 mod cli;
 mod dedupe;
 mod flow;
+mod https;
 mod intercept;
 mod relays;
 mod resilience;
