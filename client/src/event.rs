@@ -239,6 +239,9 @@ pub enum UdpUse {
     Answered {
         /// Datagrams answered.
         datagrams: u32,
+        /// Our address as the relay saw it (like a STUN binding response),
+        /// when it said: a candidate address for a direct connection.
+        observed: Option<std::net::SocketAddr>,
     },
     /// At least one datagram got no answer; those mailboxes were checked
     /// over HTTP instead.

@@ -746,10 +746,12 @@ async fn udp_round(
     .await;
     let mut answered = 0;
     let mut failure = None;
+    let mut observed = None;
     for ((_, indices), result) in batches.iter().zip(results) {
         match result {
-            Ok(statuses) => {
+            Ok((statuses, seen_from)) => {
                 answered += 1;
+                observed = observed.or(seen_from);
                 for (&index, status) in indices.iter().zip(statuses) {
                     if status == CheckStatus::NotFound {
                         wanted[index] = false;
@@ -766,6 +768,7 @@ async fn udp_round(
         Some(reason) => UdpUse::FellBack { reason },
         None => UdpUse::Answered {
             datagrams: answered,
+            observed,
         },
     }
 }

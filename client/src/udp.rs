@@ -113,14 +113,14 @@ impl UdpChecker {
 
     /// Checks up to [`limits::MAX_CHECKS_PER_DATAGRAM`] mailboxes at the
     /// relay whose URL host is `host`, on `port`. Returns one status per
-    /// check, in order.
+    /// check, in order, and the source address the relay saw, if it said.
     pub(crate) async fn check(
         &self,
         host: &url::Host<&str>,
         port: u16,
         ext: Option<String>,
         checks: Vec<MailboxCheck>,
-    ) -> Result<Vec<CheckStatus>, UdpError> {
+    ) -> Result<(Vec<CheckStatus>, Option<SocketAddr>), UdpError> {
         let ip = *self
             .resolve(host)
             .await?
@@ -164,7 +164,9 @@ impl UdpChecker {
                     Ok(Ok(len)) => len,
                 };
                 match CheckResponse::decode(&buf[..len]) {
-                    Ok(response) if response.answers(&request) => return Ok(response.statuses),
+                    Ok(response) if response.answers(&request) => {
+                        return Ok((response.statuses, response.observed.map(SocketAddr::from)));
+                    }
                     Ok(_) => tracing::debug!(%target, "ignoring a UDP answer to another request"),
                     Err(e) => tracing::debug!(%target, "ignoring a malformed UDP answer: {e}"),
                 }
@@ -214,11 +216,12 @@ mod tests {
             server.send_to(&right.encode(), from).await.unwrap();
         });
         let checker = UdpChecker::new(Duration::from_secs(5), 2);
-        let statuses = checker
+        let (statuses, observed) = checker
             .check(&url::Host::Ipv4(Ipv4Addr::LOCALHOST), port, None, checks(2))
             .await
             .unwrap();
         assert_eq!(statuses, vec![CheckStatus::Found, CheckStatus::NotFound]);
+        assert!(observed.unwrap().ip().is_loopback());
     }
 
     #[tokio::test]

@@ -34,7 +34,10 @@ async fn https_relay_with_an_extra_root_certificate() -> anyhow::Result<()> {
         .add_root_certificates_pem(pem.as_bytes())
         .build()?;
     let link = alice
-        .share("Bob", ShareOptions::with_relays(entries(std::slice::from_ref(&url))))
+        .share(
+            "Bob",
+            ShareOptions::with_relays(entries(std::slice::from_ref(&url))),
+        )
         .await?;
 
     // Without the root, the TLS handshake fails and nothing is sent.
