@@ -3,9 +3,9 @@
 //!
 //! Relay host names are resolved with hickory-resolver and the addresses
 //! cached until the DNS answer expires. A request is sent up to
-//! `attempts` times, waiting `attempt_timeout` for an answer after each;
-//! an answer counts only if it decodes and echoes the request's random
-//! nonce. Silence after the last attempt is [`UdpError::Silent`], and the
+//! `attempts` times, each with a fresh random nonce, waiting
+//! `attempt_timeout` for an answer after each; an answer counts only if it
+//! decodes and echoes the nonce of one of the attempts. Silence after the last attempt is [`UdpError::Silent`], and the
 //! caller falls back to HTTP `check`.
 //!
 //! This module does not decide when UDP is used (the relay's information
@@ -138,17 +138,24 @@ impl UdpChecker {
             .connect(target)
             .await
             .map_err(|e| UdpError::Io(e.to_string()))?;
-        let mut nonce = [0u8; NONCE_LEN];
-        rand_core::Rng::fill_bytes(&mut crate::rng::system_rng(), &mut nonce);
-        let request = CheckRequest { nonce, ext, checks };
-        let datagram = request.encode();
+        let mut sent: Vec<CheckRequest> = Vec::new();
         let mut buf = vec![0u8; limits::MAX_DATAGRAM_LEN + 1];
         for attempt in 1..=self.attempts {
+            // Every attempt has a fresh nonce; a late answer to an earlier
+            // attempt still counts.
+            let mut nonce = [0u8; NONCE_LEN];
+            rand_core::Rng::fill_bytes(&mut crate::rng::system_rng(), &mut nonce);
+            let request = CheckRequest {
+                nonce,
+                ext: ext.clone(),
+                checks: checks.clone(),
+            };
             // A refused send (ICMP port unreachable from an earlier attempt)
             // is silence as far as the caller is concerned.
-            if let Err(e) = socket.send(&datagram).await {
+            if let Err(e) = socket.send(&request.encode()).await {
                 tracing::debug!(%target, attempt, "UDP send failed: {e}");
             }
+            sent.push(request);
             let deadline = tokio::time::Instant::now() + self.attempt_timeout;
             loop {
                 let received = tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await;
@@ -164,7 +171,7 @@ impl UdpChecker {
                     Ok(Ok(len)) => len,
                 };
                 match CheckResponse::decode(&buf[..len]) {
-                    Ok(response) if response.answers(&request) => {
+                    Ok(response) if sent.iter().any(|r| response.answers(r)) => {
                         return Ok((response.statuses, response.observed.map(SocketAddr::from)));
                     }
                     Ok(_) => tracing::debug!(%target, "ignoring a UDP answer to another request"),
