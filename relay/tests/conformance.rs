@@ -44,6 +44,8 @@ async fn everything_survives_close_and_reopen() {
     assert!(store.check(&[(a, At::ZERO)], T0 + 5_000_000).await.unwrap()[0]);
     store.close().await.unwrap();
     assert!(store.send(a, vec![0; 130], T0).await.is_err(), "closed");
+    assert!(store.check(&[(a, At::ZERO)], T0).await.is_err(), "closed");
+    assert!(store.stats().await.is_err(), "closed");
 
     let store = RedbStore::open(dir.path(), options()).unwrap();
     for (id, at, i) in &sent {

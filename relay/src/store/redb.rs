@@ -185,6 +185,7 @@ pub struct RedbStore {
     db: RwLock<Option<Arc<Database>>>,
     writer: Mutex<Option<Writer>>,
     commits: Arc<AtomicU64>,
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for RedbStore {
@@ -241,6 +242,7 @@ impl RedbStore {
             db: RwLock::new(Some(db)),
             writer: Mutex::new(Some(Writer { queue, thread })),
             commits,
+            closed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -253,6 +255,14 @@ impl RedbStore {
     /// hold many operations).
     pub fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Fails once [`Store::close`] has begun.
+    fn open_index(&self) -> Result<MutexGuard<'_, Index>, StoreError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(StoreError::Closed);
+        }
+        Ok(lock(&self.index))
     }
 
     fn queue(&self) -> Result<mpsc::Sender<Op>, StoreError> {
@@ -740,7 +750,7 @@ impl Store for RedbStore {
         now_us: u64,
     ) -> Result<Vec<bool>, StoreError> {
         let ttl = self.options.message_ttl_us;
-        let mut index = lock(&self.index);
+        let mut index = self.open_index()?;
         Ok(checks
             .iter()
             .map(|(id, after)| match index.mailboxes.get_mut(id) {
@@ -761,7 +771,8 @@ impl Store for RedbStore {
         now_us: u64,
     ) -> Result<Vec<Message>, StoreError> {
         let ttl = self.options.message_ttl_us;
-        let any = lock(&self.index)
+        let any = self
+            .open_index()?
             .mailboxes
             .get(&mailbox)
             .is_some_and(|m| m.has_after(after, now_us, ttl));
@@ -779,7 +790,8 @@ impl Store for RedbStore {
         mailbox: MailboxId,
         now_us: u64,
     ) -> Result<Option<Question>, StoreError> {
-        Ok(lock(&self.index)
+        Ok(self
+            .open_index()?
             .questions
             .get(&mailbox)
             .filter(|q| q.expires_us > now_us)
@@ -792,7 +804,7 @@ impl Store for RedbStore {
         question: Question,
         now_us: u64,
     ) -> Result<Question, StoreError> {
-        let mut index = lock(&self.index);
+        let mut index = self.open_index()?;
         if let Some(live) = index
             .questions
             .get(&mailbox)
@@ -828,7 +840,7 @@ impl Store for RedbStore {
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
-        let index = lock(&self.index);
+        let index = self.open_index()?;
         Ok(StoreStats {
             mailboxes: index.mailboxes.len() as u64,
             messages: index.messages,
@@ -842,6 +854,7 @@ impl Store for RedbStore {
             Ok(_) | Err(StoreError::Closed) => Ok(()),
             Err(other) => Err(other),
         };
+        self.closed.store(true, Ordering::SeqCst);
         let writer = lock(&self.writer).take();
         if let Some(Writer { queue, thread }) = writer {
             drop(queue);
