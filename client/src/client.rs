@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use connectoid_protocol::api::{ApiError, ErrorCode, Operation, RelayInfo, Request, Response};
 use connectoid_protocol::envelope::{self, Envelope, Kind, LinkProof};
 use connectoid_protocol::link::{Link, LinkSecret, RelayEntry, RelayUrl};
-use connectoid_protocol::{Answer, At, PublicKey, SafetyCode, SecretKey, limits, seal};
+use connectoid_protocol::{At, PublicKey, SafetyCode, SecretKey, limits};
 
 use crate::error::{BuildError, ClientError};
 use crate::event::{PeerInfo, PeerStatus, RelayProbe, SendReport, UnshareReport, relay_urls};
@@ -27,7 +27,7 @@ use crate::profile::{
     MailboxRecord, PeerRecord, ProfileData, ProfileError, ProfileStore, RetiredRelay, Role, Status,
     StoredKey, StoredReply, StoredSecret,
 };
-use crate::relay::{RelayError, RelayOutcome, Transport, fan_out, unexpected};
+use crate::relay::{RelayError, RelayOutcome, Transport, answer_question, fan_out, unexpected};
 use crate::rng::{now_ms, system_rng};
 use crate::udp::UdpChecker;
 
@@ -739,10 +739,9 @@ impl Client {
                 };
                 let answer = match transport.call(&entry.url, &check).await? {
                     Response::NotFound => None,
-                    Response::Found { question } => Some(Answer(
-                        seal::open_question(&mailbox.key.0, &question)
-                            .map_err(|_| RelayError::BadQuestion)?,
-                    )),
+                    Response::Found { question } => {
+                        Some(answer_question(&mailbox.key.0, &question, &entry.url)?)
+                    }
                     other => return Err(unexpected(&other)),
                 };
                 let delete = Request {

@@ -31,7 +31,7 @@ use connectoid_protocol::api::{ApiError, ErrorCode, Message, Operation, Request,
 use connectoid_protocol::envelope::{self, Envelope, Kind};
 use connectoid_protocol::link::{Link, RelayUrl};
 use connectoid_protocol::udp::{CheckStatus, MailboxCheck};
-use connectoid_protocol::{Answer, At, PublicKey, SafetyCode, SecretKey, b64, limits, seal};
+use connectoid_protocol::{At, PublicKey, SafetyCode, SecretKey, b64, limits, seal};
 use futures::stream::{BoxStream, StreamExt as _};
 
 use crate::client::{Client, State};
@@ -40,7 +40,7 @@ use crate::event::{
     Delivery, Event, LINK_ALREADY_USED, Poll, PollReport, Rejection, RelayPoll, Source, UdpUse,
 };
 use crate::profile::{MailboxRecord, PeerRecord, Role, Status, StoredReply};
-use crate::relay::{RelayError, unexpected};
+use crate::relay::{RelayError, answer_question, unexpected};
 use crate::rng::{jitter, now_ms, system_rng};
 
 /// Most `receive` pages fetched from one mailbox at one relay in one poll.
@@ -380,9 +380,7 @@ impl Client {
                 Response::Found { question } => question,
                 other => return Err(unexpected(&other)),
             };
-            let answer = Answer(
-                seal::open_question(&plan.key, &question).map_err(|_| RelayError::BadQuestion)?,
-            );
+            let answer = answer_question(&plan.key, &question, relay)?;
             let receive = Request {
                 key,
                 ext: plan.ext.clone(),

