@@ -254,3 +254,52 @@ fn errors_are_one_line_with_a_non_zero_exit() {
     drop(holder);
     ok(profile, &["peers"]);
 }
+
+#[test]
+fn poll_watch_prints_events_as_json_lines() {
+    use std::io::BufRead as _;
+    let relay = RelayProcess::start().unwrap();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (alice, bob) = (a.path(), b.path());
+    let link = ok(alice, &["share", "Bob", "--relay", relay.url().as_str()]);
+    ok(bob, &["accept", link.trim(), "Alice"]);
+    poll_for(alice, |e| e["event"] == "peer-connected");
+
+    let mut watch = Command::new(cli_binary().unwrap())
+        .arg("--profile")
+        .arg(bob)
+        .args(["poll", "--watch", "--interval", "0.1", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    for n in 1..=2 {
+        ok(alice, &["send", "Bob", &json!({"n": n}).to_string()]);
+        let line = lines_rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("poll --watch printed nothing");
+        let event: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(event["event"], "message");
+        assert_eq!(event["body"]["n"], json!(n));
+    }
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+    // The first message was acknowledged before the second was printed; the
+    // second may have been printed and not yet acknowledged when the process
+    // was killed, and then it comes once more (at least once, never lost).
+    for event in json_lines(bob, &["poll"]) {
+        assert_eq!(event["body"]["n"], json!(2), "{event}");
+    }
+}

@@ -257,7 +257,14 @@ async fn poll(client: &Client, watch: bool, interval: f64, json: bool) -> anyhow
             bail!("--interval must be a positive number of seconds");
         }
         let mut events = client.events(PollOptions::every(Duration::from_secs_f64(interval)));
-        while let Some(item) = events.next().await {
+        loop {
+            // Ctrl-C stops between events, never between printing one and
+            // acknowledging it.
+            let item = tokio::select! {
+                item = events.next() => item,
+                _ = tokio::signal::ctrl_c() => None,
+            };
+            let Some(item) = item else { break };
             match item {
                 Ok(delivery) => {
                     print_delivery(&delivery, json);
