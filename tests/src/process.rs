@@ -4,7 +4,8 @@
 //! 127.0.0.1 port 0 (HTTP and UDP), reads the addresses it prints
 //! (`listening http=ADDR`, `listening udp=ADDR`), and can kill it (SIGKILL)
 //! or stop it (SIGTERM). The binaries are found next to the test
-//! executable (`target/<profile>/`) and built once with cargo if missing.
+//! executable (`target/<profile>/`) and built once with cargo if missing or
+//! older than their sources.
 //!
 //! Nothing here asserts on time: waits are bounded loops that fail with a
 //! clear message.
@@ -41,19 +42,54 @@ fn workspace_root() -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_owned)
 }
 
+/// The newest modification time of the files under `dirs` (recursively).
+fn newest_source(dirs: &[PathBuf]) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    let mut stack: Vec<PathBuf> = dirs.to_vec();
+    while let Some(path) = stack.pop() {
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(&path) {
+                stack.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
+            }
+        } else if let Ok(modified) = meta.modified() {
+            newest = newest.max(Some(modified));
+        }
+    }
+    newest
+}
+
+/// Whether the binary at `path` exists and is newer than the sources of
+/// `package_dir` and of the protocol crate (so a test never runs a stale
+/// binary when only one package was rebuilt).
+fn is_fresh(path: &Path, package_dir: &str) -> bool {
+    let Some(built) = std::fs::metadata(path).and_then(|m| m.modified()).ok() else {
+        return false;
+    };
+    let root = workspace_root();
+    let sources = [
+        root.join(package_dir).join("src"),
+        root.join(package_dir).join("Cargo.toml"),
+        root.join("protocol").join("src"),
+    ];
+    newest_source(&sources).is_none_or(|newest| newest <= built)
+}
+
 /// The path of a workspace binary, built with cargo once per test process
-/// if it is not there yet.
-fn workspace_binary(package: &str, binary: &str) -> anyhow::Result<PathBuf> {
+/// if it is missing or older than its sources.
+fn workspace_binary(package: &str, package_dir: &str, binary: &str) -> anyhow::Result<PathBuf> {
     static BUILT: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
     let path = target_profile_dir()?.join(binary);
-    if path.is_file() {
+    if is_fresh(&path, package_dir) {
         return Ok(path);
     }
     let built = BUILT.get_or_init(|| Mutex::new(Vec::new()));
     let mut built = built
         .lock()
         .map_err(|_| anyhow!("a build of {binary} panicked"))?;
-    if path.is_file() || built.iter().any(|b| b == binary) {
+    if built.iter().any(|b| b == binary) {
         return path
             .is_file()
             .then_some(path.clone())
@@ -67,7 +103,10 @@ fn workspace_binary(package: &str, binary: &str) -> anyhow::Result<PathBuf> {
     if target_profile_dir()?.ends_with("release") {
         command.arg("--release");
     }
-    eprintln!("building {binary} (it is not in {})", path.display());
+    eprintln!(
+        "building {binary} ({} is missing or older than its sources)",
+        path.display()
+    );
     let status = command
         .status()
         .with_context(|| format!("running cargo build for {binary}"))?;
@@ -84,12 +123,12 @@ fn workspace_binary(package: &str, binary: &str) -> anyhow::Result<PathBuf> {
 
 /// The `connectoid-relay` binary.
 pub fn relay_binary() -> anyhow::Result<PathBuf> {
-    workspace_binary("connectoid-relay", "connectoid-relay")
+    workspace_binary("connectoid-relay", "relay", "connectoid-relay")
 }
 
 /// The `connectoid` CLI binary.
 pub fn cli_binary() -> anyhow::Result<PathBuf> {
-    workspace_binary("connectoid", "connectoid")
+    workspace_binary("connectoid", "client", "connectoid")
 }
 
 /// A `connectoid-relay` process on 127.0.0.1. Killed when dropped.
