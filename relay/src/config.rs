@@ -12,6 +12,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use connectoid_protocol::RelayUrl;
 use connectoid_protocol::limits as protocol_limits;
 
 use crate::clock::{Clock, SystemClock};
@@ -45,6 +46,11 @@ pub struct Config {
     /// Other relays this operator federates with or recommends, published in
     /// the information document. Default none.
     pub peers: Vec<String>,
+    /// The public URLs under which this relay is published (as links name
+    /// it). A `receive` or `delete` answer is accepted when it is the answer
+    /// for one of them (`spec/protocol.md` §7.6). Empty (the default): derived
+    /// from the bound HTTP address by [`default_urls`].
+    pub urls: Vec<RelayUrl>,
     /// API keys accepted in a request's `ext`; empty (the default) means none
     /// is required. When not empty every request (HTTP and UDP) must carry one
     /// of them as its whole `ext`, or gets "Forbidden".
@@ -77,6 +83,7 @@ impl fmt::Debug for Config {
             .field("retention", &self.retention)
             .field("contact", &self.contact)
             .field("peers", &self.peers)
+            .field("urls", &self.urls)
             .field("api_keys", &format_args!("[{} keys]", self.api_keys.len()))
             .field("tls", &self.tls)
             .field("trust_forwarded_for", &self.trust_forwarded_for)
@@ -99,6 +106,7 @@ impl Config {
             retention: Retention::default(),
             contact: None,
             peers: Vec::new(),
+            urls: Vec::new(),
             api_keys: Vec::new(),
             tls: None,
             trust_forwarded_for: false,
@@ -321,6 +329,32 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 
+/// The URLs a relay bound to `http` answers to when none are configured:
+/// `http://IP:PORT/` (`https` with TLS) and, for a loopback or unspecified
+/// address, `http://localhost:PORT/` (an unspecified address is named by its
+/// loopback address). A relay reachable under a host name needs
+/// [`Config::urls`].
+pub fn default_urls(http: SocketAddr, tls: bool) -> Vec<RelayUrl> {
+    let scheme = if tls { "https" } else { "http" };
+    let ip = match http.ip() {
+        std::net::IpAddr::V4(v4) if v4.is_unspecified() => {
+            std::net::IpAddr::V4(Ipv4Addr::LOCALHOST)
+        }
+        std::net::IpAddr::V6(v6) if v6.is_unspecified() => {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        }
+        other => other,
+    };
+    let mut texts = vec![format!("{scheme}://{}/", SocketAddr::new(ip, http.port()))];
+    if ip.is_loopback() {
+        texts.push(format!("{scheme}://localhost:{}/", http.port()));
+    }
+    texts
+        .iter()
+        .filter_map(|text| RelayUrl::parse(text).ok())
+        .collect()
+}
+
 /// A duration in microseconds, saturating.
 pub(crate) fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
@@ -354,6 +388,29 @@ mod tests {
         assert_eq!(tests.http.port(), 0);
         assert_eq!(tests.udp.map(|a| a.port()), Some(0));
         assert_eq!(tests.limits.rate, RateLimits::off());
+    }
+
+    #[test]
+    fn default_urls_name_the_bound_address() {
+        let urls = |addr: &str, tls| -> Vec<String> {
+            default_urls(addr.parse().unwrap(), tls)
+                .iter()
+                .map(|u| u.as_str().to_owned())
+                .collect()
+        };
+        assert_eq!(
+            urls("127.0.0.1:8080", false),
+            ["http://127.0.0.1:8080/", "http://localhost:8080/"]
+        );
+        assert_eq!(
+            urls("0.0.0.0:443", true),
+            ["https://127.0.0.1/", "https://localhost/"]
+        );
+        assert_eq!(
+            urls("[::1]:80", false),
+            ["http://[::1]/", "http://localhost/"]
+        );
+        assert_eq!(urls("192.0.2.1:8080", false), ["http://192.0.2.1:8080/"]);
     }
 
     #[test]

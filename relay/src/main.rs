@@ -24,8 +24,9 @@ per-key mailboxes for an hour (HTTP API, optional UDP check).";
 
 const AFTER_HELP: &str = "\
 Every flag can also be set with its environment variable or in the TOML file given with \
---config, using the flag's name as key (e.g. `http = \"0.0.0.0:8080\"`, `peers = [\"https://b.example\"]`, \
-`send-rate-ip = \"120:60\"`). A flag beats its environment variable, which beats the file.
+--config, using the flag's name as key (e.g. `http = \"0.0.0.0:8080\"`, `send-rate-ip = \"120:60\"`); \
+repeatable flags take a list under the plural name (`urls`, `peers`, `api-keys`). \
+A flag beats its environment variable, which beats the file.
 
 Rates are PER_MINUTE:BURST token buckets (e.g. 120:60), or `off`. A request that finds a \
 bucket empty gets \"Too often\" (HTTP 429); UDP datagrams are dropped.
@@ -119,6 +120,18 @@ struct Settings {
         requires = "tls_cert"
     )]
     tls_key: Option<PathBuf>,
+
+    /// A public URL of this relay, as links name it (e.g. https://relay.example/).
+    /// Answers to questions are bound to it. Repeatable; the variable takes a
+    /// comma-separated list [default: http://IP:PORT/ of --http, and
+    /// http://localhost:PORT/ for a loopback address].
+    #[arg(
+        long = "url",
+        env = "CONNECTOID_URLS",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    urls: Option<Vec<String>>,
 
     /// Operator contact (email or URL) published in the information document.
     #[arg(long, env = "CONNECTOID_CONTACT", value_name = "TEXT")]
@@ -226,6 +239,7 @@ impl Settings {
             store,
             tls_cert,
             tls_key,
+            urls,
             contact,
             peers,
             api_keys,
@@ -265,6 +279,15 @@ impl Settings {
             (None, None) => None,
             _ => bail!("--tls-cert and --tls-key go together"),
         };
+        config.urls = self
+            .urls
+            .unwrap_or_default()
+            .iter()
+            .map(|url| {
+                connectoid_protocol::RelayUrl::parse(url)
+                    .map_err(|e| anyhow::anyhow!("--url {url:?}: {e}"))
+            })
+            .collect::<anyhow::Result<_>>()?;
         config.contact = self.contact;
         config.peers = self.peers.unwrap_or_default();
         config.api_keys = self.api_keys.unwrap_or_default();
@@ -465,6 +488,8 @@ mod tests {
             "https://a.example",
             "--peer",
             "https://b.example",
+            "--url",
+            "https://Relay.Example",
         ])
         .unwrap();
         let file: Settings = toml::from_str(
@@ -478,6 +503,7 @@ mod tests {
         assert_eq!(config.limits.rate.check_per_ip, Some(Rate::new(10, 5)));
         assert_eq!(config.retention.message, Duration::from_secs(60));
         assert_eq!(config.peers, ["https://a.example", "https://b.example"]);
+        assert_eq!(config.urls[0].as_str(), "https://relay.example/");
     }
 
     #[test]

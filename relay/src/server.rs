@@ -137,6 +137,16 @@ impl Server {
             None => None,
         };
         let udp_addr = udp.as_ref().map(|(_, addr)| *addr);
+        let mut config = config;
+        if config.urls.is_empty() {
+            config.urls = crate::config::default_urls(http_addr, config.tls.is_some());
+            if http_addr.ip().is_unspecified() {
+                tracing::warn!(
+                    urls = ?config.urls,
+                    "no public URL configured: answers are accepted only for these; set --url"
+                );
+            }
+        }
         let relay = Arc::new(Relay::new(&config, store, udp_addr.map(|a| a.port())));
 
         let handle = axum_server::Handle::new();

@@ -24,7 +24,7 @@ use connectoid_protocol::limits as protocol_limits;
 use connectoid_protocol::seal::{QUESTION_SECRET_LEN, seal_question};
 use connectoid_protocol::udp::{CheckRequest, CheckResponse, CheckStatus};
 use connectoid_protocol::{
-    Answer, ApiError, At, ErrorCode, Operation, PublicKey, RelayInfo, Request, Response,
+    Answer, ApiError, At, ErrorCode, Operation, PublicKey, RelayInfo, RelayUrl, Request, Response,
 };
 
 use crate::clock::Clock;
@@ -45,6 +45,7 @@ pub struct Relay {
     limits: Limits,
     question_ttl_us: u64,
     api_keys: Vec<String>,
+    urls: Vec<RelayUrl>,
     limiters: Limiters,
     metrics: Metrics,
     info: RelayInfo,
@@ -113,6 +114,11 @@ impl Relay {
             limits,
             question_ttl_us: micros(config.retention.question),
             api_keys: config.api_keys.clone(),
+            urls: if config.urls.is_empty() {
+                crate::config::default_urls(config.http, config.tls.is_some())
+            } else {
+                config.urls.clone()
+            },
             metrics: Metrics::new(),
             info,
             trust_forwarded_for: config.trust_forwarded_for,
@@ -122,6 +128,12 @@ impl Relay {
     /// The information document served at `GET /.well-known/connectoid`.
     pub fn info(&self) -> &RelayInfo {
         &self.info
+    }
+
+    /// The URLs whose answers this relay accepts ([`Config::urls`], or the
+    /// defaults for its HTTP address).
+    pub fn urls(&self) -> &[RelayUrl] {
+        &self.urls
     }
 
     /// The store.
@@ -316,7 +328,7 @@ impl Relay {
         })?;
         self.metrics.question_made();
         let question = Question {
-            answer: Answer(secret),
+            secret,
             sealed,
             expires_us: now_us.saturating_add(self.question_ttl_us),
         };
@@ -343,7 +355,11 @@ impl Relay {
                     "no live question for this mailbox; check first",
                 )
             })?;
-        if question.answer.ct_eq(answer) {
+        // Every URL is tried (no early exit), each comparison in constant time.
+        let matches = self.urls.iter().fold(false, |found, url| {
+            found | Answer::for_relay(&question.secret, url).ct_eq(answer)
+        });
+        if matches {
             Ok(())
         } else {
             Err(ApiError::new(

@@ -90,7 +90,8 @@ async fn receive_all(http: SocketAddr, secret: &connectoid_protocol::SecretKey) 
     if check["found"] == false {
         return Vec::new();
     }
-    let answer = answer_of(secret, &check);
+    let url = connectoid_protocol::RelayUrl::parse(&format!("http://{http}/")).unwrap();
+    let answer = answer_of(secret, &check, &url);
     let mut at = 0;
     let mut all = Vec::new();
     for _ in 0..100 {

@@ -34,7 +34,7 @@ async fn the_seed_flow_with_real_keys() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(check["found"], true);
     assert_eq!(check["question"].as_str().unwrap().len(), 194);
-    let answer = answer_of(&alice, &check);
+    let answer = relay.answer_of(&alice, &check);
 
     let (status, got) = relay.post(receive_body(&key, &answer, 0, 1)).await;
     assert_eq!(status, StatusCode::OK);
@@ -235,7 +235,25 @@ async fn questions_and_answers() {
     let bobs = relay.answer(&bob).await;
     let (status, _) = relay.post(receive_body(&key, &bobs, 0, 1)).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let right = answer_of(&alice, &first);
+    // The bare secret (an answer bound to no relay) and an answer for
+    // another relay's URL are wrong here.
+    let question = b64::decode(first["question"].as_str().unwrap()).unwrap();
+    let opened = connectoid_protocol::seal::open_question(&alice, &question).unwrap();
+    let (status, answer) = relay
+        .post(receive_body(&key, &b64::encode(&opened), 0, 1))
+        .await;
+    assert_eq!(
+        (status, error(&answer)),
+        (StatusCode::FORBIDDEN, "Wrong answer")
+    );
+    let elsewhere = connectoid_protocol::RelayUrl::parse("https://other.example/").unwrap();
+    let theirs = answer_of(&alice, &first, &elsewhere);
+    let (status, answer) = relay.post(receive_body(&key, &theirs, 0, 1)).await;
+    assert_eq!(
+        (status, error(&answer)),
+        (StatusCode::FORBIDDEN, "Wrong answer")
+    );
+    let right = relay.answer_of(&alice, &first);
     let (status, _) = relay.post(receive_body(&key, &right, 0, 1)).await;
     assert_eq!(status, StatusCode::OK);
     let (_, _, metrics) = relay.get("/metrics").await;
@@ -243,6 +261,30 @@ async fn questions_and_answers() {
         metrics.contains("connectoid_questions_made_total 2"),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn answers_for_every_published_url_are_accepted() {
+    let urls: Vec<_> = [
+        "https://relay.example/",
+        "https://relay.example/connectoid/",
+    ]
+    .iter()
+    .map(|u| connectoid_protocol::RelayUrl::parse(u).unwrap())
+    .collect();
+    let relay = TestRelay::new(|config| config.urls = urls.clone());
+    let alice = secret(22);
+    let key = alice.public_key();
+    relay.post(send_body(&key, &[1; 200])).await;
+    let (_, check) = relay.post(check_body(&key, 0)).await;
+    for url in &urls {
+        let answer = answer_of(&alice, &check, url);
+        assert_eq!(
+            relay.post(receive_body(&key, &answer, 0, 1)).await.0,
+            StatusCode::OK,
+            "{url:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -570,7 +612,7 @@ async fn messages_expire_after_an_hour() {
         .advance(Duration::from_secs(3600) - Duration::from_micros(1));
     let (_, check) = relay.post(check_body(&key, 0)).await;
     assert_eq!(check["found"], true);
-    let answer = answer_of(&alice, &check);
+    let answer = relay.answer_of(&alice, &check);
     relay.clock.advance(Duration::from_micros(1));
     let (_, check) = relay.post(check_body(&key, 0)).await;
     assert_eq!(check, json!({"ok": true, "found": false}));
@@ -588,7 +630,7 @@ async fn questions_expire_after_a_minute() {
     let key = alice.public_key();
     relay.post(send_body(&key, &[1; 200])).await;
     let (_, first) = relay.post(check_body(&key, 0)).await;
-    let old = answer_of(&alice, &first);
+    let old = relay.answer_of(&alice, &first);
     relay.clock.advance(Duration::from_secs(59));
     let (_, same) = relay.post(check_body(&key, 0)).await;
     assert_eq!(same["question"], first["question"]);
@@ -609,7 +651,7 @@ async fn questions_expire_after_a_minute() {
         (status, error(&answer)),
         (StatusCode::FORBIDDEN, "Wrong answer")
     );
-    let new = answer_of(&alice, &fresh);
+    let new = relay.answer_of(&alice, &fresh);
     assert_eq!(
         relay.post(receive_body(&key, &new, 0, 1)).await.0,
         StatusCode::OK

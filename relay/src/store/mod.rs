@@ -19,8 +19,11 @@ use std::fmt;
 use std::net::IpAddr;
 
 use async_trait::async_trait;
-use connectoid_protocol::api::{Answer, Message};
+#[cfg(doc)]
+use connectoid_protocol::api::Answer;
+use connectoid_protocol::api::Message;
 use connectoid_protocol::keys::PUBLIC_KEY_LEN;
+use connectoid_protocol::seal::QUESTION_SECRET_LEN;
 use connectoid_protocol::{At, PublicKey};
 
 use crate::config::{Rate, micros};
@@ -55,12 +58,13 @@ impl fmt::Debug for MailboxId {
     }
 }
 
-/// A mailbox's live question: the secret its owner must answer with, the
-/// secret sealed to the mailbox key, and when it expires.
+/// A mailbox's live question: the secret it seals (answers are derived from
+/// it and the relay's URL, [`Answer::for_relay`]), the secret sealed to the
+/// mailbox key, and when it expires.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Question {
-    /// The expected answer (the sealed secret). Compare with [`Answer::ct_eq`].
-    pub answer: Answer,
+    /// The 32 random bytes the question seals. Never logged.
+    pub secret: [u8; QUESTION_SECRET_LEN],
     /// The sealed question as `check` returns it.
     pub sealed: Vec<u8>,
     /// Microseconds since the Unix epoch at which it stops being valid.
@@ -256,7 +260,9 @@ pub enum StoreError {
 pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Stores a sealed message and returns its `at` ([`At::next`] of `now_us`
     /// and the mailbox's newest `at`), creating the mailbox if needed (its
-    /// creation counts as a check). Returns only once the message is durable.
+    /// creation counts as a check; a mailbox made anew after a removal starts
+    /// above the removed one's newest `at`). Returns only once the message is
+    /// durable.
     ///
     /// Errors: [`StoreError::MailboxFull`], [`StoreError::RelayFull`], or a
     /// backend failure (then nothing was stored).

@@ -5,7 +5,9 @@
 //! - `messages`: key `mailbox (49 bytes) || at (8 bytes, big-endian)` ->
 //!   sealed bytes, so one mailbox's messages are one key range in `at` order;
 //! - `mailboxes`: key `mailbox` -> `(newest at, last check µs)`;
-//! - `meta`: `schema` -> 1.
+//! - `meta`: `schema` -> 1, and `floor` -> the newest `at` of any removed
+//!   mailbox: a mailbox made anew after a delete starts above it, so `at`
+//!   never goes back even if the clock does (`spec/protocol.md` §12).
 //!
 //! **Writes** (send, delete, sweep, flush) go through one writer thread fed
 //! by a bounded channel. The thread takes everything that is waiting (up to
@@ -148,6 +150,8 @@ struct Index {
     questions: HashMap<MailboxId, Question>,
     messages: u64,
     bytes: u64,
+    /// The newest `at` of any removed mailbox.
+    floor: At,
 }
 
 enum Op {
@@ -326,6 +330,10 @@ fn load_index(db: &Database) -> Result<Index, StoreError> {
         mailbox.last_at = At(last_at);
         index.mailboxes.insert(mailbox_id(key.value())?, mailbox);
     }
+    let meta = txn.open_table(META).map_err(unavailable)?;
+    if let Some(floor) = meta.get("floor").map_err(unavailable)? {
+        index.floor = At(floor.value());
+    }
     let messages = txn.open_table(MESSAGES).map_err(unavailable)?;
     for entry in messages.iter().map_err(unavailable)? {
         let (key, value) = entry.map_err(unavailable)?;
@@ -351,13 +359,18 @@ struct Batch<'a> {
     messages: u64,
     bytes: u64,
     mailboxes: u64,
+    floor: At,
 }
 
 impl<'a> Batch<'a> {
     fn new(index: &'a Mutex<Index>, options: StoreOptions) -> Self {
         let guard = lock(index);
-        let (messages, bytes, mailboxes) =
-            (guard.messages, guard.bytes, guard.mailboxes.len() as u64);
+        let (messages, bytes, mailboxes, floor) = (
+            guard.messages,
+            guard.bytes,
+            guard.mailboxes.len() as u64,
+            guard.floor,
+        );
         drop(guard);
         Self {
             index,
@@ -366,6 +379,7 @@ impl<'a> Batch<'a> {
             messages,
             bytes,
             mailboxes,
+            floor,
         }
     }
 
@@ -385,7 +399,7 @@ impl<'a> Batch<'a> {
     ) -> Result<Result<At, StoreError>, redb::Error> {
         let options = self.options;
         let size = data.len() as u64;
-        let (mailboxes, bytes) = (self.mailboxes, self.bytes);
+        let (mailboxes, bytes, floor) = (self.mailboxes, self.bytes, self.floor);
         let slot = self.mailbox(id);
         if slot.is_none() && mailboxes >= options.max_mailboxes {
             return Ok(Err(StoreError::RelayFull("too many mailboxes")));
@@ -399,7 +413,8 @@ impl<'a> Batch<'a> {
         {
             return Ok(Err(StoreError::MailboxFull));
         }
-        let last = (mailbox.last_at != At::ZERO).then_some(mailbox.last_at);
+        let newest = mailbox.last_at.max(floor);
+        let last = (newest != At::ZERO).then_some(newest);
         let at = At::next(now_us, last);
         txn.open_table(MESSAGES)?
             .insert(message_key(&id, at).as_slice(), data)?;
@@ -430,6 +445,10 @@ impl<'a> Batch<'a> {
         txn.open_table(MESSAGES)?
             .retain_in::<&[u8], _>(start.as_slice()..=end.as_slice(), |_, _| false)?;
         txn.open_table(MAILBOXES)?.remove(id.0.as_slice())?;
+        if mailbox.last_at > self.floor {
+            self.floor = mailbox.last_at;
+            txn.open_table(META)?.insert("floor", self.floor.0)?;
+        }
         self.messages -= mailbox.pending.len() as u64;
         self.bytes -= mailbox
             .pending
@@ -579,6 +598,7 @@ impl<'a> Batch<'a> {
         }
         index.messages = self.messages;
         index.bytes = self.bytes;
+        index.floor = self.floor;
     }
 }
 

@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request as HttpRequest, StatusCode};
 use connectoid_protocol::seal::{open_question, seal_message};
-use connectoid_protocol::{PublicKey, SecretKey, b64};
+use connectoid_protocol::{Answer, PublicKey, RelayUrl, SecretKey, b64};
 use connectoid_relay::{Config, ManualClock, RedbStore, Relay, StoreOptions};
 use serde_json::Value;
 use tempfile::TempDir;
@@ -48,10 +48,17 @@ pub fn receive_body(key: &PublicKey, answer: &str, at: u64, limit: u32) -> Strin
     )
 }
 
-/// Opens a `check` answer's question with `secret`: the answer text.
-pub fn answer_of(secret: &SecretKey, check: &Value) -> String {
+/// Opens a `check` answer's question with `secret`: the answer text for the
+/// relay at `url`.
+pub fn answer_of(secret: &SecretKey, check: &Value, url: &RelayUrl) -> String {
     let question = b64::decode(check["question"].as_str().expect("question")).unwrap();
-    b64::encode(&open_question(secret, &question).unwrap())
+    let opened = open_question(secret, &question).unwrap();
+    b64::encode(&Answer::for_relay(&opened, url).0)
+}
+
+/// The URL the test relays are published under.
+pub fn test_url() -> RelayUrl {
+    RelayUrl::parse("http://relay.test/").unwrap()
 }
 
 /// A relay over a redb store in a temporary directory, with a manual clock.
@@ -69,6 +76,7 @@ impl TestRelay {
         let clock = Arc::new(ManualClock::at_test_start());
         let mut config = Config::for_tests(dir.path());
         config.clock = clock.clone();
+        config.urls = vec![test_url()];
         change(&mut config);
         let store = RedbStore::open(dir.path(), StoreOptions::from_config(&config)).unwrap();
         let relay = Arc::new(Relay::new(&config, Arc::new(store), Some(7447)));
@@ -128,11 +136,16 @@ impl TestRelay {
         )
     }
 
-    /// Sends, checks and answers: the answer text for `secret`'s mailbox.
+    /// Checks and answers: the answer text for `secret`'s mailbox.
     pub async fn answer(&self, secret: &SecretKey) -> String {
         let (status, check) = self.post(check_body(&secret.public_key(), 0)).await;
         assert_eq!(status, StatusCode::OK, "{check}");
-        answer_of(secret, &check)
+        self.answer_of(secret, &check)
+    }
+
+    /// The answer to a `check` answer's question, for this relay's URL.
+    pub fn answer_of(&self, secret: &SecretKey, check: &Value) -> String {
+        answer_of(secret, check, &self.relay.urls()[0])
     }
 }
 
