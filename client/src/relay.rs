@@ -186,11 +186,9 @@ pub(crate) fn answer_question(
 ) -> Result<connectoid_protocol::Answer, RelayError> {
     let secret = connectoid_protocol::seal::open_question(mailbox, question)
         .map_err(|_| RelayError::BadQuestion)?;
-    // spec/protocol.md 7.6 binds the answer to the relay it is sent to
-    // (`Answer::for_relay`); relays that compare the bare secret are the
-    // previous revision.
-    let _ = relay;
-    Ok(connectoid_protocol::Answer(secret))
+    // Bound to the relay it is sent to (spec/protocol.md 7.6), so a relay
+    // that passes on another relay's question learns nothing usable there.
+    Ok(connectoid_protocol::Answer::for_relay(&secret, relay))
 }
 
 /// A response of the wrong shape for the request.

@@ -305,7 +305,8 @@ fn forged_messages(mailbox: &PublicKey) -> Vec<Message> {
 
 #[derive(Clone)]
 struct ProxyState {
-    upstream: String,
+    /// The relay's URL without the trailing slash, once set.
+    upstream: Arc<Mutex<Option<String>>>,
     /// The UDP port to advertise instead of the relay's, if any.
     udp_port: Option<u16>,
     up: Arc<AtomicBool>,
@@ -315,26 +316,34 @@ struct ProxyState {
 /// A reverse proxy to a real relay that can be switched "down" (answers
 /// 503 "Unavailable" to everything) and can advertise a UDP port where a
 /// socket swallows every datagram, as a firewall would.
+///
+/// Answers to relay questions are bound to the URL the client names
+/// (`spec/protocol.md` 7.6), so the relay behind the proxy must list the
+/// proxy's URL among its own: start the proxy first, start the relay with
+/// [`RelayProxy::url`] in its URLs, then [`RelayProxy::set_upstream`].
 #[derive(Debug)]
 pub struct RelayProxy {
     addr: SocketAddr,
     up: Arc<AtomicBool>,
+    upstream: Arc<Mutex<Option<String>>>,
     task: JoinHandle<()>,
     _sink: Option<tokio::net::UdpSocket>,
 }
 
 impl RelayProxy {
-    /// Starts a proxy in front of the relay at `upstream`; with `block_udp`
-    /// its information document advertises a UDP port that never answers.
-    pub async fn start(upstream: &RelayUrl, block_udp: bool) -> anyhow::Result<Self> {
+    /// Starts a proxy (forwarding nowhere until [`RelayProxy::set_upstream`]);
+    /// with `block_udp` its information document advertises a UDP port that
+    /// never answers.
+    pub async fn start(block_udp: bool) -> anyhow::Result<Self> {
         let sink = if block_udp {
             Some(tokio::net::UdpSocket::bind("127.0.0.1:0").await?)
         } else {
             None
         };
         let up = Arc::new(AtomicBool::new(true));
+        let upstream: Arc<Mutex<Option<String>>> = Arc::default();
         let state = ProxyState {
-            upstream: upstream.as_str().trim_end_matches('/').to_owned(),
+            upstream: upstream.clone(),
             udp_port: match &sink {
                 Some(sink) => Some(sink.local_addr()?.port()),
                 None => None,
@@ -351,9 +360,17 @@ impl RelayProxy {
         Ok(Self {
             addr,
             up,
+            upstream,
             task,
             _sink: sink,
         })
+    }
+
+    /// Forwards to the relay at `relay` from now on.
+    pub fn set_upstream(&self, relay: &RelayUrl) {
+        if let Ok(mut upstream) = self.upstream.lock() {
+            *upstream = Some(relay.as_str().trim_end_matches('/').to_owned());
+        }
     }
 
     /// The proxy's relay URL.
@@ -383,8 +400,12 @@ async fn proxy(
         let down = Response::Error(connectoid_protocol::ErrorCode::Unavailable.into());
         return (StatusCode::SERVICE_UNAVAILABLE, down.to_json()).into_response();
     }
+    let upstream = state.upstream.lock().ok().and_then(|u| u.clone());
+    let Some(upstream) = upstream else {
+        return StatusCode::BAD_GATEWAY.into_response();
+    };
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let url = format!("{}{path}", state.upstream);
+    let url = format!("{upstream}{path}");
     let request = if method == Method::GET {
         state.http.get(&url)
     } else {

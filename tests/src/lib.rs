@@ -41,8 +41,22 @@ pub struct InProcessRelay {
 impl InProcessRelay {
     /// Starts one.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts one published under `urls` only (such as a proxy's URL), so
+    /// that answers bound to those URLs are accepted.
+    pub async fn start_published_as(urls: Vec<RelayUrl>) -> anyhow::Result<Self> {
+        Self::start_with(|config| config.urls = urls).await
+    }
+
+    /// Starts one with [`connectoid_relay::Config::for_tests`] changed by `edit`.
+    pub async fn start_with(
+        edit: impl FnOnce(&mut connectoid_relay::Config),
+    ) -> anyhow::Result<Self> {
         let data = tempfile::tempdir()?;
-        let config = connectoid_relay::Config::for_tests(data.path());
+        let mut config = connectoid_relay::Config::for_tests(data.path());
+        edit(&mut config);
         let server = connectoid_relay::Server::spawn(config).await?;
         Ok(Self {
             server: Some(server),

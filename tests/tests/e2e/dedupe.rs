@@ -9,13 +9,14 @@ use serde_json::json;
 async fn one_message_through_three_relays_is_delivered_once_across_restarts() -> anyhow::Result<()>
 {
     init_tracing();
+    // The third relay sits behind a proxy that can be switched off.
+    let late = RelayProxy::start(false).await?;
     let relays = [
         InProcessRelay::start().await?,
         InProcessRelay::start().await?,
-        InProcessRelay::start().await?,
+        InProcessRelay::start_published_as(vec![late.url()]).await?,
     ];
-    // The third relay sits behind a proxy that can be switched off.
-    let late = RelayProxy::start(&relays[2].url(), false).await?;
+    late.set_upstream(&relays[2].url());
     let urls = [relays[0].url(), relays[1].url(), late.url()];
     let (a, b) = (tempfile::tempdir()?, tempfile::tempdir()?);
     let bob = client(b.path())?;

@@ -80,8 +80,9 @@ async fn udp_check_is_used_when_advertised() -> anyhow::Result<()> {
 #[tokio::test]
 async fn blocked_udp_falls_back_to_http() -> anyhow::Result<()> {
     init_tracing();
-    let relay = InProcessRelay::start().await?;
-    let proxy = RelayProxy::start(&relay.url(), true).await?;
+    let proxy = RelayProxy::start(true).await?;
+    let relay = InProcessRelay::start_published_as(vec![proxy.url()]).await?;
+    proxy.set_upstream(&relay.url());
     let urls = [proxy.url()];
     let (a, b) = (tempfile::tempdir()?, tempfile::tempdir()?);
     let alice = Client::builder(a.path())
