@@ -752,6 +752,25 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(cheap())]
+
+    /// The answer to a question is bound to the relay it is sent to: the
+    /// same secret gives another answer at any other relay URL.
+    #[test]
+    fn answers_are_bound_to_their_relay(
+        secret in any::<[u8; 32]>(),
+        a in relay_url(),
+        b in relay_url(),
+    ) {
+        let answer = connectoid_protocol::Answer::for_relay(&secret, &a);
+        prop_assert!(answer.ct_eq(&connectoid_protocol::Answer::for_relay(&secret, &a)));
+        let other = connectoid_protocol::Answer::for_relay(&secret, &b);
+        prop_assert_eq!(a == b, answer.ct_eq(&other));
+        prop_assert_eq!(answer == other, answer.ct_eq(&other));
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Envelopes.
 // ---------------------------------------------------------------------------
