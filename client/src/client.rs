@@ -802,3 +802,37 @@ fn peer_info(peer: &PeerRecord) -> PeerInfo {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_outside_a_runtime_and_validates_nicknames() {
+        let dir = tempfile::tempdir().unwrap();
+        let client = Client::builder(dir.path()).build().unwrap();
+        assert_eq!(client.profile_dir(), dir.path());
+        assert!(check_nickname("Bob").is_ok());
+        assert!(check_nickname("").is_err());
+        assert!(check_nickname("a\nb").is_err());
+        assert!(check_nickname(&"x".repeat(MAX_NICKNAME_LEN + 1)).is_err());
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let err = client
+                .share("Bob", ShareOptions::default())
+                .await
+                .unwrap_err();
+            assert!(matches!(err, ClientError::NoRelays), "{err}");
+            let err = client
+                .send("Nobody", Kind::App, serde_json::Value::Null)
+                .await
+                .unwrap_err();
+            assert!(matches!(err, ClientError::UnknownPeer(_)), "{err}");
+            let err = client
+                .send("Nobody", Kind::Hello, serde_json::Value::Null)
+                .await
+                .unwrap_err();
+            assert!(matches!(err, ClientError::KindNotAllowed(Kind::Hello)));
+        });
+    }
+}

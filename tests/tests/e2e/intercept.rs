@@ -30,6 +30,18 @@ async fn eve_uses_the_link_before_bob() -> anyhow::Result<()> {
     eve.accept(&link, "Alice", json!({"offer": "eve"}), Default::default())
         .await?;
     let eve_key = eve.peer("Alice").await.unwrap().our_key;
+    // Neither side can use the link twice from the same profile.
+    let again = eve
+        .accept(&link, "Alice again", json!({}), Default::default())
+        .await;
+    assert!(
+        matches!(again, Err(ClientError::AlreadyAccepted(ref n)) if n == "Alice"),
+        "{again:?}"
+    );
+    let own = alice
+        .accept(&link, "Me", json!({}), Default::default())
+        .await;
+    assert!(matches!(own, Err(ClientError::OwnLink)), "{own:?}");
     let events = poll_until(&alice, |e| !e.is_empty()).await?;
     assert!(
         matches!(events.as_slice(), [Event::PeerConnected { key, .. }] if *key == eve_key),
