@@ -313,34 +313,40 @@ impl Client {
     ) -> (RelayPoll, Vec<Fetched>) {
         let mut report = RelayPoll::new(relay.clone());
         let mut wanted: Vec<bool> = vec![true; mailboxes.len()];
-        match &self.inner.udp {
-            None => report.udp = UdpUse::Disabled,
-            Some(udp) => match self.cached_info(&relay).await {
-                Err(error) => {
-                    // Unreachable: the HTTP checks would fail the same way.
-                    report.errors.push(error);
-                    return (report, Vec::new());
+        // The information document gives the UDP port and the relay's
+        // limits; failing to reach it means the relay is down.
+        let info = match self.cached_info(&relay).await {
+            Ok(info) => info,
+            Err(error) => {
+                report.errors.push(error);
+                return (report, Vec::new());
+            }
+        };
+        let limit = info.as_ref().map_or(self.inner.receive_limit, |info| {
+            self.inner
+                .receive_limit
+                .min(info.limits.max_receive_limit)
+                .max(1)
+        });
+        report.udp = match (&self.inner.udp, &info) {
+            (None, _) => UdpUse::Disabled,
+            (Some(_), None) => UdpUse::NotAdvertised,
+            (Some(udp), Some(info)) => match info.udp_port {
+                None => UdpUse::NotAdvertised,
+                Some(port) => {
+                    let per_datagram = usize::try_from(info.limits.max_checks_per_datagram)
+                        .unwrap_or(1)
+                        .clamp(1, limits::MAX_CHECKS_PER_DATAGRAM);
+                    udp_round(udp, &relay, port, per_datagram, &mailboxes, &mut wanted).await
                 }
-                Ok(None) => report.udp = UdpUse::NotAdvertised,
-                Ok(Some(info)) => match info.udp_port {
-                    None => report.udp = UdpUse::NotAdvertised,
-                    Some(port) => {
-                        let per_datagram = usize::try_from(info.limits.max_checks_per_datagram)
-                            .unwrap_or(1)
-                            .clamp(1, limits::MAX_CHECKS_PER_DATAGRAM);
-                        report.udp =
-                            udp_round(udp, &relay, port, per_datagram, &mailboxes, &mut wanted)
-                                .await;
-                    }
-                },
             },
-        }
+        };
         let mut fetched = Vec::new();
         for (plan, wanted) in mailboxes.iter().zip(wanted) {
             if !wanted {
                 continue;
             }
-            match self.fetch_mailbox(&relay, plan, &mut report).await {
+            match self.fetch_mailbox(&relay, plan, limit, &mut report).await {
                 Ok(messages) => fetched.extend(messages),
                 Err(error) => {
                     let unreachable = error.is_unreachable();
@@ -354,16 +360,17 @@ impl Client {
         (report, fetched)
     }
 
-    /// HTTP `check` and `receive` of one mailbox at one relay, page by page.
+    /// HTTP `check` and `receive` of one mailbox at one relay, page by page,
+    /// `limit` messages per page.
     async fn fetch_mailbox(
         &self,
         relay: &RelayUrl,
         plan: &MailboxPlan,
+        limit: u32,
         report: &mut RelayPoll,
     ) -> Result<Vec<Fetched>, RelayError> {
         let transport = &self.inner.transport;
         let key = plan.key.public_key();
-        let limit = self.inner.receive_limit;
         let mut after = plan.after;
         let mut out = Vec::new();
         let mut retried_question = false;

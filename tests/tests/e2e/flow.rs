@@ -129,3 +129,38 @@ async fn alice_and_bob_share_connect_and_unshare_through_three_relays() -> anyho
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn pages_through_a_relay_with_a_small_receive_limit() -> anyhow::Result<()> {
+    init_tracing();
+    let relay = connectoid_tests::InProcessRelay::start_with(|config| {
+        config.limits.max_receive_limit = 2;
+    })
+    .await?;
+    let (a, b) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (alice, bob) = (client(a.path())?, client(b.path())?);
+    let link = alice
+        .share("Bob", ShareOptions::with_relays(entries(&[relay.url()])))
+        .await?;
+    bob.accept(&link, "Alice", json!({"n": 0}), Default::default())
+        .await?;
+    for n in 1..=4 {
+        bob.send("Alice", Kind::App, json!({"n": n})).await?;
+    }
+    // One poll fetches all five in pages of two, in order.
+    let poll = alice.poll_once().await?;
+    let numbers: Vec<_> = poll
+        .deliveries
+        .iter()
+        .map(|d| match &d.event {
+            Event::PeerConnected { body, .. } | Event::Message { body, .. } => body["n"].clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        numbers,
+        vec![json!(0), json!(1), json!(2), json!(3), json!(4)]
+    );
+    assert_eq!(poll.report.relays[0].http_checks, 3);
+    Ok(())
+}
