@@ -33,7 +33,8 @@ impl At {
     pub const ZERO: Self = Self(0);
 
     /// The `at` for a message arriving at `now_us` in a mailbox whose newest
-    /// message has `last` (if any): `max(now_us, last + 1)`.
+    /// message has `last` (if any): `max(now_us, last + 1)`. (At `u64::MAX`,
+    /// half a million years from now, it saturates.)
     pub fn next(now_us: u64, last: Option<Self>) -> Self {
         match last {
             Some(last) if last.0 >= now_us => Self(last.0.saturating_add(1)),

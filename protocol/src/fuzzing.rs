@@ -66,7 +66,7 @@ pub fn sender() -> &'static SecretKey {
 }
 
 /// `link_decode`: [`Link::decode`] on the bytes as text (a bare value, a
-/// `connectoid=` pair or an app URL). What decodes, and validates, encodes to
+/// `connectoid=` pair or an app URL). What decodes validates and encodes to
 /// a value that decodes to the same link (URLs are compared normalized, as
 /// decoding normalizes them), as the bare value and inside an app URL.
 pub fn link_decode(data: &[u8]) {
@@ -76,13 +76,9 @@ pub fn link_decode(data: &[u8]) {
     let Ok(link) = Link::decode(text) else {
         return;
     };
-    // `Link::validate` states what every encoded link satisfies. A decoded
-    // link can fail it: decoding checks the length before URLs are
-    // normalized, and normalizing can lengthen them (percent-encoding), so
-    // the round trip is asserted for valid links only.
-    if link.validate().is_err() {
-        return;
-    }
+    // Every decoded link satisfies `Link::validate`, so it encodes to a
+    // value that decodes to the same link.
+    assert_eq!(link.validate(), Ok(()), "{text}");
     let encoded = link.encode();
     assert_eq!(Link::decode(&encoded).as_ref(), Ok(&link), "{encoded}");
     if link.secret.is_none() {
@@ -177,10 +173,9 @@ pub fn envelope_open(data: &[u8]) {
 
 fn check_envelope(envelope: &Envelope) {
     assert!(envelope.from.secret.is_none());
-    if envelope.from.validate().is_ok() {
-        let from = envelope.from.encode();
-        assert_eq!(Link::decode_reply(&from).as_ref(), Ok(&envelope.from));
-    }
+    assert_eq!(envelope.from.validate(), Ok(()));
+    let from = envelope.from.encode();
+    assert_eq!(Link::decode_reply(&from).as_ref(), Ok(&envelope.from));
     if envelope.from.key == SENDER.public
         && let Ok(jws) = envelope.sign(&SENDER.secret)
     {

@@ -433,12 +433,22 @@ impl Link {
                 Some(LinkSecret(bytes))
             }
         };
-        Ok(Self {
+        let link = Self {
             key,
             relays,
             ext,
             secret,
-        })
+        };
+        // Normalizing relay URLs (percent-encoding) can lengthen the value
+        // past the maximum; such a link would not decode again once encoded.
+        let len = link.encode().len();
+        if len > limits::MAX_LINK_LEN {
+            return Err(LinkError::TooLong {
+                len,
+                max: limits::MAX_LINK_LEN,
+            });
+        }
+        Ok(link)
     }
 }
 
@@ -607,6 +617,17 @@ mod tests {
                 .code(),
             "no-connectoid-parameter"
         );
+    }
+
+    #[test]
+    fn a_value_that_normalizes_past_the_maximum_is_too_long() {
+        // Each "é" becomes "%C3%A9" when the URL is normalized.
+        let relays: Vec<String> = (0..8)
+            .map(|i| format!("http://h{i}/{}", "é".repeat(40)))
+            .collect();
+        let text = format!("{}.{}", key(), b64::encode(relays.join(" ").as_bytes()));
+        assert!(text.len() < limits::MAX_LINK_LEN);
+        assert_eq!(Link::decode(&text).unwrap_err().code(), "too-long");
     }
 
     #[test]
