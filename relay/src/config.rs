@@ -16,6 +16,7 @@ use connectoid_protocol::RelayUrl;
 use connectoid_protocol::limits as protocol_limits;
 
 use crate::clock::{Clock, SystemClock};
+use crate::store::{RedisTarget, RedisUrlError};
 
 /// The default HTTP listen address: `127.0.0.1:8080`.
 pub const DEFAULT_HTTP: SocketAddr =
@@ -137,17 +138,27 @@ impl Config {
 pub enum StoreUrl {
     /// The embedded redb store in [`Config::data_dir`] (`--store redb`).
     Redb,
-    /// Any other URL, such as `redis://host:6379`; not supported by this
-    /// build (a later issue adds Redis). Starting with it fails cleanly.
+    /// Redis (`redis://HOST:PORT`) or a Redis Cluster
+    /// (`redis+cluster://HOST:PORT,HOST:PORT`), shared by several relay nodes;
+    /// see [`RedisTarget`].
+    Redis(RedisTarget),
+    /// Any other URL (another scheme); not supported by this build. Starting
+    /// with it fails cleanly.
     Other(String),
 }
 
+/// `redb` (or empty) is the embedded store, `redis://` and
+/// `redis+cluster://` URLs are Redis (an invalid one is an error), anything
+/// else is [`StoreUrl::Other`].
 impl FromStr for StoreUrl {
-    type Err = std::convert::Infallible;
+    type Err = RedisUrlError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         Ok(match text {
             "redb" | "redb:" | "" => Self::Redb,
+            redis if redis.starts_with("redis://") || redis.starts_with("redis+cluster://") => {
+                Self::Redis(redis.parse()?)
+            }
             other => Self::Other(other.to_owned()),
         })
     }
@@ -157,6 +168,7 @@ impl fmt::Display for StoreUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Redb => f.write_str("redb"),
+            Self::Redis(target) => target.fmt(f),
             Self::Other(url) => f.write_str(url),
         }
     }
@@ -423,9 +435,18 @@ mod tests {
     #[test]
     fn store_urls() {
         assert_eq!("redb".parse::<StoreUrl>().unwrap(), StoreUrl::Redb);
-        assert_eq!(
+        assert!(matches!(
             "redis://x:1".parse::<StoreUrl>().unwrap(),
-            StoreUrl::Other("redis://x:1".into())
+            StoreUrl::Redis(target) if !target.is_cluster()
+        ));
+        assert!(matches!(
+            "redis+cluster://x:1,y:2".parse::<StoreUrl>().unwrap(),
+            StoreUrl::Redis(target) if target.is_cluster()
+        ));
+        assert!("redis://x:1?nope=1".parse::<StoreUrl>().is_err());
+        assert_eq!(
+            "postgres://x".parse::<StoreUrl>().unwrap(),
+            StoreUrl::Other("postgres://x".into())
         );
     }
 }

@@ -13,12 +13,14 @@
 //! - [`Server`]: binds the sockets and owns every task; [`Config`]: what to
 //!   bind, limits, retention, TLS;
 //! - [`Relay`]: the protocol logic shared by HTTP ([`router`]) and UDP;
-//! - [`store`]: the [`Store`] trait, the embedded [`RedbStore`] and the
-//!   conformance suite every backend passes;
+//! - [`store`]: the [`Store`] trait, the embedded [`RedbStore`], the shared
+//!   [`RedisStore`] (several relay nodes) and the conformance suite every
+//!   backend passes;
 //! - [`Clock`]: the time source, [`ManualClock`] for tests.
 //!
 //! The library reads no files other than the data directory and the TLS
-//! files it is given, and installs no signal handlers; the
+//! files it is given, connects to no server other than the Redis it is
+//! given, and installs no signal handlers; the
 //! `connectoid-relay` binary parses flags, environment and a TOML file.
 
 pub mod clock;
@@ -37,4 +39,4 @@ pub use config::{Config, Limits, Rate, RateLimits, Retention, StoreUrl, TlsConfi
 pub use http::router;
 pub use server::{Server, ShutdownError, SpawnError};
 pub use service::{PROTOCOL_VERSION, Relay};
-pub use store::{RedbStore, Store, StoreError, StoreOptions};
+pub use store::{RedbStore, RedisStore, RedisTarget, Store, StoreError, StoreOptions};

@@ -19,14 +19,17 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::config::{Config, StoreUrl, TlsConfig};
 use crate::http::router;
 use crate::service::Relay;
-use crate::store::{RedbStore, Store, StoreError, StoreOptions};
+use crate::store::{RedbStore, RedisStore, Store, StoreError, StoreOptions};
 
 /// A relay could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SpawnError {
     /// `--store` names a backend this build does not have.
-    #[error("unsupported store {0:?}: this build stores mailboxes only in redb (`--store redb`)")]
+    #[error(
+        "unsupported store {0:?}: this build stores mailboxes in redb (`--store redb`) or Redis \
+         (`--store redis://HOST:PORT`, `--store redis+cluster://HOST:PORT,HOST:PORT`)"
+    )]
     UnsupportedStore(String),
     /// The store could not be opened (data directory, lock, corruption).
     #[error("cannot open the store: {0}")]
@@ -88,6 +91,11 @@ impl Server {
                     .await
                     .map_err(|e| StoreError::Unavailable(e.to_string()))??;
                 tracing::info!(path = %store.path().display(), "store open");
+                Arc::new(store)
+            }
+            StoreUrl::Redis(target) => {
+                let store = RedisStore::connect(target, StoreOptions::from_config(&config)).await?;
+                tracing::info!(redis = %target, "store connected");
                 Arc::new(store)
             }
             StoreUrl::Other(url) => return Err(SpawnError::UnsupportedStore(url.clone())),

@@ -229,11 +229,29 @@ fn exit_codes_and_help() {
         .unwrap();
     assert_eq!(bad_file.status.code(), Some(2));
     let store = Command::new(BIN)
-        .args(["--http", "127.0.0.1:0", "--store", "redis://127.0.0.1:1"])
+        .args(["--http", "127.0.0.1:0", "--store", "postgres://127.0.0.1:1"])
         .arg("--data")
         .arg(dir.path())
         .output()
         .unwrap();
     assert_eq!(store.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&store.stderr).contains("unsupported store"));
+    // Redis that does not answer: exit 1 with the reason (nothing listens on port 1).
+    let redis = Command::new(BIN)
+        .args(["--http", "127.0.0.1:0", "--store", "redis://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(redis.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&redis.stderr);
+    assert!(
+        stderr.contains("cannot reach redis://127.0.0.1:1"),
+        "{stderr}"
+    );
+    // A malformed Redis URL is a bad flag: exit 2.
+    let bad = Command::new(BIN)
+        .args(["--store", "redis://127.0.0.1:1?color=blue"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown parameter"));
 }

@@ -10,7 +10,11 @@
 //! ```
 //!
 //! expands to one `#[tokio::test]` per case (the test crate needs `tokio`
-//! with the `macros` and `rt` features). Each case is also a plain `pub async
+//! with the `macros` and `rt` features). A backend that needs a server
+//! which may be missing writes `store_conformance_tests!(optional:
+//! EXPRESSION)` with an expression of type `Option<impl StoreFactory>`:
+//! `None` skips the case (the expression says why, or panics where a skip
+//! is not acceptable, such as under CI). Each case is also a plain `pub async
 //! fn` here, for backends that want to run them another way. Every case
 //! passes its own `now_us`, so expiry is tested without waiting; a backend
 //! that expires data by its own clock must still filter reads by `now_us`.
@@ -457,7 +461,7 @@ pub async fn sweep_removes_idle_mailboxes(factory: &dyn StoreFactory) {
 /// given (evaluated once per test). See the [module documentation](crate::store::conformance).
 #[macro_export]
 macro_rules! store_conformance_tests {
-    ($factory:expr) => {
+    (optional: $factory:expr) => {
         $crate::store_conformance_tests!(@cases $factory;
             at_is_strictly_increasing,
             concurrent_sends_get_distinct_ats,
@@ -472,11 +476,16 @@ macro_rules! store_conformance_tests {
             sweep_removes_idle_mailboxes,
         );
     };
+    ($factory:expr) => {
+        $crate::store_conformance_tests!(optional: ::std::option::Option::Some($factory));
+    };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
-                let factory = $factory;
+                let ::std::option::Option::Some(factory) = $factory else {
+                    return;
+                };
                 $crate::store::conformance::$case(&factory).await;
             }
         )*

@@ -7,6 +7,9 @@
 //! [`At::next`]), enforces the per-mailbox and total caps, filters out
 //! expired data on every read, and reclaims it in [`Store::sweep`].
 //!
+//! Backends: the embedded [`RedbStore`] (one relay process) and the shared
+//! [`RedisStore`] (several relay nodes on one Redis or Redis Cluster).
+//!
 //! A store does not parse requests, check answers, make questions (no
 //! cryptography), apply rate limits of its own unless it shares them across
 //! relay nodes ([`Store::rate_limits_shared`]), or read the clock: every call
@@ -32,8 +35,10 @@ use crate::{Config, Limits};
 #[doc(hidden)]
 pub mod conformance;
 mod redb;
+mod redis;
 
 pub use self::redb::RedbStore;
+pub use self::redis::{RedisStore, RedisTarget, RedisUrlError};
 
 /// A mailbox as the store names it: the 49 bytes of its compressed key. The
 /// bytes are not checked to be a curve point (UDP checks carry raw bytes; a

@@ -4,6 +4,8 @@
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod redis_server;
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 

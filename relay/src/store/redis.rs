@@ -1,0 +1,1405 @@
+//! The shared store: Redis (one server, or a Redis Cluster), so that several
+//! stateless relay nodes behind a load balancer serve the same mailboxes.
+//!
+//! **Key layout** (`P` is the key prefix, `cnid` unless the URL says
+//! `?prefix=`; `M` is the mailbox key in base64url, 66 characters). Every key
+//! of one mailbox carries the hash tag `{M}`, so a mailbox lives in one
+//! cluster slot and each operation on it is one atomic Lua script:
+//!
+//! | key | type | holds | Redis expiry |
+//! | --- | --- | --- | --- |
+//! | `P:{M}:meta` | hash | `last` (newest `at` ever), `n` and `bytes` (messages and bytes counted in the totals), `check` (last check, µs) | idle time after the stored check, plus one day |
+//! | `P:{M}:msgs` | sorted set | one member per message: `at` as 20 decimal digits, then the sealed bytes; score `at` | when its newest message expires |
+//! | `P:{M}:q` | hash | the live question: `e` (expiry, µs), `v` (secret and sealed bytes) | when the question expires |
+//! | `P:{M}:floor` | string | the newest `at` of a removed mailbox | the idle time |
+//! | `P:{M}:rl:send`, `P:{M}:rl:check` | string | per-mailbox token buckets (GCRA: the theoretical arrival time, µs) | when the bucket is full again |
+//! | `P:{src:KIND:ADDR}` | string | per-source token buckets | when the bucket is full again |
+//! | `P:{global}:stats` | hash | `bytes`, `messages`, `mailboxes`: the totals the caps and metrics use | none |
+//! | `P:{global}:expiry` | sorted set | mailboxes with messages, scored by (a lower bound of) their oldest `at` | none |
+//! | `P:{global}:idle` | sorted set | mailboxes, scored by (a lower bound of) their last check | none |
+//! | `P:{global}:questions` | sorted set | mailboxes with a question, scored by its expiry | none |
+//!
+//! **Atomicity.** `send` assigns `at = max(now, last + 1)` ([`At::next`]),
+//! enforces the per-mailbox cap, drops expired messages and stores the new
+//! one in one script on the mailbox's slot, so concurrent sends through any
+//! number of relay nodes get distinct, increasing `at`s. Questions are kept
+//! with "first live question wins" in one script. Token buckets are one
+//! script per bucket, shared by every node.
+//!
+//! **Time.** Every decision uses the relay's `now_us`, never Redis's clock:
+//! reads filter expired data by `now_us`, and the expiries given to Redis
+//! (`PEXPIRE`) are durations computed from the relay's clock, so with real
+//! clocks Redis drops expired data by itself, and with a test's manual clock
+//! nothing disappears behind the test's back.
+//!
+//! **Approximations.** The totals (`P:{global}:*`) live in another slot than
+//! the mailbox, and a Lua script may not touch two slots of a cluster, so a
+//! `send` reads the totals, runs the mailbox script, then adds its change to
+//! the totals: concurrent sends may together pass `max_stored_bytes` or
+//! `max_mailboxes` by what is in flight, and a node that dies between the
+//! two steps leaves the totals off by one message until that mailbox is
+//! swept or removed (each mailbox's `meta` knows exactly what it counted, so
+//! the sweep corrects the totals). The global indexes only name candidates
+//! for the sweep, which decides from each mailbox's own keys. A check writes
+//! its time only when the stored one is at least
+//! [`StoreOptions::check_persist_us`] old (a check costs no write
+//! otherwise), so an idle mailbox may be removed up to that much early.
+//!
+//! **Failures.** Every call is bounded by the URL's `timeout_ms` (default
+//! 2000 ms); an unreachable Redis gives [`StoreError::Unavailable`] (the API
+//! answers 503), and the connection is re-established by itself when Redis
+//! is back. A script that timed out may still have run: as with any
+//! unacknowledged send, the message may or may not be stored.
+//!
+//! This module does not make questions, check answers or read the clock.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use ::redis::cluster_async::ClusterConnection;
+use ::redis::cluster_routing::Slot;
+use ::redis::{Cmd, IntoConnectionInfo as _, Pipeline, RedisError, RedisFuture, Script, Value};
+use async_trait::async_trait;
+use connectoid_protocol::api::Message;
+use connectoid_protocol::keys::PUBLIC_KEY_LEN;
+use connectoid_protocol::seal::QUESTION_SECRET_LEN;
+use connectoid_protocol::{At, b64};
+use futures::StreamExt as _;
+
+use super::{
+    Bucket, Deleted, MailboxId, Question, SourcePrefix, Store, StoreError, StoreOptions,
+    StoreStats, SweepReport,
+};
+use crate::config::Rate;
+
+/// The key prefix when the URL names none.
+const DEFAULT_PREFIX: &str = "cnid";
+/// How long one Redis call may take when the URL names no `timeout_ms`.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long after a mailbox is due for idle removal Redis drops its `meta`
+/// by itself, in case no relay swept it (normally the sweep removes it first).
+const BACKSTOP_MS: u64 = 86_400_000;
+/// Mailboxes the sweep takes from an index at once.
+const SWEEP_BATCH: usize = 256;
+/// Batches one sweep takes at most from each index; the rest waits for the next sweep.
+const SWEEP_ROUNDS: usize = 1_000;
+/// Mailbox scripts the sweep runs at the same time.
+const SWEEP_CONCURRENCY: usize = 16;
+/// Digits of the `at` that starts each message member.
+const AT_DIGITS: usize = 20;
+
+/// A `--store` URL for Redis could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid Redis store URL: {0}")]
+pub struct RedisUrlError(String);
+
+/// Where the Redis store is: one server (`redis://[USER:PASSWORD@]HOST[:PORT][/DB]`)
+/// or a Redis Cluster (`redis+cluster://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]`,
+/// any reachable nodes; the others are discovered), with optional query
+/// parameters `prefix` (of every key, default `cnid`; letters, digits and
+/// `_-.:` only) and `timeout_ms` (for each Redis call, default 2000).
+///
+/// `Display` and `Debug` hide the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisTarget {
+    nodes: Vec<String>,
+    cluster: bool,
+    prefix: String,
+    timeout: Duration,
+    shown: String,
+}
+
+impl RedisTarget {
+    /// Whether this is a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster
+    }
+
+    /// The prefix of every key.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The bound on each Redis call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The same servers with another key prefix (tests give each store its own).
+    pub fn with_prefix(mut self, prefix: &str) -> Result<Self, RedisUrlError> {
+        check_prefix(prefix)?;
+        self.prefix = prefix.to_owned();
+        Ok(self)
+    }
+
+    /// The same servers with another bound on each call.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+fn check_prefix(prefix: &str) -> Result<(), RedisUrlError> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "_-.:".contains(c);
+    if prefix.is_empty() || prefix.len() > 64 || !prefix.chars().all(allowed) {
+        return Err(RedisUrlError(format!(
+            "prefix {prefix:?}: 1 to 64 letters, digits or _-.:"
+        )));
+    }
+    Ok(())
+}
+
+impl FromStr for RedisTarget {
+    type Err = RedisUrlError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let err = |why: &str| RedisUrlError(why.to_owned());
+        let (cluster, scheme, rest) = if let Some(rest) = text.strip_prefix("redis+cluster://") {
+            (true, "redis+cluster", rest)
+        } else if let Some(rest) = text.strip_prefix("redis://") {
+            (false, "redis", rest)
+        } else {
+            return Err(err(
+                "expected redis://HOST:PORT or redis+cluster://HOST:PORT[,HOST:PORT...]",
+            ));
+        };
+        let (main, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (userinfo, hosts_and_path) = match main.rsplit_once('@') {
+            Some((userinfo, rest)) => (Some(userinfo), rest),
+            None => (None, main),
+        };
+        let (hosts, path) = hosts_and_path
+            .split_once('/')
+            .unwrap_or((hosts_and_path, ""));
+        let hosts: Vec<&str> = hosts.split(',').map(str::trim).collect();
+        if hosts.iter().any(|h| h.is_empty()) {
+            return Err(err("a host is empty"));
+        }
+        if !cluster && hosts.len() > 1 {
+            return Err(err(
+                "several hosts need redis+cluster://HOST:PORT,HOST:PORT (Redis Cluster)",
+            ));
+        }
+        let db = match path {
+            "" => None,
+            _ if cluster => return Err(err("a Redis Cluster has no database number")),
+            db => Some(
+                db.parse::<u32>()
+                    .map_err(|_| err(&format!("database {db:?} is not a number")))?,
+            ),
+        };
+        let mut prefix = DEFAULT_PREFIX.to_owned();
+        let mut timeout = DEFAULT_TIMEOUT;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("prefix", value)) => {
+                    check_prefix(value)?;
+                    prefix = value.to_owned();
+                }
+                Some(("timeout_ms", value)) => match value.parse::<u64>() {
+                    Ok(ms) if ms > 0 => timeout = Duration::from_millis(ms),
+                    _ => return Err(err(&format!("timeout_ms {value:?}: a positive integer"))),
+                },
+                _ => {
+                    return Err(err(&format!(
+                        "unknown parameter {pair:?} (known: prefix, timeout_ms)"
+                    )));
+                }
+            }
+        }
+        let auth = userinfo.map(|u| format!("{u}@")).unwrap_or_default();
+        let db_path = db.map(|d| format!("/{d}")).unwrap_or_default();
+        let nodes: Vec<String> = hosts
+            .iter()
+            .map(|host| format!("redis://{auth}{host}{db_path}"))
+            .collect();
+        for node in &nodes {
+            node.as_str().into_connection_info().map_err(|e| {
+                // The redis crate's message does not repeat the password.
+                RedisUrlError(format!("{}: {e}", hide_password(node)))
+            })?;
+        }
+        let shown = format!(
+            "{scheme}://{}{}{db_path}",
+            if userinfo.is_some() { "***@" } else { "" },
+            hosts.join(",")
+        );
+        Ok(Self {
+            nodes,
+            cluster,
+            prefix,
+            timeout,
+            shown,
+        })
+    }
+}
+
+fn hide_password(url: &str) -> String {
+    match url.split_once("://").and_then(|(s, rest)| {
+        rest.rsplit_once('@')
+            .map(|(_, host)| format!("{s}://***@{host}"))
+    }) {
+        Some(hidden) => hidden,
+        None => url.to_owned(),
+    }
+}
+
+impl fmt::Display for RedisTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.shown)?;
+        let mut sep = '?';
+        if self.prefix != DEFAULT_PREFIX {
+            write!(f, "{sep}prefix={}", self.prefix)?;
+            sep = '&';
+        }
+        if self.timeout != DEFAULT_TIMEOUT {
+            write!(f, "{sep}timeout_ms={}", self.timeout.as_millis())?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedisTarget({self})")
+    }
+}
+
+/// One connection handle, to a single server or to a cluster; cheap to clone
+/// (both multiplex every request over their connections).
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Lua shared by the scripts: number formatting that keeps every digit of a
+/// µs time (Lua numbers are doubles, exact below 2^53), and the removal of
+/// expired messages.
+const PRELUDE: &str = r#"
+local function s(x) return string.format('%.0f', x) end
+-- Removes the messages of `msgs` with at <= cutoff; returns how many and
+-- their bytes. A missing key means Redis expired all of them: then it is
+-- everything `n` and `bytes` counted.
+local function trim(msgs, cutoff, n, bytes)
+  if redis.call('EXISTS', msgs) == 0 then return n, bytes end
+  local old = redis.call('ZRANGEBYSCORE', msgs, '-inf', s(cutoff))
+  local size = 0
+  for _, m in ipairs(old) do size = size + #m - 20 end
+  if #old > 0 then redis.call('ZREMRANGEBYSCORE', msgs, '-inf', s(cutoff)) end
+  return #old, size
+end
+"#;
+
+/// KEYS: meta, msgs, floor. ARGV: now, ttl, max pending, may create (1/0),
+/// data, idle, backstop ms. Returns {status, at, created, removed, removed
+/// bytes}; status 0 stored, 1 mailbox full, 2 no new mailbox allowed.
+const SEND: &str = r#"
+local now, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
+local idle, backstop = tonumber(ARGV[6]), tonumber(ARGV[7])
+local v = redis.call('HMGET', KEYS[1], 'last', 'n', 'bytes', 'check')
+local created, last, n, bytes, check = 0, 0, 0, 0, now
+if v[1] then
+  last, n, bytes, check = tonumber(v[1]), tonumber(v[2]) or 0, tonumber(v[3]) or 0, tonumber(v[4]) or now
+else
+  if ARGV[4] ~= '1' then return {2, 0, 0, 0, 0} end
+  created = 1
+  last = tonumber(redis.call('GET', KEYS[3]) or '0')
+  redis.call('DEL', KEYS[2])
+end
+local rn, rb = 0, 0
+if created == 0 then
+  rn, rb = trim(KEYS[2], now - ttl, n, bytes)
+  n, bytes = math.max(0, n - rn), math.max(0, bytes - rb)
+end
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then
+  if created == 0 and rn > 0 then redis.call('HSET', KEYS[1], 'n', s(n), 'bytes', s(bytes)) end
+  return {1, 0, 0, rn, rb}
+end
+local at = math.max(now, last + 1)
+redis.call('ZADD', KEYS[2], s(at), string.format('%020.0f', at) .. ARGV[5])
+redis.call('HSET', KEYS[1], 'last', s(at), 'n', s(n + 1), 'bytes', s(bytes + #ARGV[5]), 'check', s(check))
+redis.call('PEXPIRE', KEYS[2], math.floor((at + ttl - now) / 1000) + 1)
+redis.call('PEXPIRE', KEYS[1], math.max(1, math.floor((check + idle - now) / 1000) + backstop))
+if created == 1 then redis.call('DEL', KEYS[3]) end
+return {0, at, created, rn, rb}
+"#;
+
+/// KEYS: meta of each mailbox. ARGV: now, ttl, check persist, idle,
+/// backstop ms, then one `after` per key. Returns 1/0 per key.
+const CHECK: &str = r#"
+local now, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
+local persist, idle, backstop = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local out = {}
+for i, key in ipairs(KEYS) do
+  local v = redis.call('HMGET', key, 'last', 'n', 'check')
+  out[i] = 0
+  if v[1] then
+    local last, n, check = tonumber(v[1]), tonumber(v[2]) or 0, tonumber(v[3]) or 0
+    if n > 0 and last > tonumber(ARGV[5 + i]) and last + ttl > now then out[i] = 1 end
+    if now > check and now - check >= persist then
+      redis.call('HSET', key, 'check', s(now))
+      redis.call('PEXPIRE', key, math.floor(idle / 1000) + backstop)
+    end
+  end
+end
+return out
+"#;
+
+/// KEYS: meta, q. ARGV: now, expires, secret and sealed bytes, ttl ms.
+/// Returns {0, expires, value} for a live question already there, {1} when
+/// the offered one is kept, {2} when there is no mailbox (nothing kept).
+const OFFER: &str = r#"
+local cur = redis.call('HMGET', KEYS[2], 'e', 'v')
+if cur[1] and tonumber(cur[1]) > tonumber(ARGV[1]) then return {0, cur[1], cur[2]} end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {2} end
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[2], 'e', ARGV[2], 'v', ARGV[3])
+redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[4]))
+return {1}
+"#;
+
+/// KEYS: meta, msgs, q, floor. ARGV: now, ttl, mode (`any`, `empty`,
+/// `idle`), idle, floor ms. Returns {status, n, bytes, had question} with
+/// status 0 absent, 1 removed, 2 not empty (mode `empty`), 3 not idle (mode
+/// `idle`; then n is the stored check time).
+const REMOVE: &str = r#"
+local now, ttl, idle = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
+local v = redis.call('HMGET', KEYS[1], 'last', 'n', 'bytes', 'check')
+if not v[1] then
+  redis.call('DEL', KEYS[2], KEYS[3])
+  return {0, 0, 0, 0}
+end
+if ARGV[3] == 'empty' and redis.call('ZCOUNT', KEYS[2], '(' .. s(now - ttl), '+inf') > 0 then
+  return {2, 0, 0, 0}
+end
+if ARGV[3] == 'idle' then
+  local check = tonumber(v[4]) or 0
+  if check + idle > now then return {3, check, 0, 0} end
+end
+local had = redis.call('EXISTS', KEYS[3])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+local floor = math.max(tonumber(v[1]), tonumber(redis.call('GET', KEYS[4]) or '0'))
+redis.call('SET', KEYS[4], s(floor), 'PX', ARGV[5])
+return {1, tonumber(v[2]) or 0, tonumber(v[3]) or 0, had}
+"#;
+
+/// KEYS: meta, msgs. ARGV: now, ttl. Returns {status, removed, removed
+/// bytes, oldest at or -1}; status 0: no such mailbox.
+const TRIM: &str = r#"
+local now, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
+local v = redis.call('HMGET', KEYS[1], 'last', 'n', 'bytes')
+if not v[1] then return {0, 0, 0, -1} end
+local n, bytes = tonumber(v[2]) or 0, tonumber(v[3]) or 0
+local rn, rb = trim(KEYS[2], now - ttl, n, bytes)
+if rn > 0 then
+  redis.call('HSET', KEYS[1], 'n', s(math.max(0, n - rn)), 'bytes', s(math.max(0, bytes - rb)))
+end
+local first = redis.call('ZRANGE', KEYS[2], 0, 0)
+local oldest = -1
+if first[1] then oldest = tonumber(string.sub(first[1], 1, 20)) end
+return {1, rn, rb, oldest}
+"#;
+
+/// GCRA token bucket. KEYS: bucket. ARGV: now, µs per token, burst. Returns
+/// 1 when a token was taken, 0 when the bucket is empty.
+const TAKE: &str = r#"
+local now, t, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local new = tat + t
+if new - now > burst * t then return 0 end
+redis.call('SET', KEYS[1], s(new), 'PX', math.floor((new - now) / 1000) + 1)
+return 1
+"#;
+
+struct Scripts {
+    send: Script,
+    check: Script,
+    offer: Script,
+    remove: Script,
+    trim: Script,
+    take: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        let script = |body: &str| Script::new(&format!("{PRELUDE}{body}"));
+        Self {
+            send: script(SEND),
+            check: script(CHECK),
+            offer: script(OFFER),
+            remove: script(REMOVE),
+            trim: script(TRIM),
+            take: script(TAKE),
+        }
+    }
+}
+
+/// Key names; see the module documentation.
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn tag(&self, mailbox: &MailboxId) -> String {
+        format!("{}:{{{}}}", self.prefix, b64::encode(&mailbox.0))
+    }
+    fn meta(&self, m: &MailboxId) -> String {
+        format!("{}:meta", self.tag(m))
+    }
+    fn msgs(&self, m: &MailboxId) -> String {
+        format!("{}:msgs", self.tag(m))
+    }
+    fn question(&self, m: &MailboxId) -> String {
+        format!("{}:q", self.tag(m))
+    }
+    fn floor(&self, m: &MailboxId) -> String {
+        format!("{}:floor", self.tag(m))
+    }
+    fn global(&self, name: &str) -> String {
+        format!("{}:{{global}}:{name}", self.prefix)
+    }
+    fn bucket(&self, bucket: &Bucket) -> String {
+        fn source(prefix: &SourcePrefix) -> String {
+            match prefix {
+                SourcePrefix::V4(b) => format!("v4-{}", hex(b)),
+                SourcePrefix::V6(b) => format!("v6-{}", hex(b)),
+            }
+        }
+        match bucket {
+            Bucket::SendPerSource(s) => format!("{}:{{src:send:{}}}", self.prefix, source(s)),
+            Bucket::CheckPerSource(s) => format!("{}:{{src:check:{}}}", self.prefix, source(s)),
+            Bucket::SendPerMailbox(m) => format!("{}:rl:send", self.tag(m)),
+            Bucket::CheckPerMailbox(m) => format!("{}:rl:check", self.tag(m)),
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The member naming a mailbox in the global indexes.
+fn member(mailbox: &MailboxId) -> String {
+    b64::encode(&mailbox.0)
+}
+
+fn parse_member(text: &[u8]) -> Option<MailboxId> {
+    let bytes = b64::decode(std::str::from_utf8(text).ok()?).ok()?;
+    Some(MailboxId(bytes.try_into().ok()?))
+}
+
+fn corrupt(what: impl fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("unexpected Redis reply: {what}"))
+}
+
+fn int(value: &Value) -> Result<i64, StoreError> {
+    match value {
+        Value::Int(i) => Ok(*i),
+        Value::BulkString(b) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| corrupt("not a number")),
+        Value::Nil => Ok(0),
+        other => Err(corrupt(format!("{other:?}"))),
+    }
+}
+
+fn array(value: Value, len: usize) -> Result<Vec<Value>, StoreError> {
+    match value {
+        Value::Array(items) if items.len() >= len => Ok(items),
+        other => Err(corrupt(format!("{other:?}"))),
+    }
+}
+
+fn bytes(value: Value) -> Result<Vec<u8>, StoreError> {
+    match value {
+        Value::BulkString(b) => Ok(b),
+        other => Err(corrupt(format!("{other:?}"))),
+    }
+}
+
+/// A count from Redis as the trait's unsigned counts (totals can only go
+/// below zero through the approximations of the module documentation).
+fn count(value: &Value) -> Result<u64, StoreError> {
+    Ok(u64::try_from(int(value)?).unwrap_or(0))
+}
+
+fn ms(us: u64) -> u64 {
+    us / 1000
+}
+
+/// Turns a Redis failure into the store's error: an unreachable or busy
+/// server is [`StoreError::Unavailable`], a full one (`OOM`) is
+/// [`StoreError::RelayFull`], data of the wrong type under our keys is
+/// [`StoreError::Corrupt`].
+fn redis_error(error: RedisError) -> StoreError {
+    use ::redis::ErrorKind;
+    if error.code() == Some("OOM") {
+        return StoreError::RelayFull("the store's memory is full");
+    }
+    match error.kind() {
+        ErrorKind::Parse | ErrorKind::UnexpectedReturnType => {
+            StoreError::Corrupt(error.to_string())
+        }
+        ErrorKind::Server(::redis::ServerErrorKind::ResponseError)
+            if error.code() == Some("WRONGTYPE") =>
+        {
+            StoreError::Corrupt(error.to_string())
+        }
+        _ => StoreError::Unavailable(format!("redis: {error}")),
+    }
+}
+
+/// The Redis store. See the module documentation.
+pub struct RedisStore {
+    target: RedisTarget,
+    options: StoreOptions,
+    conn: Conn,
+    keys: Keys,
+    scripts: Scripts,
+    closed: AtomicBool,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("target", &self.target)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One batch of per-mailbox results of a sweep, to add to the totals.
+#[derive(Default)]
+struct Totals {
+    bytes: i64,
+    messages: i64,
+    mailboxes: i64,
+}
+
+impl RedisStore {
+    /// Connects to `target` (waiting at most its timeout, per connection
+    /// attempt) and checks that it answers. Fails with
+    /// [`StoreError::Unavailable`] when it does not; once connected, the
+    /// store reconnects by itself after any outage.
+    pub async fn connect(target: &RedisTarget, options: StoreOptions) -> Result<Self, StoreError> {
+        let timeout = target.timeout;
+        let unreachable =
+            |e: &dyn fmt::Display| StoreError::Unavailable(format!("cannot reach {target}: {e}"));
+        let connecting = async {
+            if target.cluster {
+                let client = ::redis::cluster::ClusterClientBuilder::new(target.nodes.clone())
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout)
+                    .retries(2)
+                    .min_retry_wait(50)
+                    .max_retry_wait(500)
+                    .build()?;
+                Ok(Conn::Cluster(client.get_async_connection().await?))
+            } else {
+                let client = ::redis::Client::open(target.nodes[0].as_str())?;
+                // One quick retry per reconnection: a request during an
+                // outage fails within about one connection timeout, and the
+                // next request tries again.
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(timeout))
+                    .set_number_of_retries(1)
+                    .set_min_delay(Duration::from_millis(50))
+                    .set_max_delay(Duration::from_millis(500));
+                Ok(Conn::Single(
+                    ConnectionManager::new_with_config(client, config).await?,
+                ))
+            }
+        };
+        let conn: Conn = match tokio::time::timeout(timeout.saturating_mul(3), connecting).await {
+            Err(_) => return Err(unreachable(&"no answer")),
+            Ok(Err(e)) => return Err(unreachable(&e as &RedisError)),
+            Ok(Ok(conn)) => conn,
+        };
+        let store = Self {
+            target: target.clone(),
+            options,
+            conn,
+            keys: Keys {
+                prefix: target.prefix.clone(),
+            },
+            scripts: Scripts::new(),
+            closed: AtomicBool::new(false),
+        };
+        store
+            .io(|mut c| async move { ::redis::cmd("PING").query_async::<()>(&mut c).await })
+            .await
+            .map_err(|e| unreachable(&e))?;
+        Ok(store)
+    }
+
+    /// Where this store is.
+    pub fn target(&self) -> &RedisTarget {
+        &self.target
+    }
+
+    /// Runs one Redis exchange on a clone of the connection, bounded by the
+    /// timeout; fails with [`StoreError::Closed`] after [`Store::close`].
+    async fn io<T, F, Fut>(&self, call: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(StoreError::Closed);
+        }
+        match tokio::time::timeout(self.target.timeout, call(self.conn.clone())).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(redis_error(error)),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "redis: no answer within {} ms",
+                self.target.timeout.as_millis()
+            ))),
+        }
+    }
+
+    /// Adds `totals` to the global counters (one round trip; failures are
+    /// logged: the totals are approximate, see the module documentation).
+    async fn add_totals(&self, totals: &Totals, extra: impl FnOnce(&mut Pipeline)) {
+        let stats = self.keys.global("stats");
+        let mut pipe = ::redis::pipe();
+        if totals.bytes != 0 {
+            pipe.hincr(&stats, "bytes", totals.bytes).ignore();
+        }
+        if totals.messages != 0 {
+            pipe.hincr(&stats, "messages", totals.messages).ignore();
+        }
+        if totals.mailboxes != 0 {
+            pipe.hincr(&stats, "mailboxes", totals.mailboxes).ignore();
+        }
+        extra(&mut pipe);
+        if pipe.is_empty() {
+            return;
+        }
+        if let Err(error) = self
+            .io(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+            .await
+        {
+            tracing::warn!(%error, "updating the Redis store's totals failed");
+        }
+    }
+
+    /// Runs the removal script on one mailbox.
+    async fn remove(
+        &self,
+        mailbox: MailboxId,
+        mode: &'static str,
+        now_us: u64,
+    ) -> Result<Removal, StoreError> {
+        let keys = [
+            self.keys.meta(&mailbox),
+            self.keys.msgs(&mailbox),
+            self.keys.question(&mailbox),
+            self.keys.floor(&mailbox),
+        ];
+        let options = self.options;
+        let reply: Value = self
+            .io(|mut c| async move {
+                let mut call = self.scripts.remove.prepare_invoke();
+                for key in &keys {
+                    call.key(key);
+                }
+                call.arg(now_us)
+                    .arg(options.message_ttl_us)
+                    .arg(mode)
+                    .arg(options.mailbox_idle_us)
+                    .arg(ms(options.mailbox_idle_us).max(1));
+                call.invoke_async(&mut c).await
+            })
+            .await?;
+        let reply = array(reply, 4)?;
+        Ok(match int(&reply[0])? {
+            0 => Removal::Absent,
+            1 => Removal::Removed {
+                messages: int(&reply[1])?,
+                bytes: int(&reply[2])?,
+            },
+            2 => Removal::NotEmpty,
+            3 => Removal::Alive {
+                check_us: int(&reply[1])?,
+            },
+            other => return Err(corrupt(format!("remove status {other}"))),
+        })
+    }
+
+    /// Takes the totals and index entries of removed mailboxes away.
+    async fn forget(&self, removed: &[MailboxId], totals: &Totals) {
+        let members: Vec<String> = removed.iter().map(member).collect();
+        let (expiry, idle, questions) = (
+            self.keys.global("expiry"),
+            self.keys.global("idle"),
+            self.keys.global("questions"),
+        );
+        self.add_totals(totals, |pipe| {
+            if !members.is_empty() {
+                pipe.zrem(&expiry, &members).ignore();
+                pipe.zrem(&idle, &members).ignore();
+                pipe.zrem(&questions, &members).ignore();
+            }
+        })
+        .await;
+    }
+
+    /// Up to [`SWEEP_BATCH`] members of a global index scored at most `max`.
+    async fn candidates(&self, index: &str, max: u64) -> Result<Vec<MailboxId>, StoreError> {
+        let key = self.keys.global(index);
+        let found: Vec<Vec<u8>> = self
+            .io(|mut c| async move {
+                ::redis::cmd("ZRANGEBYSCORE")
+                    .arg(&key)
+                    .arg("-inf")
+                    .arg(max)
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(SWEEP_BATCH)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        let mut out = Vec::with_capacity(found.len());
+        for text in found {
+            match parse_member(&text) {
+                Some(id) => out.push(id),
+                None => {
+                    // Not ours: drop it so that it is not found again.
+                    tracing::warn!("dropping a malformed member of the Redis store's index");
+                    let key = self.keys.global(index);
+                    self.io(|mut c| async move {
+                        ::redis::cmd("ZREM")
+                            .arg(&key)
+                            .arg(&text)
+                            .query_async::<()>(&mut c)
+                            .await
+                    })
+                    .await?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes expired messages of the mailboxes the expiry index names.
+    async fn sweep_messages(
+        &self,
+        now_us: u64,
+        report: &mut SweepReport,
+    ) -> Result<(), StoreError> {
+        let ttl = self.options.message_ttl_us;
+        let cutoff = now_us.saturating_sub(ttl);
+        for _ in 0..SWEEP_ROUNDS {
+            let batch = self.candidates("expiry", cutoff).await?;
+            let results: Vec<Result<(MailboxId, Vec<Value>), StoreError>> =
+                futures::stream::iter(batch.iter().copied())
+                    .map(|id| async move {
+                        let keys = [self.keys.meta(&id), self.keys.msgs(&id)];
+                        let reply: Value = self
+                            .io(|mut c| async move {
+                                self.scripts
+                                    .trim
+                                    .key(&keys[0])
+                                    .key(&keys[1])
+                                    .arg(now_us)
+                                    .arg(ttl)
+                                    .invoke_async(&mut c)
+                                    .await
+                            })
+                            .await?;
+                        Ok((id, array(reply, 4)?))
+                    })
+                    .buffer_unordered(SWEEP_CONCURRENCY)
+                    .collect()
+                    .await;
+            let mut totals = Totals::default();
+            let mut gone = Vec::new();
+            let mut rescored = Vec::new();
+            for result in results {
+                let (id, reply) = result?;
+                let (removed, removed_bytes, oldest) =
+                    (int(&reply[1])?, int(&reply[2])?, int(&reply[3])?);
+                totals.messages -= removed;
+                totals.bytes -= removed_bytes;
+                report.messages_removed += u64::try_from(removed).unwrap_or(0);
+                if int(&reply[0])? == 0 || oldest < 0 {
+                    gone.push(member(&id));
+                } else {
+                    rescored.push((oldest, member(&id)));
+                }
+            }
+            let expiry = self.keys.global("expiry");
+            self.add_totals(&totals, |pipe| {
+                if !gone.is_empty() {
+                    pipe.zrem(&expiry, &gone).ignore();
+                }
+                for (score, member) in &rescored {
+                    pipe.cmd("ZADD")
+                        .arg(&expiry)
+                        .arg("XX")
+                        .arg(score)
+                        .arg(member)
+                        .ignore();
+                }
+            })
+            .await;
+            if batch.len() < SWEEP_BATCH {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the mailboxes whose last check is older than the idle time.
+    async fn sweep_idle(&self, now_us: u64, report: &mut SweepReport) -> Result<(), StoreError> {
+        let cutoff = now_us.saturating_sub(self.options.mailbox_idle_us);
+        for _ in 0..SWEEP_ROUNDS {
+            let batch = self.candidates("idle", cutoff).await?;
+            let results: Vec<Result<(MailboxId, Removal), StoreError>> =
+                futures::stream::iter(batch.iter().copied())
+                    .map(|id| async move { Ok((id, self.remove(id, "idle", now_us).await?)) })
+                    .buffer_unordered(SWEEP_CONCURRENCY)
+                    .collect()
+                    .await;
+            let mut totals = Totals::default();
+            let mut removed = Vec::new();
+            let mut rescored = Vec::new();
+            for result in results {
+                match result? {
+                    (id, Removal::Removed { messages, bytes }) => {
+                        totals.mailboxes -= 1;
+                        totals.messages -= messages;
+                        totals.bytes -= bytes;
+                        report.mailboxes_removed += 1;
+                        removed.push(id);
+                    }
+                    (id, Removal::Absent | Removal::NotEmpty) => removed.push(id),
+                    (id, Removal::Alive { check_us }) => rescored.push((check_us, member(&id))),
+                }
+            }
+            let idle = self.keys.global("idle");
+            self.forget(&removed, &totals).await;
+            if !rescored.is_empty() {
+                let mut pipe = ::redis::pipe();
+                for (score, member) in &rescored {
+                    pipe.cmd("ZADD")
+                        .arg(&idle)
+                        .arg("XX")
+                        .arg(score)
+                        .arg(member)
+                        .ignore();
+                }
+                self.io(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+                    .await?;
+            }
+            if batch.len() < SWEEP_BATCH {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the removal script did.
+enum Removal {
+    Absent,
+    Removed { messages: i64, bytes: i64 },
+    NotEmpty,
+    Alive { check_us: i64 },
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn send(&self, mailbox: MailboxId, data: Vec<u8>, now_us: u64) -> Result<At, StoreError> {
+        let options = self.options;
+        let size = data.len() as u64;
+        let stats = self.keys.global("stats");
+        let (stored_bytes, mailboxes): (Option<i64>, Option<i64>) = self
+            .io(|mut c| async move {
+                ::redis::cmd("HMGET")
+                    .arg(&stats)
+                    .arg("bytes")
+                    .arg("mailboxes")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        let stored_bytes = u64::try_from(stored_bytes.unwrap_or(0)).unwrap_or(0);
+        let mailboxes = u64::try_from(mailboxes.unwrap_or(0)).unwrap_or(0);
+        if stored_bytes.saturating_add(size) > options.max_stored_bytes {
+            return Err(StoreError::RelayFull("storage limit reached"));
+        }
+        let may_create = mailboxes < options.max_mailboxes;
+        let keys = [
+            self.keys.meta(&mailbox),
+            self.keys.msgs(&mailbox),
+            self.keys.floor(&mailbox),
+        ];
+        let reply: Vec<i64> = self
+            .io(|mut c| async move {
+                self.scripts
+                    .send
+                    .key(&keys[0])
+                    .key(&keys[1])
+                    .key(&keys[2])
+                    .arg(now_us)
+                    .arg(options.message_ttl_us)
+                    .arg(options.max_pending_per_mailbox)
+                    .arg(if may_create { "1" } else { "0" })
+                    .arg(data.as_slice())
+                    .arg(options.mailbox_idle_us)
+                    .arg(BACKSTOP_MS)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        let [status, at, created, removed, removed_bytes] = reply[..] else {
+            return Err(corrupt(format!("send reply {reply:?}")));
+        };
+        let stored = status == 0;
+        let totals = Totals {
+            bytes: if stored { size as i64 } else { 0 } - removed_bytes,
+            messages: i64::from(stored) - removed,
+            mailboxes: created,
+        };
+        let at = At(u64::try_from(at).map_err(|_| corrupt("negative at"))?);
+        let id = member(&mailbox);
+        let (expiry, idle) = (self.keys.global("expiry"), self.keys.global("idle"));
+        self.add_totals(&totals, |pipe| {
+            if stored {
+                pipe.cmd("ZADD")
+                    .arg(&expiry)
+                    .arg("NX")
+                    .arg(at.0)
+                    .arg(&id)
+                    .ignore();
+            }
+            if created == 1 {
+                pipe.cmd("ZADD")
+                    .arg(&idle)
+                    .arg("NX")
+                    .arg(now_us)
+                    .arg(&id)
+                    .ignore();
+            }
+        })
+        .await;
+        match status {
+            0 => Ok(at),
+            1 => Err(StoreError::MailboxFull),
+            2 => Err(StoreError::RelayFull("too many mailboxes")),
+            other => Err(corrupt(format!("send status {other}"))),
+        }
+    }
+
+    async fn check(
+        &self,
+        checks: &[(MailboxId, At)],
+        now_us: u64,
+    ) -> Result<Vec<bool>, StoreError> {
+        if checks.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One script per cluster slot (all of them at once); one in all
+        // for a single server.
+        let mut groups: HashMap<Option<Slot>, Vec<usize>> = HashMap::new();
+        for (i, (mailbox, _)) in checks.iter().enumerate() {
+            let slot = match self.conn {
+                Conn::Cluster(_) => Some(slot(&self.keys.meta(mailbox))),
+                Conn::Single(_) => None,
+            };
+            groups.entry(slot).or_default().push(i);
+        }
+        let options = self.options;
+        let answers = futures::future::try_join_all(groups.into_values().map(|indexes| {
+            let keys: Vec<String> = indexes
+                .iter()
+                .map(|&i| self.keys.meta(&checks[i].0))
+                .collect();
+            let afters: Vec<u64> = indexes.iter().map(|&i| checks[i].1.0).collect();
+            async move {
+                let found: Vec<i64> = self
+                    .io(|mut c| async move {
+                        let mut call = self.scripts.check.prepare_invoke();
+                        for key in &keys {
+                            call.key(key);
+                        }
+                        call.arg(now_us)
+                            .arg(options.message_ttl_us)
+                            .arg(options.check_persist_us)
+                            .arg(options.mailbox_idle_us)
+                            .arg(BACKSTOP_MS);
+                        for after in &afters {
+                            call.arg(after);
+                        }
+                        call.invoke_async(&mut c).await
+                    })
+                    .await?;
+                if found.len() != indexes.len() {
+                    return Err(corrupt("check reply length"));
+                }
+                Ok::<_, StoreError>(indexes.into_iter().zip(found).collect::<Vec<_>>())
+            }
+        }))
+        .await?;
+        let mut out = vec![false; checks.len()];
+        for (i, found) in answers.into_iter().flatten() {
+            out[i] = found == 1;
+        }
+        Ok(out)
+    }
+
+    async fn receive(
+        &self,
+        mailbox: MailboxId,
+        after: At,
+        limit: u32,
+        now_us: u64,
+    ) -> Result<Vec<Message>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let min = after
+            .0
+            .max(now_us.saturating_sub(self.options.message_ttl_us));
+        let key = self.keys.msgs(&mailbox);
+        let members: Vec<Vec<u8>> = self
+            .io(|mut c| async move {
+                ::redis::cmd("ZRANGEBYSCORE")
+                    .arg(&key)
+                    .arg(format!("({min}"))
+                    .arg("+inf")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        members
+            .into_iter()
+            .map(|mut m| {
+                if m.len() < AT_DIGITS {
+                    return Err(corrupt("message member too short"));
+                }
+                let at = std::str::from_utf8(&m[..AT_DIGITS])
+                    .ok()
+                    .and_then(|t| t.parse::<u64>().ok())
+                    .ok_or_else(|| corrupt("message member without at"))?;
+                Ok(Message {
+                    at: At(at),
+                    data: m.split_off(AT_DIGITS),
+                })
+            })
+            // Scores above 2^53 could round onto the cursor: filter exactly.
+            .filter(|m| m.as_ref().map_or(true, |m| m.at > after))
+            .collect()
+    }
+
+    async fn question(
+        &self,
+        mailbox: MailboxId,
+        now_us: u64,
+    ) -> Result<Option<Question>, StoreError> {
+        let key = self.keys.question(&mailbox);
+        let (expires, value): (Option<u64>, Option<Vec<u8>>) = self
+            .io(|mut c| async move {
+                ::redis::cmd("HMGET")
+                    .arg(&key)
+                    .arg("e")
+                    .arg("v")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        match (expires, value) {
+            (Some(expires_us), Some(value)) if expires_us > now_us => {
+                Ok(Some(decode_question(expires_us, value)?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn offer_question(
+        &self,
+        mailbox: MailboxId,
+        question: Question,
+        now_us: u64,
+    ) -> Result<Question, StoreError> {
+        let keys = [self.keys.meta(&mailbox), self.keys.question(&mailbox)];
+        let mut value = question.secret.to_vec();
+        value.extend_from_slice(&question.sealed);
+        let ttl_ms = ms(question.expires_us.saturating_sub(now_us)) + 1;
+        let expires = question.expires_us;
+        let reply: Value = self
+            .io(|mut c| async move {
+                self.scripts
+                    .offer
+                    .key(&keys[0])
+                    .key(&keys[1])
+                    .arg(now_us)
+                    .arg(expires)
+                    .arg(value.as_slice())
+                    .arg(ttl_ms)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        let mut reply = array(reply, 1)?;
+        match int(&reply[0])? {
+            0 if reply.len() == 3 => {
+                let value = bytes(reply.swap_remove(2))?;
+                let expires_us = count(&reply[1])?;
+                decode_question(expires_us, value)
+            }
+            1 => {
+                let (questions, id) = (self.keys.global("questions"), member(&mailbox));
+                self.add_totals(&Totals::default(), |pipe| {
+                    pipe.zadd(&questions, &id, expires).ignore();
+                })
+                .await;
+                Ok(question)
+            }
+            2 => Ok(question),
+            other => Err(corrupt(format!("offer status {other}"))),
+        }
+    }
+
+    async fn delete(
+        &self,
+        mailbox: MailboxId,
+        only_if_empty: bool,
+        now_us: u64,
+    ) -> Result<Deleted, StoreError> {
+        let mode = if only_if_empty { "empty" } else { "any" };
+        match self.remove(mailbox, mode, now_us).await? {
+            Removal::Absent => Ok(Deleted::Absent),
+            Removal::NotEmpty => Ok(Deleted::NotEmpty),
+            Removal::Removed { messages, bytes } => {
+                let totals = Totals {
+                    bytes: -bytes,
+                    messages: -messages,
+                    mailboxes: -1,
+                };
+                self.forget(&[mailbox], &totals).await;
+                Ok(Deleted::Removed)
+            }
+            Removal::Alive { .. } => Err(corrupt("delete answered as a sweep")),
+        }
+    }
+
+    async fn sweep(&self, now_us: u64) -> Result<SweepReport, StoreError> {
+        let mut report = SweepReport::default();
+        let questions = self.keys.global("questions");
+        let expired: u64 = self
+            .io(|mut c| async move {
+                ::redis::cmd("ZREMRANGEBYSCORE")
+                    .arg(&questions)
+                    .arg("-inf")
+                    .arg(now_us)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        report.questions_removed = expired;
+        self.sweep_messages(now_us, &mut report).await?;
+        self.sweep_idle(now_us, &mut report).await?;
+        Ok(report)
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        let (stats, questions) = (self.keys.global("stats"), self.keys.global("questions"));
+        let (counts, questions): (Vec<Value>, Value) = self
+            .io(|mut c| async move {
+                ::redis::pipe()
+                    .cmd("HMGET")
+                    .arg(&stats)
+                    .arg("mailboxes")
+                    .arg("messages")
+                    .arg("bytes")
+                    .zcard(&questions)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        if counts.len() != 3 {
+            return Err(corrupt("stats reply length"));
+        }
+        Ok(StoreStats {
+            mailboxes: count(&counts[0])?,
+            messages: count(&counts[1])?,
+            bytes: count(&counts[2])?,
+            questions: count(&questions)?,
+        })
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        // Every write went to Redis when it was made: nothing to flush.
+        self.closed.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn rate_limits_shared(&self) -> bool {
+        true
+    }
+
+    async fn take_token(
+        &self,
+        bucket: Bucket,
+        rate: Rate,
+        now_us: u64,
+    ) -> Result<bool, StoreError> {
+        let key = self.keys.bucket(&bucket);
+        let per_token_us = 60_000_000.0 / f64::from(rate.per_minute.max(1));
+        let taken: i64 = self
+            .io(|mut c| async move {
+                self.scripts
+                    .take
+                    .key(&key)
+                    .arg(now_us)
+                    .arg(per_token_us)
+                    .arg(rate.burst.max(1))
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(taken == 1)
+    }
+}
+
+/// The cluster slot of a key (of its hash tag).
+fn slot(key: &str) -> Slot {
+    Slot::for_key(key)
+}
+
+fn decode_question(expires_us: u64, mut value: Vec<u8>) -> Result<Question, StoreError> {
+    if value.len() < QUESTION_SECRET_LEN {
+        return Err(corrupt("question too short"));
+    }
+    let sealed = value.split_off(QUESTION_SECRET_LEN);
+    let secret: [u8; QUESTION_SECRET_LEN] = value
+        .try_into()
+        .map_err(|_| corrupt("question secret length"))?;
+    Ok(Question {
+        secret,
+        sealed,
+        expires_us,
+    })
+}
+
+// A mailbox id is always this long; the key layout relies on it only for
+// documentation (66 base64url characters).
+const _: () = assert!(PUBLIC_KEY_LEN == 49);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_and_hide_passwords() {
+        let single: RedisTarget = "redis://127.0.0.1:6379".parse().unwrap();
+        assert!(!single.is_cluster());
+        assert_eq!(single.prefix(), "cnid");
+        assert_eq!(single.timeout(), DEFAULT_TIMEOUT);
+        assert_eq!(single.to_string(), "redis://127.0.0.1:6379");
+
+        let secret: RedisTarget =
+            "redis://user:hunter2@db.example:6380/3?prefix=relay-a&timeout_ms=500"
+                .parse()
+                .unwrap();
+        assert_eq!(secret.nodes, ["redis://user:hunter2@db.example:6380/3"]);
+        assert_eq!(secret.prefix(), "relay-a");
+        assert_eq!(secret.timeout(), Duration::from_millis(500));
+        let shown = format!("{secret} {secret:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("redis://***@db.example:6380/3?prefix=relay-a&timeout_ms=500"));
+
+        let cluster: RedisTarget = "redis+cluster://10.0.0.1:7000,10.0.0.2:7001"
+            .parse()
+            .unwrap();
+        assert!(cluster.is_cluster());
+        assert_eq!(
+            cluster.nodes,
+            ["redis://10.0.0.1:7000", "redis://10.0.0.2:7001"]
+        );
+
+        for bad in [
+            "redb",
+            "rediss://x:1",
+            "redis://a:1,b:2",
+            "redis://",
+            "redis://x:1/db",
+            "redis+cluster://a:1/2",
+            "redis://x:1?prefix={x}",
+            "redis://x:1?timeout_ms=0",
+            "redis://x:1?other=1",
+        ] {
+            assert!(bad.parse::<RedisTarget>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_mailbox_is_one_slot() {
+        let keys = Keys { prefix: "p".into() };
+        let id = MailboxId([2; PUBLIC_KEY_LEN]);
+        let home = slot(&keys.meta(&id));
+        for key in [
+            keys.msgs(&id),
+            keys.question(&id),
+            keys.floor(&id),
+            keys.bucket(&Bucket::SendPerMailbox(id)),
+            keys.bucket(&Bucket::CheckPerMailbox(id)),
+        ] {
+            assert_eq!(slot(&key), home, "{key}");
+        }
+        assert_ne!(slot(&keys.meta(&MailboxId([4; PUBLIC_KEY_LEN]))), home);
+        assert_eq!(slot(&keys.global("stats")), slot(&keys.global("idle")));
+        assert_eq!(slot(&keys.global("stats")), slot(&keys.global("questions")));
+    }
+
+    #[test]
+    fn members_round_trip() {
+        let id = MailboxId([3; PUBLIC_KEY_LEN]);
+        assert_eq!(parse_member(member(&id).as_bytes()), Some(id));
+        assert_eq!(parse_member(b"not base64!"), None);
+        assert_eq!(parse_member(b"AAAA"), None);
+    }
+}
