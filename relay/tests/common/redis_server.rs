@@ -42,7 +42,10 @@ pub fn redis_available(test: &str) -> bool {
              tests to run: install the Debian package redis-server (scripts/test does)"
         );
     }
-    eprintln!(
+    // Straight to stderr, not through the test harness's capture, so that the
+    // skip shows in a normal run.
+    let _ = writeln!(
+        std::io::stderr(),
         "SKIPPED {test}: redis-server is not installed (apt-get install redis-server, or run \
          scripts/test, which installs it)"
     );
