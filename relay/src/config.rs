@@ -194,6 +194,11 @@ pub struct Limits {
     pub max_mailboxes: u64,
     /// Token buckets; see [`RateLimits`].
     pub rate: RateLimits,
+    /// Most operations the embedded store commits (and fsyncs) together:
+    /// concurrent sends share one commit (group commit). `1` makes every
+    /// send its own commit, the comparison point of the benchmarks.
+    /// Default 512 (values below 1 count as 1).
+    pub max_commit_batch: usize,
 }
 
 impl Default for Limits {
@@ -205,6 +210,7 @@ impl Default for Limits {
             max_stored_bytes: 1 << 30,
             max_mailboxes: 1_000_000,
             rate: RateLimits::default(),
+            max_commit_batch: 512,
         }
     }
 }

@@ -178,6 +178,11 @@ struct Settings {
     #[arg(long, env = "CONNECTOID_MAX_MAILBOXES", value_name = "N")]
     max_mailboxes: Option<u64>,
 
+    /// Most sends (and other writes) committed and fsynced together by the
+    /// embedded store; 1 turns group commit off (for benchmarks) [default: 512].
+    #[arg(long, env = "CONNECTOID_MAX_COMMIT_BATCH", value_name = "N")]
+    max_commit_batch: Option<usize>,
+
     /// Token bucket for send/delete per source IP (IPv6 per /64) [default: 120:60].
     #[arg(long, env = "CONNECTOID_SEND_RATE_IP", value_name = "RATE")]
     send_rate_ip: Option<RateSetting>,
@@ -248,6 +253,7 @@ impl Settings {
             max_pending,
             max_stored_bytes,
             max_mailboxes,
+            max_commit_batch,
             send_rate_ip,
             send_rate_mailbox,
             check_rate_ip,
@@ -321,6 +327,12 @@ impl Settings {
         }
         if let Some(max) = self.max_mailboxes {
             limits.max_mailboxes = max;
+        }
+        if let Some(max) = self.max_commit_batch {
+            if max == 0 {
+                bail!("max-commit-batch must be at least 1");
+            }
+            limits.max_commit_batch = max;
         }
         let rates = [
             (self.send_rate_ip, &mut limits.rate.send_per_ip),

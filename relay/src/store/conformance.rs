@@ -79,6 +79,7 @@ pub fn options() -> StoreOptions {
         max_pending_per_mailbox: 1_000,
         max_stored_bytes: 1 << 30,
         max_mailboxes: 1_000_000,
+        max_commit_batch: 512,
     }
 }
 

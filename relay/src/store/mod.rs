@@ -102,6 +102,9 @@ pub struct StoreOptions {
     pub max_stored_bytes: u64,
     /// Most mailboxes ([`StoreError::RelayFull`] for a new one past it).
     pub max_mailboxes: u64,
+    /// Most operations committed together ([`Limits::max_commit_batch`]);
+    /// backends without batched commits ignore it.
+    pub max_commit_batch: usize,
 }
 
 impl StoreOptions {
@@ -111,6 +114,7 @@ impl StoreOptions {
             max_pending_per_mailbox,
             max_stored_bytes,
             max_mailboxes,
+            max_commit_batch,
             ..
         } = config.limits;
         Self {
@@ -120,6 +124,7 @@ impl StoreOptions {
             max_pending_per_mailbox,
             max_stored_bytes,
             max_mailboxes,
+            max_commit_batch,
         }
     }
 }

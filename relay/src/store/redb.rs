@@ -11,7 +11,8 @@
 //!
 //! **Writes** (send, delete, sweep, flush) go through one writer thread fed
 //! by a bounded channel. The thread takes everything that is waiting (up to
-//! [`MAX_BATCH`] operations), applies it in one write transaction and commits
+//! [`StoreOptions::max_commit_batch`] operations, default 512; 1 turns group
+//! commit off), applies it in one write transaction and commits
 //! once with `Durability::Immediate` (fsync): concurrent sends share one
 //! commit (group commit), and each is answered only after that commit
 //! returned. A full channel makes senders wait; nothing queues without bound.
@@ -58,8 +59,6 @@ const SCHEMA: u64 = 1;
 
 /// The database file's name inside the data directory.
 pub(crate) const FILE_NAME: &str = "relay.redb";
-/// Most operations committed together.
-pub(crate) const MAX_BATCH: usize = 512;
 /// Operations that may wait for the writer before senders wait too.
 const QUEUE: usize = 1024;
 
@@ -644,7 +643,7 @@ fn run_writer(
 ) {
     while let Some(first) = queue.blocking_recv() {
         let mut ops = vec![first];
-        while ops.len() < MAX_BATCH {
+        while ops.len() < options.max_commit_batch.max(1) {
             match queue.try_recv() {
                 Ok(op) => ops.push(op),
                 Err(_) => break,
@@ -953,5 +952,38 @@ mod tests {
             .collect();
         assert_eq!(ats, (0..50).map(|i| At(1 + i)).collect::<Vec<_>>());
         assert_eq!(lock(&index).messages, 50);
+    }
+
+    /// `max_commit_batch: 1` turns group commit off: one commit per send.
+    #[test]
+    fn a_commit_batch_of_one_commits_every_send() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+        init_schema(&db).unwrap();
+        let index = Mutex::new(load_index(&db).unwrap());
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        let mut answers = Vec::new();
+        for i in 0..10u8 {
+            let (reply, answer) = oneshot::channel();
+            let op = Op::Send {
+                mailbox: MailboxId([2; PUBLIC_KEY_LEN]),
+                data: vec![i; 120],
+                now_us: 1,
+                reply,
+            };
+            assert!(queue.try_send(op).is_ok());
+            answers.push(answer);
+        }
+        drop(queue);
+        let commits = AtomicU64::new(0);
+        let options = StoreOptions {
+            max_commit_batch: 1,
+            ..StoreOptions::default()
+        };
+        run_writer(&db, &index, options, receiver, &commits);
+        assert_eq!(commits.load(Ordering::Relaxed), 10, "one commit per send");
+        for mut answer in answers {
+            assert!(answer.try_recv().unwrap().is_ok());
+        }
     }
 }
