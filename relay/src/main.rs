@@ -31,7 +31,8 @@ A flag beats its environment variable, which beats the file.
 Rates are PER_MINUTE:BURST token buckets (e.g. 120:60), or `off`. A request that finds a \
 bucket empty gets \"Too often\" (HTTP 429); UDP datagrams are dropped.
 
-With no flags at all: HTTP on 127.0.0.1:8080, embedded storage in ./connectoid-data, no UDP.
+With no flags at all: HTTP on 127.0.0.1:8080, embedded storage in ./connectoid-data, no UDP. \
+Several relay nodes share mailboxes through --store redis://... (give them all the same --url).
 Exit codes: 0 clean shutdown (Ctrl-C or SIGTERM), 1 failed to start or failed while running, \
 2 bad flags or config file.";
 
@@ -99,7 +100,10 @@ struct Settings {
     #[arg(long, env = "CONNECTOID_DATA", value_name = "DIR")]
     data: Option<PathBuf>,
 
-    /// Storage backend [default: redb, the embedded store in --data].
+    /// Storage backend: `redb` (the embedded store in --data), or Redis shared by
+    /// several relay nodes: redis://HOST:PORT[/DB] or
+    /// redis+cluster://HOST:PORT,HOST:PORT,... (query: ?prefix=cnid&timeout_ms=2000)
+    /// [default: redb].
     #[arg(long, env = "CONNECTOID_STORE", value_name = "URL")]
     store: Option<String>,
 

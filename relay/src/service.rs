@@ -12,7 +12,8 @@
 //!
 //! The only asymmetric cryptography here is sealing a mailbox's question,
 //! once per mailbox per question lifetime, on the blocking pool; a check that
-//! finds nothing is a lookup in the store's memory. This module does not
+//! finds nothing is one lookup in the store (in memory for redb, one script
+//! call for Redis). This module does not
 //! parse JSON or know about status codes (see `http`).
 
 use std::net::{IpAddr, SocketAddr};

@@ -34,8 +34,9 @@ struct Node {
 }
 
 impl Node {
-    /// Starts the binary on `store` with rate limits off unless `rates`
-    /// sets some (`--send-rate-mailbox 1:3` and the like).
+    /// Starts the binary on `store`, published under [`PUBLIC`], with every
+    /// rate limit off unless `extra` sets it (`--send-rate-mailbox 1:3`),
+    /// and with the other flags of `extra`.
     fn start(store: &str, extra: &[&str]) -> Self {
         let mut args: Vec<&str> = vec!["--http", "127.0.0.1:0", "--store", store];
         for flag in [

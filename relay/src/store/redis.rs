@@ -352,8 +352,11 @@ end
 local at = math.max(now, last + 1)
 redis.call('ZADD', KEYS[2], s(at), string.format('%020.0f', at) .. ARGV[5])
 redis.call('HSET', KEYS[1], 'last', s(at), 'n', s(n + 1), 'bytes', s(bytes + #ARGV[5]), 'check', s(check))
-redis.call('PEXPIRE', KEYS[2], math.floor((at + ttl - now) / 1000) + 1)
-redis.call('PEXPIRE', KEYS[1], math.max(1, math.floor((check + idle - now) / 1000) + backstop))
+local keep = math.floor((at + ttl - now) / 1000) + 1
+redis.call('PEXPIRE', KEYS[2], keep)
+-- The mailbox outlives its newest message even when it is overdue for
+-- idle removal (the sweep removes it, with its messages).
+redis.call('PEXPIRE', KEYS[1], math.max(keep, math.floor((check + idle - now) / 1000) + backstop))
 if created == 1 then redis.call('DEL', KEYS[3]) end
 return {0, at, created, rn, rb}
 "#;
