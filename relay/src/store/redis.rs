@@ -8,7 +8,7 @@
 //!
 //! | key | type | holds | Redis expiry |
 //! | --- | --- | --- | --- |
-//! | `P:{M}:meta` | hash | `last` (newest `at` ever), `n` and `bytes` (messages and bytes counted in the totals), `check` (last check, µs) | idle time after the stored check, plus one day |
+//! | `P:{M}:meta` | hash | `last` (newest `at` ever), `n` and `bytes` (messages and bytes counted in the totals), `check` (last check, µs) | idle time after the stored check plus one day, and not before its newest message expires |
 //! | `P:{M}:msgs` | sorted set | one member per message: `at` as 20 decimal digits, then the sealed bytes; score `at` | when its newest message expires |
 //! | `P:{M}:q` | hash | the live question: `e` (expiry, µs), `v` (secret and sealed bytes) | when the question expires |
 //! | `P:{M}:floor` | string | the newest `at` of a removed mailbox | the idle time |

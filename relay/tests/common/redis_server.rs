@@ -151,6 +151,13 @@ impl RedisServer {
                 return Err(format!("{SERVER} exited with {status}: {}", log_tail(&log)));
             }
             if pong(self.port) {
+                // Ours, not another test's server that holds the port.
+                let info = self.cli(&["info", "server"]);
+                if !info.contains(&format!("process_id:{}\r", child.id())) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!("port {} is another server's", self.port));
+                }
                 self.child = Some(child);
                 return Ok(());
             }
