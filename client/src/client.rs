@@ -132,6 +132,7 @@ impl ClientBuilder {
                 udp,
                 infos: std::sync::Mutex::new(HashMap::new()),
                 receive_limit: self.receive_limit,
+                peer_sockets: Arc::default(),
             }),
         })
     }
@@ -224,6 +225,8 @@ pub(crate) struct Inner {
     /// Relay information documents: `None` = the relay serves none.
     pub(crate) infos: std::sync::Mutex<HashMap<RelayUrl, (Option<RelayInfo>, Instant)>>,
     pub(crate) receive_limit: u32,
+    /// Live peer-link sockets (see `peer`).
+    pub(crate) peer_sockets: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// A Connectoid client on one profile. Clone it freely.
@@ -429,6 +432,8 @@ impl Client {
             their: None,
             their_ts: 0,
             created_ms: now_ms(),
+            rotated: false,
+            spent_link: None,
         });
         state.save(&self.inner.store)?;
         tracing::info!(nickname, "shared a link");
@@ -506,6 +511,8 @@ impl Client {
                 their: Some(StoredReply(their.clone())),
                 their_ts: 0,
                 created_ms: now_ms(),
+                rotated: false,
+                spent_link: None,
             });
             state.save(&self.inner.store)?;
         }
@@ -704,7 +711,10 @@ impl Client {
         } else {
             None
         };
-        let deleted = self.delete_mailbox(&peer.mailbox).await;
+        let mut deleted = self.delete_mailbox(&peer.mailbox).await;
+        if let Some(spent) = &peer.spent_link {
+            deleted.extend(self.delete_mailbox(spent).await);
+        }
         self.forget_peer(&peer).await?;
         tracing::info!(nickname, "unshared");
         Ok(UnshareReport { notified, deleted })

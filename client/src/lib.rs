@@ -41,6 +41,12 @@
 //! - The profile (keys, peers, cursors, seen ids) is one JSON file written
 //!   atomically with mode 0600 and locked against a second process.
 //!
+//! - Peer links ([`peer`]): after signaling, a direct QUIC connection pinned
+//!   to the certificate fingerprints in the offer and answer, a
+//!   challenge-response with the Connectoid keys, a one-time key rotation
+//!   that retires the link, framed messages, and close.
+//! - The shared shopping list ([`list`]): the demo app's data and its merge.
+//!
 //! The library reads no file but the profile it is given, and never sends or
 //! logs a private key. The app's payloads are opaque JSON: WebRTC SDP, QUIC
 //! candidates or anything else.
@@ -48,6 +54,8 @@
 mod client;
 mod error;
 mod event;
+pub mod list;
+pub mod peer;
 mod poll;
 mod profile;
 mod relay;
@@ -63,6 +71,7 @@ pub use event::{
     Delivery, Event, LINK_ALREADY_USED, PeerInfo, PeerStatus, Poll, PollReport, Rejection,
     RelayPoll, RelayProbe, SendReport, UdpUse, UnshareReport,
 };
+pub use peer::{PeerError, PeerLink, PeerLinkOptions, PendingLink, Rendezvous};
 pub use poll::{EventStream, PollOptions};
 pub use profile::{LOCK_FILE, PROFILE_FILE, PROFILE_VERSION, ProfileError};
 pub use relay::{RelayError, RelayOutcome};

@@ -136,7 +136,8 @@ struct Fetched {
 }
 
 /// Protocol work that a processed message calls for, done after the
-/// profile lock is released.
+/// profile lock is released (always boxed inside a verdict).
+#[allow(clippy::large_enum_variant)]
 enum Followup {
     /// Tell a later user of a spent link that it was used.
     LinkUsed { from: MailboxRecord, to: Link },
@@ -282,24 +283,25 @@ impl Client {
             if peer.status == Status::LinkUsed {
                 continue;
             }
-            let mailbox = &peer.mailbox;
-            let key = mailbox.public_key();
-            for entry in mailbox.relays_to_check(now) {
-                let stored = mailbox.cursors.get(&entry.url).copied().unwrap_or(At::ZERO);
-                let fetched = state
-                    .inflight
-                    .slots
-                    .get(&(key, entry.url.clone()))
-                    .and_then(|slots| slots.keys().next_back().copied())
-                    .unwrap_or(At::ZERO);
-                plans
-                    .entry(entry.url.clone())
-                    .or_default()
-                    .push(MailboxPlan {
-                        key: mailbox.key.0.clone(),
-                        ext: mailbox.ext_for(&entry),
-                        after: stored.max(fetched),
-                    });
+            for mailbox in std::iter::once(&peer.mailbox).chain(&peer.spent_link) {
+                let key = mailbox.public_key();
+                for entry in mailbox.relays_to_check(now) {
+                    let stored = mailbox.cursors.get(&entry.url).copied().unwrap_or(At::ZERO);
+                    let fetched = state
+                        .inflight
+                        .slots
+                        .get(&(key, entry.url.clone()))
+                        .and_then(|slots| slots.keys().next_back().copied())
+                        .unwrap_or(At::ZERO);
+                    plans
+                        .entry(entry.url.clone())
+                        .or_default()
+                        .push(MailboxPlan {
+                            key: mailbox.key.0.clone(),
+                            ext: mailbox.ext_for(&entry),
+                            after: stored.max(fetched),
+                        });
+                }
             }
         }
         plans
@@ -450,16 +452,8 @@ impl Client {
             let slot_key = (item.mailbox, item.relay.clone());
             let stored = state
                 .data
-                .peers
-                .iter()
-                .find(|p| p.mailbox.public_key() == item.mailbox)
-                .map(|p| {
-                    p.mailbox
-                        .cursors
-                        .get(&item.relay)
-                        .copied()
-                        .unwrap_or(At::ZERO)
-                });
+                .mailbox_mut(&item.mailbox)
+                .map(|m| m.cursors.get(&item.relay).copied().unwrap_or(At::ZERO));
             let Some(stored) = stored else {
                 continue; // The peer was unshared earlier in this batch.
             };
@@ -494,12 +488,28 @@ impl Client {
                 false
             } else {
                 changed = true;
-                let Some(peer) = state.data.peer_by_mailbox_mut(&item.mailbox) else {
+                let verdict = if let Some(peer) = state.data.peer_by_mailbox_mut(&item.mailbox) {
+                    judge(peer, &item.message.data, now)
+                } else if let Some(peer) = state.data.peer_by_spent_link_mut(&item.mailbox) {
+                    judge_spent_link(peer, &item.message.data, now)
+                } else {
                     continue;
                 };
-                match judge(peer, &item.message.data, now) {
+                let nickname = state
+                    .data
+                    .peers
+                    .iter()
+                    .find(|p| {
+                        p.mailbox.public_key() == item.mailbox
+                            || p.spent_link
+                                .as_ref()
+                                .is_some_and(|m| m.public_key() == item.mailbox)
+                    })
+                    .map(|p| p.nickname.clone())
+                    .unwrap_or_default();
+                match verdict {
                     Verdict::Reject(reason) => {
-                        tracing::warn!(relay = %item.relay, nickname = %peer.nickname, "rejected a message: {reason}");
+                        tracing::warn!(relay = %item.relay, %nickname, "rejected a message: {reason}");
                         if let Some(r) = relay_report {
                             r.rejected.push(Rejection {
                                 relay: item.relay.clone(),
@@ -558,7 +568,10 @@ impl Client {
                 }
             }
             Followup::DeleteMailbox(peer) => {
-                let outcomes = self.delete_mailbox(&peer.mailbox).await;
+                let mut outcomes = self.delete_mailbox(&peer.mailbox).await;
+                if let Some(spent) = &peer.spent_link {
+                    outcomes.extend(self.delete_mailbox(spent).await);
+                }
                 for outcome in outcomes {
                     if let Err(e) = outcome.result {
                         tracing::warn!(relay = %outcome.relay, "could not delete a mailbox after unshare: {e}");
@@ -592,8 +605,8 @@ fn advance(state: &mut State, mailbox: &PublicKey, relay: &RelayUrl) -> bool {
     let Some(newest) = newest else {
         return false;
     };
-    if let Some(peer) = state.data.peer_by_mailbox_mut(mailbox) {
-        let cursor = peer.mailbox.cursors.entry(relay.clone()).or_default();
+    if let Some(record) = state.data.mailbox_mut(mailbox) {
+        let cursor = record.cursors.entry(relay.clone()).or_default();
         if newest > *cursor {
             *cursor = newest;
             return true;
@@ -696,6 +709,46 @@ fn judge(peer: &mut PeerRecord, sealed: &[u8], now: u64) -> Verdict {
             })),
         ),
     }
+}
+
+/// Opens a message sent to the spent link of `peer` (the link key, after
+/// the first direct connection rotated the mailbox key). Only a `hello`
+/// with a valid link proof means anything there: someone else holds the
+/// link, and is told it was used. Everything else is refused.
+fn judge_spent_link(peer: &mut PeerRecord, sealed: &[u8], now: u64) -> Verdict {
+    let Some(spent) = &peer.spent_link else {
+        return Verdict::Reject("no spent link".to_owned());
+    };
+    let envelope = match envelope::open_envelope(&spent.key.0, sealed, now) {
+        Ok(envelope) => envelope,
+        Err(e) => return Verdict::Reject(e.to_string()),
+    };
+    let Role::Sharer { secret, .. } = &peer.role else {
+        return Verdict::Reject("a spent link on an accepted peer".to_owned());
+    };
+    if envelope.kind != Kind::Hello {
+        return Verdict::Reject(format!(
+            "{} sent to a retired link key",
+            envelope.kind.as_str()
+        ));
+    }
+    if let Err(e) = envelope.check_proof(&secret.0) {
+        return Verdict::Reject(format!("hello from {}: {e}", envelope.from.key));
+    }
+    let Some(connected) = peer.their.as_ref().map(|t| t.0.key) else {
+        return Verdict::Reject("a spent link without a peer".to_owned());
+    };
+    Verdict::Deliver(
+        Event::LinkReuseRefused {
+            nickname: peer.nickname.clone(),
+            connected,
+            refused: envelope.from.key,
+        },
+        Some(Box::new(Followup::LinkUsed {
+            from: spent.clone(),
+            to: envelope.from,
+        })),
+    )
 }
 
 /// One UDP round at a relay: every wanted mailbox, batched by ext. Marks

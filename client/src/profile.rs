@@ -239,6 +239,14 @@ pub(crate) struct PeerRecord {
     pub(crate) their_ts: u64,
     /// When this record was made, in ms since the Unix epoch.
     pub(crate) created_ms: u64,
+    /// Whether our mailbox key was rotated over a direct connection (the
+    /// first peer link does it once; see `peer`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) rotated: bool,
+    /// The shared link's mailbox after rotation: still checked, only to
+    /// answer a later user of the link with `link-used`, until unshare.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) spent_link: Option<MailboxRecord>,
 }
 
 /// Everything a profile holds.
@@ -281,6 +289,26 @@ impl ProfileData {
         self.peers
             .iter_mut()
             .find(|p| p.mailbox.public_key() == *key)
+    }
+
+    /// The mailbox with key `key`: a peer's current one or a spent link's.
+    pub(crate) fn mailbox_mut(&mut self, key: &PublicKey) -> Option<&mut MailboxRecord> {
+        self.peers.iter_mut().find_map(|p| {
+            if p.mailbox.public_key() == *key {
+                Some(&mut p.mailbox)
+            } else {
+                p.spent_link.as_mut().filter(|m| m.public_key() == *key)
+            }
+        })
+    }
+
+    /// The peer whose spent link has key `key`.
+    pub(crate) fn peer_by_spent_link_mut(&mut self, key: &PublicKey) -> Option<&mut PeerRecord> {
+        self.peers.iter_mut().find(|p| {
+            p.spent_link
+                .as_ref()
+                .is_some_and(|m| m.public_key() == *key)
+        })
     }
 
     /// Forgets seen ids whose expiry is before `now_ms`.
@@ -471,6 +499,8 @@ mod tests {
                 their: None,
                 their_ts: 0,
                 created_ms: 1,
+                rotated: false,
+                spent_link: None,
             }],
             seen: [("abc".to_owned(), 99)].into_iter().collect(),
         }

@@ -1,0 +1,696 @@
+//! Peer links: after signaling, two peers connect directly over QUIC
+//! (quinn), authenticate each other with their Connectoid keys, rotate to
+//! fresh mailbox keys once, let the app exchange framed messages, and close.
+//!
+//! The offer and the answer travel through the relays as ordinary `offer`
+//! and `answer` envelopes (signed by the pinned mailbox keys) whose body is
+//! `{"quic": {"session": S, "fingerprint": F, "candidates": ["ip:port", ...]}}`:
+//! a random session id, the SHA-256 fingerprint of a fresh self-signed
+//! certificate, and the addresses the side listens on. Both sides then dial
+//! each other's candidates at once while accepting (simultaneous open), each
+//! pinning the other's fingerprint as server and as client. The side with
+//! the lower fingerprint (the leader) keeps the first connection that
+//! completes and opens the one stream on it; the other side keeps the
+//! connection on which that stream arrives. Every other connection is
+//! dropped. See `spec/client.md`, "Peer links", for the byte-level details.
+//!
+//! [`Rendezvous`] drives the signaling part for an app: it sends offers,
+//! answers offers it is handed (resolving glare when both sides offer at
+//! once) and completes its own offers with their answers.
+//!
+//! This module does not sync anything itself: the app decides what the
+//! messages mean (see `list` for the shopping list). It keeps no connection
+//! or socket once a [`PeerLink`] is closed or dropped, nor after a failed
+//! attempt; [`Client::peer_sockets`] counts the ones that exist.
+
+mod auth;
+mod tls;
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use connectoid_protocol::b64;
+use connectoid_protocol::envelope::Kind;
+use rand_core::Rng as _;
+use serde::{Deserialize, Serialize};
+
+use crate::client::Client;
+use crate::error::ClientError;
+use crate::event::Event;
+use crate::profile::ProfileError;
+use crate::rng::system_rng;
+use tls::Identity;
+
+/// Default time to get an authenticated connection after the offer and
+/// answer are known: 10 seconds.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default QUIC idle timeout of a peer link: 10 seconds.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest message [`PeerLink::send`] and [`PeerLink::recv`] carry: 16 MiB.
+pub const MAX_MESSAGE_LEN: usize = 16 * 1024 * 1024;
+/// Most candidate addresses read from an offer or answer.
+pub const MAX_CANDIDATES: usize = 16;
+
+/// Counts one live peer-link socket of a client while it exists.
+#[derive(Debug)]
+struct LiveGuard(Arc<AtomicUsize>);
+
+impl LiveGuard {
+    fn new(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Self(counter.clone())
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A peer link could not be made or used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PeerError {
+    /// Sending the offer or answer through the relays failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The profile could not be written (key rotation).
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    /// The UDP socket could not be bound or set up.
+    #[error("peer link socket: {0}")]
+    Io(#[from] std::io::Error),
+    /// The TLS or QUIC configuration could not be made.
+    #[error("peer link TLS: {0}")]
+    Tls(String),
+    /// The offer or answer body is not a valid QUIC offer.
+    #[error("invalid QUIC offer: {0}")]
+    BadOffer(String),
+    /// No authenticated connection came up within the connect timeout
+    /// (unreachable candidates, or a peer with another certificate).
+    #[error("no direct connection to {nickname:?}: {reason}")]
+    Connect {
+        /// The peer.
+        nickname: String,
+        /// The last error seen, or the timeout.
+        reason: String,
+    },
+    /// The peer failed the challenge-response with its pinned key.
+    #[error("peer {nickname:?} failed authentication: {reason}")]
+    Auth {
+        /// The peer.
+        nickname: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The connection broke or the peer broke the framing.
+    #[error("peer link: {0}")]
+    Link(String),
+}
+
+/// The SHA-256 fingerprint of a DER certificate; base64url in JSON.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Fingerprint(pub [u8; 32]);
+
+impl Fingerprint {
+    /// Parses the base64url form (43 characters).
+    pub fn parse(text: &str) -> Result<Self, PeerError> {
+        let bytes = b64::decode(text).map_err(|e| PeerError::BadOffer(e.to_string()))?;
+        bytes
+            .try_into()
+            .map(Self)
+            .map_err(|_| PeerError::BadOffer("fingerprint must be 32 bytes".to_owned()))
+    }
+}
+
+impl std::fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&b64::encode(&self.0))
+    }
+}
+
+impl std::fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Fingerprint({self})")
+    }
+}
+
+/// The `quic` member of an offer or answer body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct QuicOffer {
+    /// A random session id (base64url of 16 bytes); the answer repeats it.
+    pub session: String,
+    /// The fingerprint of the sender's certificate for this session.
+    pub fingerprint: String,
+    /// Where the sender listens.
+    pub candidates: Vec<SocketAddr>,
+}
+
+impl QuicOffer {
+    /// Reads the `quic` member of an envelope body.
+    pub fn from_body(body: &serde_json::Value) -> Result<Self, PeerError> {
+        let quic = body
+            .get("quic")
+            .ok_or_else(|| PeerError::BadOffer("no \"quic\" member".to_owned()))?;
+        let offer: Self =
+            serde_json::from_value(quic.clone()).map_err(|e| PeerError::BadOffer(e.to_string()))?;
+        if offer.candidates.len() > MAX_CANDIDATES {
+            return Err(PeerError::BadOffer("too many candidates".to_owned()));
+        }
+        if offer.session.is_empty() || offer.session.len() > 64 {
+            return Err(PeerError::BadOffer("bad session id".to_owned()));
+        }
+        Fingerprint::parse(&offer.fingerprint)?;
+        Ok(offer)
+    }
+
+    /// This offer as an envelope body.
+    pub fn to_body(&self) -> serde_json::Value {
+        serde_json::json!({ "quic": self })
+    }
+}
+
+/// How peer links bind, advertise and wait.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PeerLinkOptions {
+    /// The address the QUIC socket binds (port 0 = any). Default
+    /// `0.0.0.0`.
+    pub bind: IpAddr,
+    /// Advertise and dial loopback addresses only (tests, or two apps on
+    /// one machine): nothing is ever sent to another address. Default off.
+    pub loopback_only: bool,
+    /// Our address as a relay observed it (from a UDP check), advertised
+    /// with our QUIC port as one more candidate. Default none.
+    pub observed: Option<IpAddr>,
+    /// Time to get an authenticated connection. Default
+    /// [`DEFAULT_CONNECT_TIMEOUT`] (10 s).
+    pub connect_timeout: Duration,
+    /// QUIC idle timeout. Default [`DEFAULT_IDLE_TIMEOUT`] (10 s).
+    pub idle_timeout: Duration,
+}
+
+impl Default for PeerLinkOptions {
+    fn default() -> Self {
+        Self {
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            loopback_only: false,
+            observed: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+}
+
+impl PeerLinkOptions {
+    /// Options that bind 127.0.0.1 and use loopback addresses only.
+    pub fn loopback() -> Self {
+        Self {
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            loopback_only: true,
+            ..Self::default()
+        }
+    }
+
+    fn allows(&self, addr: &SocketAddr) -> bool {
+        !addr.ip().is_unspecified() && (!self.loopback_only || addr.ip().is_loopback())
+    }
+}
+
+/// One side's socket and certificate for one session, before connecting.
+struct Side {
+    socket: UdpSocket,
+    identity: Identity,
+    session: String,
+    _live: LiveGuard,
+}
+
+impl Side {
+    fn bind(
+        client: &Client,
+        options: &PeerLinkOptions,
+        session: Option<String>,
+    ) -> Result<Self, PeerError> {
+        let live = LiveGuard::new(&client.inner.peer_sockets);
+        let socket = UdpSocket::bind(SocketAddr::new(options.bind, 0))?;
+        let identity = Identity::generate()?;
+        let session = session.unwrap_or_else(|| {
+            let mut bytes = [0u8; 16];
+            system_rng().fill_bytes(&mut bytes);
+            b64::encode(&bytes)
+        });
+        Ok(Self {
+            socket,
+            identity,
+            session,
+            _live: live,
+        })
+    }
+
+    /// The offer (or answer) describing this side.
+    fn offer(&self, options: &PeerLinkOptions) -> Result<QuicOffer, PeerError> {
+        let local = self.socket.local_addr()?;
+        let port = local.port();
+        let mut candidates = Vec::new();
+        if local.ip().is_unspecified() {
+            candidates.push(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+            if let Some(ip) = primary_ip() {
+                candidates.push(SocketAddr::new(ip, port));
+            }
+        } else {
+            candidates.push(local);
+        }
+        if let Some(ip) = options.observed {
+            candidates.push(SocketAddr::new(ip, port));
+        }
+        candidates.retain(|c| options.allows(c));
+        candidates.dedup();
+        Ok(QuicOffer {
+            session: self.session.clone(),
+            fingerprint: self.identity.fingerprint.to_string(),
+            candidates,
+        })
+    }
+}
+
+/// The address of the interface that routes to the Internet, found by
+/// "connecting" a UDP socket (which sends nothing) to a documentation
+/// address.
+fn primary_ip() -> Option<IpAddr> {
+    let probe = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+    probe.connect((Ipv4Addr::new(192, 0, 2, 1), 9)).ok()?;
+    let ip = probe.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
+}
+
+/// An offer we sent, waiting for its answer.
+pub struct PendingLink {
+    nickname: String,
+    side: Side,
+    options: PeerLinkOptions,
+}
+
+impl std::fmt::Debug for PendingLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingLink")
+            .field("nickname", &self.nickname)
+            .field("session", &self.side.session)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PendingLink {
+    /// The session id of our offer.
+    pub fn session(&self) -> &str {
+        &self.side.session
+    }
+
+    /// Whether `body` is the answer to this offer (same session id).
+    pub fn is_answered_by(&self, body: &serde_json::Value) -> bool {
+        QuicOffer::from_body(body).is_ok_and(|answer| answer.session == self.side.session)
+    }
+
+    /// Connects with the answer's candidates and fingerprint, authenticates
+    /// and (the first time) rotates keys.
+    pub async fn complete(
+        self,
+        client: &Client,
+        answer: &serde_json::Value,
+    ) -> Result<PeerLink, PeerError> {
+        let answer = QuicOffer::from_body(answer)?;
+        if answer.session != self.side.session {
+            return Err(PeerError::BadOffer(
+                "the answer is for another session".to_owned(),
+            ));
+        }
+        connect(client, &self.nickname, self.side, &answer, &self.options).await
+    }
+}
+
+impl Client {
+    /// How many peer-link sockets of this client exist right now (pending
+    /// offers, connecting or open links). Zero when nothing is syncing.
+    pub fn peer_sockets(&self) -> usize {
+        self.inner.peer_sockets.load(Ordering::SeqCst)
+    }
+
+    /// Starts a peer link to `nickname`: binds a QUIC socket, makes a
+    /// certificate and sends an `offer` envelope carrying them. Complete it
+    /// with [`PendingLink::complete`] when the answer arrives.
+    pub async fn offer_link(
+        &self,
+        nickname: &str,
+        options: &PeerLinkOptions,
+    ) -> Result<PendingLink, PeerError> {
+        let side = Side::bind(self, options, None)?;
+        let offer = side.offer(options)?;
+        self.send(nickname, Kind::Offer, offer.to_body()).await?;
+        Ok(PendingLink {
+            nickname: nickname.to_owned(),
+            side,
+            options: options.clone(),
+        })
+    }
+
+    /// Answers `nickname`'s offer (the body of its `offer` envelope): binds
+    /// a QUIC socket, sends an `answer` envelope, connects, authenticates
+    /// and (the first time) rotates keys.
+    pub async fn answer_link(
+        &self,
+        nickname: &str,
+        offer: &serde_json::Value,
+        options: &PeerLinkOptions,
+    ) -> Result<PeerLink, PeerError> {
+        let offer = QuicOffer::from_body(offer)?;
+        let side = Side::bind(self, options, Some(offer.session.clone()))?;
+        let answer = side.offer(options)?;
+        self.send(nickname, Kind::Answer, answer.to_body()).await?;
+        connect(self, nickname, side, &offer, options).await
+    }
+}
+
+/// An authenticated direct connection to a peer. Messages are
+/// length-framed on one stream. Close it with [`PeerLink::close`] when the
+/// sync is done; dropping it closes it too, less politely.
+pub struct PeerLink {
+    nickname: String,
+    peer_fingerprint: Fingerprint,
+    rotated: bool,
+    connection: quinn::Connection,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    endpoint: quinn::Endpoint,
+    idle_timeout: Duration,
+    _live: LiveGuard,
+}
+
+impl std::fmt::Debug for PeerLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerLink")
+            .field("nickname", &self.nickname)
+            .field("peer_fingerprint", &self.peer_fingerprint)
+            .field("remote", &self.connection.remote_address())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PeerLink {
+    /// The peer's nickname.
+    pub fn nickname(&self) -> &str {
+        &self.nickname
+    }
+
+    /// The pinned fingerprint of the peer's certificate.
+    pub fn peer_fingerprint(&self) -> Fingerprint {
+        self.peer_fingerprint
+    }
+
+    /// The peer's address on this connection.
+    pub fn remote_address(&self) -> SocketAddr {
+        self.connection.remote_address()
+    }
+
+    /// Whether this link rotated our mailbox key (the first link does).
+    pub fn rotated(&self) -> bool {
+        self.rotated
+    }
+
+    /// Sends one message (at most [`MAX_MESSAGE_LEN`] bytes).
+    pub async fn send(&mut self, message: &[u8]) -> Result<(), PeerError> {
+        auth::write_frame(&mut self.send, message).await
+    }
+
+    /// Receives one message; `None` when the peer has finished sending.
+    pub async fn recv(&mut self) -> Result<Option<Vec<u8>>, PeerError> {
+        auth::read_frame(&mut self.recv).await
+    }
+
+    /// Finishes our side, waits (up to the idle timeout) until the peer has
+    /// finished too, closes the connection and the socket.
+    pub async fn close(mut self) -> Result<(), PeerError> {
+        let _ = self.send.finish();
+        let drain = async { while let Ok(Some(_)) = auth::read_frame(&mut self.recv).await {} };
+        let _ = tokio::time::timeout(self.idle_timeout, drain).await;
+        self.connection.close(0u32.into(), b"done");
+        let _ = tokio::time::timeout(self.idle_timeout, self.endpoint.wait_idle()).await;
+        Ok(())
+    }
+}
+
+/// A connection from either direction, as it completed.
+type Established = Result<quinn::Connection, String>;
+
+/// Simultaneous open, choice of one connection, then authentication.
+async fn connect(
+    client: &Client,
+    nickname: &str,
+    side: Side,
+    their: &QuicOffer,
+    options: &PeerLinkOptions,
+) -> Result<PeerLink, PeerError> {
+    let their_fp = Fingerprint::parse(&their.fingerprint)?;
+    let our_fp = side.identity.fingerprint;
+    let fail = |reason: String| PeerError::Connect {
+        nickname: nickname.to_owned(),
+        reason,
+    };
+    let Side {
+        socket,
+        identity,
+        _live: live,
+        ..
+    } = side;
+    socket.set_nonblocking(true)?;
+    let endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(identity.server_config(their_fp, options.idle_timeout)?),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )?;
+    let client_config = identity.client_config(their_fp, options.idle_timeout)?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Established>();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut dialed = 0usize;
+    for addr in their.candidates.iter().filter(|a| options.allows(a)) {
+        match endpoint.connect_with(client_config.clone(), *addr, tls::SERVER_NAME) {
+            Ok(connecting) => {
+                dialed += 1;
+                let tx = tx.clone();
+                tasks.spawn(async move {
+                    let _ = tx.send(connecting.await.map_err(|e| e.to_string()));
+                });
+            }
+            Err(e) => tracing::debug!(%addr, "cannot dial: {e}"),
+        }
+    }
+    {
+        let endpoint = endpoint.clone();
+        let tx = tx.clone();
+        tasks.spawn(async move {
+            while let Some(incoming) = endpoint.accept().await {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(incoming.await.map_err(|e| e.to_string()));
+                });
+            }
+        });
+    }
+    drop(tx);
+    tracing::debug!(nickname, dialed, leader = our_fp < their_fp, "connecting");
+    let leader = our_fp < their_fp;
+    let choose = async {
+        let mut last_error = String::from("no connection completed");
+        if leader {
+            // Keep the first connection that completes; open the stream on it.
+            while let Some(result) = rx.recv().await {
+                match result {
+                    Ok(connection) => match connection.open_bi().await {
+                        Ok((send, recv)) => return Ok((connection, send, recv)),
+                        Err(e) => last_error = e.to_string(),
+                    },
+                    Err(e) => last_error = e,
+                }
+            }
+            Err(last_error)
+        } else {
+            // Keep the connection on which the leader opens its stream.
+            let (chosen_tx, mut chosen_rx) = tokio::sync::mpsc::unbounded_channel();
+            let mut waiting = tokio::task::JoinSet::new();
+            let mut open = true;
+            loop {
+                tokio::select! {
+                    result = rx.recv(), if open => match result {
+                        Some(Ok(connection)) => {
+                            let chosen_tx = chosen_tx.clone();
+                            waiting.spawn(async move {
+                                if let Ok((send, recv)) = connection.accept_bi().await {
+                                    let _ = chosen_tx.send((connection, send, recv));
+                                }
+                            });
+                        }
+                        Some(Err(e)) => last_error = e,
+                        None => open = false,
+                    },
+                    chosen = chosen_rx.recv() => match chosen {
+                        Some(chosen) => return Ok(chosen),
+                        None => return Err(last_error),
+                    },
+                }
+            }
+        }
+    };
+    let chosen = tokio::time::timeout(options.connect_timeout, choose).await;
+    tasks.abort_all();
+    let (connection, mut send, mut recv) = match chosen {
+        Ok(Ok(chosen)) => chosen,
+        Ok(Err(reason)) => {
+            endpoint.close(0u32.into(), b"failed");
+            return Err(fail(reason));
+        }
+        Err(_) => {
+            endpoint.close(0u32.into(), b"timeout");
+            return Err(fail(format!(
+                "timed out after {:?}",
+                options.connect_timeout
+            )));
+        }
+    };
+    // Only the chosen connection stays; the endpoint takes no more.
+    endpoint.set_server_config(None);
+    let rotated = match tokio::time::timeout(
+        options.connect_timeout,
+        auth::authenticate(client, nickname, our_fp, their_fp, &mut send, &mut recv),
+    )
+    .await
+    {
+        Ok(Ok(rotated)) => rotated,
+        Ok(Err(e)) => {
+            connection.close(1u32.into(), b"authentication failed");
+            endpoint.close(1u32.into(), b"authentication failed");
+            return Err(e);
+        }
+        Err(_) => {
+            endpoint.close(1u32.into(), b"timeout");
+            return Err(fail("authentication timed out".to_owned()));
+        }
+    };
+    tracing::info!(nickname, remote = %connection.remote_address(), rotated, "peer link up");
+    Ok(PeerLink {
+        nickname: nickname.to_owned(),
+        peer_fingerprint: their_fp,
+        rotated,
+        connection,
+        send,
+        recv,
+        endpoint,
+        idle_timeout: options.idle_timeout,
+        _live: live,
+    })
+}
+
+/// Signaling for peer links on behalf of an app: offers to send, offers to
+/// answer, answers to complete. Feed it every delivered event with
+/// [`Rendezvous::handle`]; it returns a link when one comes up.
+///
+/// Glare (both sides offer at once): the offer with the lower session id
+/// wins; the side whose offer lost drops it and answers the other. An offer
+/// whose session was already answered is refused (a replay).
+pub struct Rendezvous {
+    client: Client,
+    options: PeerLinkOptions,
+    pending: HashMap<String, PendingLink>,
+    answered: HashSet<String>,
+}
+
+impl std::fmt::Debug for Rendezvous {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rendezvous")
+            .field("pending", &self.pending.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Rendezvous {
+    /// A rendezvous for `client`'s peers.
+    pub fn new(client: Client, options: PeerLinkOptions) -> Self {
+        Self {
+            client,
+            options,
+            pending: HashMap::new(),
+            answered: HashSet::new(),
+        }
+    }
+
+    /// Sends an offer to `nickname` (replacing a pending one).
+    pub async fn offer(&mut self, nickname: &str) -> Result<(), PeerError> {
+        let pending = self.client.offer_link(nickname, &self.options).await?;
+        self.pending.insert(nickname.to_owned(), pending);
+        Ok(())
+    }
+
+    /// The peers with an offer waiting for its answer.
+    pub fn pending(&self) -> Vec<String> {
+        self.pending.keys().cloned().collect()
+    }
+
+    /// Drops the pending offer to `nickname`, closing its socket.
+    pub fn cancel(&mut self, nickname: &str) {
+        self.pending.remove(nickname);
+    }
+
+    /// Acts on one event: answers a QUIC offer (in an `offer` or a first
+    /// `hello`), completes our offer with its answer. Returns the link when
+    /// one came up, `None` for events that are not about peer links (or a
+    /// losing side of glare).
+    pub async fn handle(&mut self, event: &Event) -> Result<Option<PeerLink>, PeerError> {
+        let (nickname, kind, body) = match event {
+            Event::Message {
+                nickname,
+                kind,
+                body,
+            } => (nickname, *kind, body),
+            Event::PeerConnected { nickname, body, .. } => (nickname, Kind::Offer, body),
+            _ => return Ok(None),
+        };
+        let Ok(quic) = QuicOffer::from_body(body) else {
+            return Ok(None);
+        };
+        match kind {
+            Kind::Offer => {
+                if !self.answered.insert(quic.session.clone()) {
+                    return Err(PeerError::BadOffer(format!(
+                        "session {} was already answered (replay)",
+                        quic.session
+                    )));
+                }
+                if let Some(ours) = self.pending.get(nickname.as_str()) {
+                    if ours.session() < quic.session.as_str() {
+                        tracing::debug!(%nickname, "glare: our offer wins");
+                        return Ok(None);
+                    }
+                    self.pending.remove(nickname.as_str());
+                }
+                self.client
+                    .answer_link(nickname, body, &self.options)
+                    .await
+                    .map(Some)
+            }
+            Kind::Answer => match self.pending.remove(nickname.as_str()) {
+                Some(ours) if ours.is_answered_by(body) => {
+                    ours.complete(&self.client, body).await.map(Some)
+                }
+                Some(ours) => {
+                    self.pending.insert(nickname.clone(), ours);
+                    Ok(None)
+                }
+                None => Ok(None),
+            },
+            _ => Ok(None),
+        }
+    }
+}
