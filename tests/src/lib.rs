@@ -5,6 +5,7 @@
 //! Everything listens on 127.0.0.1 with port 0. Waits are bounded loops
 //! (a number of polls), never wall-clock assertions.
 
+pub mod bench;
 pub mod fake;
 pub mod process;
 
