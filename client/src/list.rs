@@ -334,11 +334,22 @@ pub struct SyncReport {
 /// every connected peer was synced (or failed) or after `polls` polls.
 /// Every delivery polled is acknowledged.
 pub async fn sync(client: &Client, options: &SyncOptions) -> Result<SyncReport, ListError> {
+    run(client, options, true).await
+}
+
+/// Like [`sync`] without offering: answers the offers that arrive during
+/// `polls` polls (for `sync --watch` when nothing changed here).
+pub async fn answer(client: &Client, options: &SyncOptions) -> Result<SyncReport, ListError> {
+    run(client, options, false).await
+}
+
+async fn run(client: &Client, options: &SyncOptions, offer: bool) -> Result<SyncReport, ListError> {
     let mut rendezvous = Rendezvous::new(client.clone(), options.link.clone());
     let mut report = SyncReport::default();
     let mut done: HashSet<String> = HashSet::new();
     for peer in client.peers().await {
-        if matches!(peer.status, PeerStatus::Connected | PeerStatus::Accepted)
+        if offer
+            && matches!(peer.status, PeerStatus::Connected | PeerStatus::Accepted)
             && let Err(e) = rendezvous.offer(&peer.nickname).await
         {
             report.failed.push((peer.nickname.clone(), e.to_string()));
@@ -381,7 +392,7 @@ pub async fn sync(client: &Client, options: &SyncOptions) -> Result<SyncReport, 
             .map(|p| p.nickname)
             .filter(|n| !done.contains(n))
             .collect();
-        if open.is_empty() && (!done.is_empty() || round + 1 >= options.polls) {
+        if (open.is_empty() && !done.is_empty()) || (!offer && rendezvous.pending().is_empty()) {
             break;
         }
     }

@@ -156,7 +156,7 @@ async fn a_replayed_offer_is_rejected() -> anyhow::Result<()> {
     let link = alice
         .share(
             "Bob",
-            connectoid::ShareOptions::with_relays(entries(&[front.url.clone()])),
+            connectoid::ShareOptions::with_relays(entries(std::slice::from_ref(&front.url))),
         )
         .await?;
     bob.accept(&link, "Alice", Value::Null, Default::default())

@@ -132,6 +132,54 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: RelayCommand,
     },
+    /// The shared shopping list (the demo app), kept in the profile.
+    List {
+        #[command(subcommand)]
+        command: ListCommand,
+    },
+    /// Sync the shopping list with every peer: signal through the relays,
+    /// connect peer to peer (QUIC), merge, disconnect.
+    Sync {
+        /// Keep running: answer peers' offers and sync again after local changes.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between polls.
+        #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
+        interval: f64,
+        /// Polls before giving up on peers not synced yet (without --watch).
+        #[arg(long, value_name = "N", default_value_t = 30)]
+        polls: usize,
+        /// Advertise and dial loopback addresses only (both peers on this machine).
+        #[arg(long)]
+        loopback: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ListCommand {
+    /// Add ITEM to the list.
+    Add {
+        /// What to buy.
+        item: String,
+    },
+    /// Remove ITEM from the list.
+    Remove {
+        /// The item's text.
+        item: String,
+    },
+    /// Print the list.
+    Show,
+    /// Share the list with NICKNAME: prints a one-time link for them.
+    Share {
+        /// Who the link is for (your name for them).
+        nickname: String,
+        /// They see the list but their changes are ignored.
+        #[arg(long)]
+        read_only: bool,
+        /// A relay to name in the link (repeatable). Default: the profile's relays.
+        #[arg(long = "relay", value_name = "URL")]
+        relays: Vec<String>,
+    },
 }
 
 /// The kinds of envelope the app sends.

@@ -14,7 +14,8 @@ use connectoid::{
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 
-use crate::cli::{Cli, Command, LinkCommand, RelayCommand, RelaysCommand, SendKind};
+use crate::cli::{Cli, Command, LinkCommand, ListCommand, RelayCommand, RelaysCommand, SendKind};
+use connectoid::list;
 
 /// Runs the parsed command line.
 pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -190,9 +191,117 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         },
+        Command::List { command } => list_command(&client, command, json).await?,
+        Command::Sync {
+            watch,
+            interval,
+            polls,
+            loopback,
+        } => sync(&client, watch, interval, polls, loopback, json).await?,
         Command::Link { .. } | Command::Relay { .. } => unreachable_command()?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn list_command(client: &Client, command: ListCommand, json: bool) -> anyhow::Result<()> {
+    let dir = client.profile_dir().to_owned();
+    let mut shopping = list::load(&dir)?;
+    match command {
+        ListCommand::Add { item } => {
+            shopping.add(&item, list::new_id(), list::now())?;
+            list::save(&dir, &shopping)?;
+        }
+        ListCommand::Remove { item } => {
+            shopping.remove(&item, list::now())?;
+            list::save(&dir, &shopping)?;
+        }
+        ListCommand::Show => {}
+        ListCommand::Share {
+            nickname,
+            read_only,
+            relays,
+        } => {
+            let link = client
+                .share(&nickname, ShareOptions::with_relays(parse_relays(&relays)?))
+                .await?;
+            let access = if read_only {
+                list::Access::ReadOnly
+            } else {
+                list::Access::ReadWrite
+            };
+            shopping.shared_with.insert(nickname.clone(), access);
+            list::save(&dir, &shopping)?;
+            if json {
+                print_json(
+                    &json!({ "link": link.encode(), "nickname": nickname, "access": access }),
+                );
+            } else {
+                println!("{}", link.encode());
+                eprintln!("send this link to {nickname}; then run `connectoid sync`");
+            }
+            return Ok(());
+        }
+    }
+    let items = shopping.visible();
+    if json {
+        print_json(&json!({ "items": items, "readOnly": shopping.is_read_only() }));
+    } else {
+        for item in items {
+            println!("- {}", item.text);
+        }
+    }
+    Ok(())
+}
+
+async fn sync(
+    client: &Client,
+    watch: bool,
+    interval: f64,
+    polls: usize,
+    loopback: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    if !interval.is_finite() || interval <= 0.0 {
+        bail!("--interval must be a positive number of seconds");
+    }
+    let mut options = list::SyncOptions::default();
+    if loopback {
+        options.link = connectoid::PeerLinkOptions::loopback();
+    }
+    options.interval = Duration::from_secs_f64(interval);
+    options.polls = if watch { 1 } else { polls.max(1) };
+    let mut last = None;
+    loop {
+        let items = list::load(client.profile_dir())?.items;
+        // In watch mode, offer only after local changes (or the first time);
+        // otherwise just answer.
+        let report = if !watch || last.as_ref() != Some(&items) {
+            list::sync(client, &options).await?
+        } else {
+            list::answer(client, &options).await?
+        };
+        for (nickname, changed) in &report.synced {
+            if json {
+                print_json(&json!({ "synced": nickname, "changed": changed }));
+            } else {
+                println!("synced with {nickname}: {changed} item(s) changed here");
+            }
+        }
+        for (nickname, error) in &report.failed {
+            eprintln!("{nickname}: {error}");
+        }
+        if !watch {
+            if report.synced.is_empty() {
+                bail!("no peer synced (is the other side running `connectoid sync`?)");
+            }
+            return Ok(());
+        }
+        last = Some(list::load(client.profile_dir())?.items);
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            () = tokio::time::sleep(options.interval) => {}
+        }
+    }
 }
 
 fn unreachable_command() -> anyhow::Result<()> {
