@@ -314,12 +314,8 @@ impl Report {
                 target.mark()
             );
             if let Some((holds, text)) = &target.also {
-                let _ = writeln!(
-                    out,
-                    "{:<62} {}",
-                    "",
-                    format!("{text}: {}", if *holds { "yes" } else { "NO" })
-                );
+                let holds = if *holds { "yes" } else { "NO" };
+                let _ = writeln!(out, "{:<62} {text}: {holds}", "");
             }
             if !target.note.is_empty() {
                 let _ = writeln!(out, "{:<4}{}", "", target.note);

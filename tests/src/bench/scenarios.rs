@@ -716,7 +716,7 @@ async fn fanout_once(
 
 async fn fanout(setup: &Setup, report: &mut Report) -> anyhow::Result<()> {
     let sends = setup.options.fanout_sends();
-    let mut relays = vec![
+    let mut relays = [
         setup.relay("fanout-0", &[])?,
         setup.relay("fanout-1", &[])?,
         setup.relay("fanout-2", &[])?,
