@@ -4,7 +4,9 @@
 //!
 //! Four keyed limiters, each optional (see [`RateLimits`]): sends per source
 //! and per mailbox, checks per source and per mailbox. A backend that shares
-//! buckets across relay nodes ([`Store::rate_limits_shared`]) replaces them.
+//! buckets across relay nodes ([`Store::rate_limits_shared`]) replaces the
+//! two send limiters; the check limiters stay per node, so that a check costs
+//! at most one store round trip.
 //! This module decides nothing about which requests use which bucket; the
 //! relay's service does.
 
@@ -114,7 +116,11 @@ impl Limiters {
         let Some(rate) = self.rate(&bucket) else {
             return Ok(true);
         };
-        if store.rate_limits_shared() {
+        // Send buckets are shared across nodes by a store that can share
+        // them; check buckets always stay on this node, so that a check that
+        // finds nothing costs at most one store round trip.
+        let is_send = matches!(bucket, Bucket::SendPerSource(_) | Bucket::SendPerMailbox(_));
+        if is_send && store.rate_limits_shared() {
             store.take_token(bucket, rate, now_us).await
         } else {
             Ok(self.take_local(&bucket))
