@@ -62,6 +62,16 @@ ensure_apt() {
     missing "$1" "apt-get install $2"
 }
 
+# ensure_python_cryptography: python3 with the `cryptography` package (from
+# PyPI when missing), for spec/vectors/check.py.
+ensure_python_cryptography() {
+    have python3 || { missing python3 "install python3"; return 0; }
+    python3 -c 'import cryptography' 2>/dev/null && return 0
+    step "installing the Python package cryptography (for spec/vectors/check.py)"
+    python3 -m pip install --quiet cryptography && return 0
+    missing "python3 package cryptography" "python3 -m pip install cryptography"
+}
+
 ensure_cargo() {
     have cargo || die "cargo is not installed (install Rust with rustup first)"
 }
