@@ -27,7 +27,9 @@ use crate::profile::{
     MailboxRecord, PeerRecord, ProfileData, ProfileError, ProfileStore, RetiredRelay, Role, Status,
     StoredKey, StoredReply, StoredSecret,
 };
-use crate::relay::{RelayError, RelayOutcome, Transport, answer_question, fan_out, unexpected};
+use crate::relay::{
+    RelayError, RelayOutcome, Transport, answer_question, fan_out, send_fan_out, unexpected,
+};
 use crate::rng::{now_ms, system_rng};
 use crate::udp::UdpChecker;
 
@@ -56,6 +58,24 @@ pub struct ClientBuilder {
     udp_attempts: u32,
     receive_limit: u32,
     root_certificates: Vec<Vec<u8>>,
+    send_wait: SendWait,
+}
+
+/// How long a send waits for the relays of its fan-out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SendWait {
+    /// Wait for every relay's answer or its per-relay timeout, so the report
+    /// says what happened at each relay. A blackholed relay makes every send
+    /// take the full per-relay timeout. The default.
+    #[default]
+    AllRelays,
+    /// Return shortly after the first relay accepts: once one has, wait at
+    /// most a fifth of the time that took for the others, then return. The
+    /// requests still under way go on in the background (each bounded by the
+    /// per-relay timeout) and are reported as [`RelayError::InFlight`]. For
+    /// apps that want low latency more than a complete report.
+    FirstAcceptance,
 }
 
 impl ClientBuilder {
@@ -70,7 +90,15 @@ impl ClientBuilder {
             udp_attempts: DEFAULT_UDP_ATTEMPTS,
             receive_limit: DEFAULT_RECEIVE_LIMIT,
             root_certificates: Vec::new(),
+            send_wait: SendWait::AllRelays,
         }
+    }
+
+    /// How long a send waits for the relays of its fan-out. Default
+    /// [`SendWait::AllRelays`].
+    pub fn send_wait(mut self, wait: SendWait) -> Self {
+        self.send_wait = wait;
+        self
     }
 
     /// The timeout of each HTTP request to one relay (connect, send and read
@@ -132,6 +160,7 @@ impl ClientBuilder {
                 udp,
                 infos: std::sync::Mutex::new(HashMap::new()),
                 receive_limit: self.receive_limit,
+                send_wait: self.send_wait,
                 peer_sockets: Arc::default(),
             }),
         })
@@ -225,6 +254,7 @@ pub(crate) struct Inner {
     /// Relay information documents: `None` = the relay serves none.
     pub(crate) infos: std::sync::Mutex<HashMap<RelayUrl, (Option<RelayInfo>, Instant)>>,
     pub(crate) receive_limit: u32,
+    pub(crate) send_wait: SendWait,
     /// Live peer-link sockets (see `peer`).
     pub(crate) peer_sockets: Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -591,15 +621,15 @@ impl Client {
         }
     }
 
-    /// Sends a sealed message to every relay of `target` concurrently.
+    /// Sends a sealed message to every relay of `target` concurrently, and
+    /// waits for them as [`SendWait`] says.
     pub(crate) async fn send_sealed(&self, target: &Link, sealed: Vec<u8>) -> SendReport {
-        let transport = &self.inner.transport;
-        let sealed = &sealed;
-        let results = fan_out(&target.relays, |entry| async move {
+        let sealed = Arc::new(sealed);
+        let results = send_fan_out(&target.relays, self.inner.send_wait, |entry| {
+            let transport = self.inner.transport.clone();
             let ext = entry.ext.clone().or_else(|| target.ext.clone());
-            transport
-                .send(&entry, ext, target.key, sealed.clone())
-                .await
+            let (key, sealed) = (target.key, Arc::clone(&sealed));
+            async move { transport.send(&entry, ext, key, sealed.to_vec()).await }
         })
         .await;
         SendReport {

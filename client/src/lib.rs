@@ -64,7 +64,8 @@ mod udp;
 
 pub use client::{
     AcceptOptions, Client, ClientBuilder, DEFAULT_RECEIVE_LIMIT, DEFAULT_RELAY_TIMEOUT,
-    DEFAULT_UDP_ATTEMPT_TIMEOUT, DEFAULT_UDP_ATTEMPTS, MAX_NICKNAME_LEN, ShareOptions, probe_relay,
+    DEFAULT_UDP_ATTEMPT_TIMEOUT, DEFAULT_UDP_ATTEMPTS, MAX_NICKNAME_LEN, SendWait, ShareOptions,
+    probe_relay,
 };
 pub use error::{BuildError, ClientError, PollError};
 pub use event::{

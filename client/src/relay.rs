@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use connectoid_protocol::api::{ApiError, ErrorCode, Operation, RelayInfo, Request, Response};
 use connectoid_protocol::link::{RelayEntry, RelayUrl};
 
+use crate::client::SendWait;
+
 /// The largest answer body the client reads, in bytes: a full `receive` of
 /// 100 largest messages fits.
 pub(crate) const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
@@ -48,6 +50,11 @@ pub enum RelayError {
     /// relay is broken or not honest).
     #[error("the relay's question does not open with the mailbox key")]
     BadQuestion,
+    /// The send returned before this relay answered (see
+    /// [`SendWait::FirstAcceptance`](crate::SendWait::FirstAcceptance)); the
+    /// request goes on in the background until the per-relay timeout.
+    #[error("no answer yet; the request goes on in the background")]
+    InFlight,
 }
 
 impl RelayError {
@@ -245,6 +252,65 @@ where
     .await
 }
 
+/// After the first relay accepts a [`SendWait::FirstAcceptance`] send, the
+/// others get this fraction of the time that took.
+const FIRST_ACCEPTANCE_GRACE_DIVISOR: u32 = 5;
+
+/// [`fan_out`] for sends: each relay's request runs as its own task, so that
+/// with [`SendWait::FirstAcceptance`] this can return shortly after the first
+/// acceptance while the requests still under way finish in the background
+/// (each is bounded by the per-relay timeout). Relays that have not answered
+/// when it returns are reported as [`RelayError::InFlight`].
+pub(crate) async fn send_fan_out<F, Fut>(
+    relays: &[RelayEntry],
+    wait: SendWait,
+    work: F,
+) -> Vec<(RelayEntry, Result<(), RelayError>)>
+where
+    F: Fn(RelayEntry) -> Fut,
+    Fut: Future<Output = Result<(), RelayError>> + Send + 'static,
+{
+    use futures::StreamExt as _;
+
+    let started = tokio::time::Instant::now();
+    let mut pending: futures::stream::FuturesUnordered<_> = relays
+        .iter()
+        .enumerate()
+        .map(|(index, entry)| {
+            let task = tokio::spawn(work(entry.clone()));
+            async move { (index, task.await) }
+        })
+        .collect();
+    let mut results: Vec<Option<Result<(), RelayError>>> = vec![None; relays.len()];
+    let mut deadline = None;
+    loop {
+        let next = match deadline {
+            None => pending.next().await,
+            Some(deadline) => match tokio::time::timeout_at(deadline, pending.next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+        };
+        let Some((index, joined)) = next else {
+            break;
+        };
+        let result = joined
+            .unwrap_or_else(|e| Err(RelayError::Connect(format!("the send task failed: {e}"))));
+        if wait == SendWait::FirstAcceptance && deadline.is_none() && result.is_ok() {
+            deadline = Some(
+                tokio::time::Instant::now() + started.elapsed() / FIRST_ACCEPTANCE_GRACE_DIVISOR,
+            );
+        }
+        results[index] = Some(result);
+    }
+    relays
+        .iter()
+        .cloned()
+        .zip(results)
+        .map(|(entry, result)| (entry, result.unwrap_or(Err(RelayError::InFlight))))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,6 +322,62 @@ mod tests {
 
     fn key() -> connectoid_protocol::PublicKey {
         connectoid_protocol::SecretKey::generate(&mut crate::rng::system_rng()).public_key()
+    }
+
+    fn entries(n: u16) -> Vec<RelayEntry> {
+        (1..=n)
+            .map(|i| RelayEntry::new(RelayUrl::parse(&format!("http://127.0.0.1:{i}/")).unwrap()))
+            .collect()
+    }
+
+    /// The first relay accepts at once, the second answers (with a timeout)
+    /// only after 50 ms, the third never within the test.
+    async fn staggered(entry: RelayEntry) -> Result<(), RelayError> {
+        match entry.url.as_str() {
+            "http://127.0.0.1:1/" => Ok(()),
+            "http://127.0.0.1:2/" => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Err(RelayError::Timeout(Duration::from_millis(50)))
+            }
+            _ => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok(())
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_first_acceptance_send_does_not_wait_for_slow_relays() {
+        let relays = entries(3);
+        let results = send_fan_out(&relays, SendWait::FirstAcceptance, staggered).await;
+        let results: Vec<_> = results.into_iter().map(|(_, r)| r).collect();
+        assert_eq!(
+            results,
+            vec![Ok(()), Err(RelayError::InFlight), Err(RelayError::InFlight)]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_all_relays_send_reports_every_relay() {
+        let relays = entries(2);
+        let results = send_fan_out(&relays, SendWait::AllRelays, staggered).await;
+        let results: Vec<_> = results.into_iter().map(|(_, r)| r).collect();
+        assert_eq!(
+            results,
+            vec![Ok(()), Err(RelayError::Timeout(Duration::from_millis(50)))]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_first_acceptance_send_with_no_acceptance_waits_for_all() {
+        let relays = entries(2);
+        let refused = |_: RelayEntry| async { Err(RelayError::Connect("refused".to_owned())) };
+        let results = send_fan_out(&relays, SendWait::FirstAcceptance, refused).await;
+        assert!(
+            results
+                .iter()
+                .all(|(_, r)| r == &Err(RelayError::Connect("refused".to_owned())))
+        );
     }
 
     /// A TCP server that accepts and reads but never answers.
