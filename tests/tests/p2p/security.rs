@@ -81,8 +81,16 @@ async fn a_peer_with_another_certificate_is_refused() -> anyhow::Result<()> {
         matches!(completed, Err(PeerError::Connect { .. })),
         "{completed:?}"
     );
+    // Alice's side fails too. Which error it sees depends on the QUIC roles,
+    // which the session's fingerprints decide: as the server she never
+    // completes the handshake (Connect); as the client her handshake
+    // completes before Bob checks her certificate, and Bob then closes the
+    // connection before any authenticated exchange (Link).
     assert!(
-        matches!(answered, Err(PeerError::Connect { .. })),
+        matches!(
+            answered,
+            Err(PeerError::Connect { .. } | PeerError::Link(_))
+        ),
         "{answered:?}"
     );
     // No key was rotated and nothing stays open.
