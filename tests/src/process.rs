@@ -131,6 +131,49 @@ pub fn cli_binary() -> anyhow::Result<PathBuf> {
     workspace_binary("connectoid", "client", "connectoid")
 }
 
+/// Spawns `command` (stdin null, stdout piped, stderr as the command set it)
+/// and waits, at most [`START_TIMEOUT`], for it to print `listening
+/// http=ADDR` (when `http`) and `listening udp=ADDR` (when `udp`), as the
+/// relay and the benchmark's baselines do. The rest of its stdout is read to
+/// the end on a thread, so the child never blocks on a full pipe. The child
+/// is killed when it prints no address in time.
+pub fn spawn_listening(
+    mut command: Command,
+    http: bool,
+    udp: bool,
+) -> anyhow::Result<(Child, Option<SocketAddr>, Option<SocketAddr>)> {
+    command.stdin(Stdio::null()).stdout(Stdio::piped());
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("starting {command:?}"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow!("no stdout pipe"))?;
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            // Keep reading after the receiver is gone, so the pipe never fills.
+            let _ = lines_tx.send(line);
+        }
+    });
+    let (mut http_addr, mut udp_addr) = (None, None);
+    while (http && http_addr.is_none()) || (udp && udp_addr.is_none()) {
+        let Ok(line) = lines_rx.recv_timeout(START_TIMEOUT) else {
+            let _ = child.kill();
+            let status = child.wait().ok();
+            bail!("{command:?} printed no address (exit status {status:?})");
+        };
+        if let Some(addr) = line.strip_prefix("listening http=") {
+            http_addr = Some(addr.trim().parse().context("http address")?);
+        } else if let Some(addr) = line.strip_prefix("listening udp=") {
+            udp_addr = Some(addr.trim().parse().context("udp address")?);
+        }
+    }
+    Ok((child, http_addr, udp_addr))
+}
+
 /// A `connectoid-relay` process on 127.0.0.1. Killed when dropped.
 #[derive(Debug)]
 pub struct RelayProcess {
@@ -154,44 +197,11 @@ impl RelayProcess {
             .args(["--http", "127.0.0.1:0", "--data"])
             .arg(data.path())
             .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
             .stderr(Stdio::null());
         if udp {
             command.args(["--udp", "127.0.0.1:0"]);
         }
-        let mut child = command.spawn().context("starting connectoid-relay")?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| anyhow!("no stdout pipe"))?;
-        // Read the address lines on a thread so the wait can be bounded.
-        let (lines_tx, lines_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if lines_tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut http = None;
-        let mut udp_addr = None;
-        while http.is_none() || (udp && udp_addr.is_none()) {
-            let line = match lines_rx.recv_timeout(START_TIMEOUT) {
-                Ok(line) => line,
-                Err(_) => {
-                    let _ = child.kill();
-                    let status = child.wait().ok();
-                    bail!("connectoid-relay printed no address (exit status {status:?})");
-                }
-            };
-            if let Some(addr) = line.strip_prefix("listening http=") {
-                http = Some(addr.trim().parse().context("http address")?);
-            } else if let Some(addr) = line.strip_prefix("listening udp=") {
-                udp_addr = Some(addr.trim().parse().context("udp address")?);
-            }
-        }
+        let (child, http, udp_addr) = spawn_listening(command, true, udp)?;
         Ok(Self {
             child,
             http: http.ok_or_else(|| anyhow!("no http address"))?,

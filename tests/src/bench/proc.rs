@@ -8,17 +8,13 @@
 //! address, so a test can kill it and start it again on the same data and
 //! port. This module measures nothing by itself and asserts nothing.
 
-use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use anyhow::{Context as _, anyhow, bail};
-
-/// The longest wait for a server to print its addresses.
-const START_TIMEOUT: Duration = Duration::from_secs(60);
+use anyhow::{Context as _, anyhow};
 
 /// A server child process. Killed (SIGKILL) and reaped when dropped.
 #[derive(Debug)]
@@ -32,41 +28,9 @@ impl ServerProcess {
     /// Spawns `command` (stdout piped, stdin null) and waits for it to
     /// print `listening http=ADDR` (when `http`) and `listening udp=ADDR`
     /// (when `udp`).
-    pub fn spawn(mut command: Command, http: bool, udp: bool) -> anyhow::Result<Self> {
-        command.stdin(Stdio::null()).stdout(Stdio::piped());
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("starting {command:?}"))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| anyhow!("no stdout pipe"))?;
-        let (lines_tx, lines_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            // Keep reading to the end so the child never blocks on a full pipe.
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = lines_tx.send(line);
-            }
-        });
-        let (mut http_addr, mut udp_addr) = (None, None);
-        while (http && http_addr.is_none()) || (udp && udp_addr.is_none()) {
-            let Ok(line) = lines_rx.recv_timeout(START_TIMEOUT) else {
-                let _ = child.kill();
-                let status = child.wait().ok();
-                bail!("{command:?} printed no address (exit status {status:?})");
-            };
-            if let Some(addr) = line.strip_prefix("listening http=") {
-                http_addr = Some(addr.trim().parse().context("http address")?);
-            } else if let Some(addr) = line.strip_prefix("listening udp=") {
-                udp_addr = Some(addr.trim().parse().context("udp address")?);
-            }
-        }
-        Ok(Self {
-            child,
-            http: http_addr,
-            udp: udp_addr,
-        })
+    pub fn spawn(command: Command, http: bool, udp: bool) -> anyhow::Result<Self> {
+        let (child, http, udp) = crate::process::spawn_listening(command, http, udp)?;
+        Ok(Self { child, http, udp })
     }
 
     /// The process id.
