@@ -24,7 +24,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use connectoid_protocol::{ApiError, ErrorCode, Request, Response, limits};
+use connectoid_protocol::{ApiError, ErrorCode, Response, limits};
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::trace::TraceLayer;
 
@@ -139,7 +139,7 @@ async fn api(
             return AppError(error).into_response();
         }
     };
-    let request = match Request::from_json(&body) {
+    let request = match relay.parse_request(&body) {
         Ok(request) => request,
         Err(error) => {
             relay.count_request("invalid", &Err(error.clone()));

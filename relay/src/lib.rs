@@ -28,6 +28,7 @@ pub mod config;
 pub mod store;
 
 mod http;
+mod key_cache;
 mod metrics;
 mod rate;
 mod server;

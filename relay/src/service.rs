@@ -13,8 +13,10 @@
 //! The only asymmetric cryptography here is sealing a mailbox's question,
 //! once per mailbox per question lifetime, on the blocking pool; a check that
 //! finds nothing is one lookup in the store (in memory for redb, one script
-//! call for Redis). This module does not
-//! parse JSON or know about status codes (see `http`).
+//! call for Redis). A request's `pub` is validated once per key and then
+//! taken from a bounded cache. This module does not parse JSON (beyond
+//! handing bodies to the protocol's decoder) or know about status codes (see
+//! `http`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -30,6 +32,7 @@ use connectoid_protocol::{
 
 use crate::clock::Clock;
 use crate::config::{Config, Limits, micros};
+use crate::key_cache::KeyCache;
 use crate::metrics::Metrics;
 use crate::rate::Limiters;
 use crate::store::{
@@ -51,6 +54,7 @@ pub struct Relay {
     metrics: Metrics,
     info: RelayInfo,
     trust_forwarded_for: bool,
+    keys: KeyCache,
 }
 
 impl std::fmt::Debug for Relay {
@@ -123,6 +127,7 @@ impl Relay {
             metrics: Metrics::new(),
             info,
             trust_forwarded_for: config.trust_forwarded_for,
+            keys: KeyCache::default(),
         }
     }
 
@@ -195,6 +200,12 @@ impl Relay {
             self.metrics.rate_limited(kind);
             Err(ApiError::new(ErrorCode::TooOften, kind))
         }
+    }
+
+    /// Decodes a request body ([`Request::from_json`]), validating its `pub`
+    /// only the first time the relay sees that key.
+    pub fn parse_request(&self, body: &[u8]) -> Result<Request, ApiError> {
+        Request::from_json_with(body, |text| self.keys.parse(text))
     }
 
     /// Answers one API request from `source`.

@@ -61,6 +61,6 @@ impl Options {
 
     /// Sends per fan-out scenario.
     pub fn fanout_sends(&self) -> usize {
-        if self.quick { 40 } else { 100 }
+        if self.quick { 150 } else { 400 }
     }
 }
