@@ -8,10 +8,10 @@
 mod common;
 
 use std::collections::HashSet;
-use std::io::{BufRead as _, BufReader};
+use std::io::BufReader;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdout, Command};
 
 use common::*;
 use connectoid_protocol::b64;
@@ -29,41 +29,18 @@ struct Relay {
 impl Relay {
     /// Starts the binary and reads its `listening` lines.
     fn start(data: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["--http", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .args(["--send-rate-ip", "off", "--send-rate-mailbox", "off"])
-            .args(["--check-rate-ip", "off", "--check-rate-mailbox", "off"])
-            .args(["--max-pending", "1000"])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        let http = line
-            .trim()
-            .strip_prefix("listening http=")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .unwrap();
-        let udp = extra.contains(&"--udp").then(|| {
-            let mut line = String::new();
-            stdout.read_line(&mut line).unwrap();
-            line.trim()
-                .strip_prefix("listening udp=")
-                .unwrap_or_else(|| panic!("unexpected second line {line:?}"))
-                .parse()
-                .unwrap()
-        });
+        let data = data.to_str().unwrap();
+        let mut args = vec!["--http", "127.0.0.1:0", "--data", data];
+        args.extend(["--send-rate-ip", "off", "--send-rate-mailbox", "off"]);
+        args.extend(["--check-rate-ip", "off", "--check-rate-mailbox", "off"]);
+        args.extend(["--max-pending", "1000"]);
+        args.extend(extra);
+        let spawned = spawn_relay(&args, "warn");
         Self {
-            child,
-            http,
-            udp,
-            _stdout: stdout,
+            child: spawned.child,
+            http: spawned.http,
+            udp: spawned.udp,
+            _stdout: spawned.stdout,
         }
     }
 

@@ -12,16 +12,14 @@
 mod common;
 
 use std::collections::HashSet;
-use std::io::{BufRead as _, BufReader};
+use std::io::BufReader;
 use std::net::SocketAddr;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdout};
 
 use common::redis_server::RedisServer;
 use common::*;
 use connectoid_protocol::{RelayUrl, SecretKey, b64};
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_connectoid-relay");
 
 /// The URL every node is published under (the load balancer's).
 const PUBLIC: &str = "http://relay.test/";
@@ -52,27 +50,12 @@ impl Node {
         if !extra.contains(&"--url") {
             args.extend(["--url", PUBLIC]);
         }
-        let mut child = Command::new(BIN)
-            .args(&args)
-            .args(extra)
-            .env("RUST_LOG", "error,tower_http=off")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        let http = line
-            .trim()
-            .strip_prefix("listening http=")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .unwrap();
+        args.extend(extra);
+        let spawned = spawn_relay(&args, "error,tower_http=off");
         Self {
-            child,
-            http,
-            _stdout: stdout,
+            child: spawned.child,
+            http: spawned.http,
+            _stdout: spawned.stdout,
         }
     }
 

@@ -174,3 +174,48 @@ pub async fn http_post(addr: SocketAddr, body: &str) -> std::io::Result<(u16, Va
         serde_json::from_str(body).map_err(|e| std::io::Error::other(format!("{e}: {body:?}")))?;
     Ok((status, json))
 }
+
+/// A `connectoid-relay` process started by [`spawn_relay`]. Its stdout stays
+/// open (a closed pipe would make the relay's later prints fail).
+pub struct RelayChild {
+    /// The process.
+    pub child: std::process::Child,
+    /// The address of `listening http=`.
+    pub http: SocketAddr,
+    /// The address of `listening udp=`, when `--udp` was given.
+    pub udp: Option<SocketAddr>,
+    /// The rest of its stdout.
+    pub stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+/// Starts the relay binary with `args` (stdout piped, stderr inherited,
+/// `RUST_LOG` = `log`) and reads its `listening http=` line, and its
+/// `listening udp=` line when `args` has `--udp`.
+pub fn spawn_relay(args: &[&str], log: &str) -> RelayChild {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_connectoid-relay"))
+        .args(args)
+        .env("RUST_LOG", log)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut read = |prefix: &str| -> SocketAddr {
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        line.trim()
+            .strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("expected {prefix}ADDR, got {line:?}"))
+            .parse()
+            .unwrap()
+    };
+    let http = read("listening http=");
+    let udp = args.contains(&"--udp").then(|| read("listening udp="));
+    RelayChild {
+        child,
+        http,
+        udp,
+        stdout,
+    }
+}
