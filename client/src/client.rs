@@ -62,6 +62,11 @@ pub struct ClientBuilder {
 }
 
 /// How long a send waits for the relays of its fan-out.
+///
+/// Either way each relay's request runs as its own task: a send whose future
+/// is dropped still completes at the relays already asked (each request is
+/// bounded by the per-relay timeout), so a message the app gave up on may
+/// still arrive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum SendWait {
