@@ -27,38 +27,11 @@ use connectoid_protocol::api::{
 use connectoid_protocol::envelope::{Envelope, Kind, LinkProof, seal_envelope};
 use connectoid_protocol::fuzzing;
 use connectoid_protocol::link::{Link, LinkSecret, RelayEntry, RelayUrl};
-use connectoid_protocol::rand_core::{TryCryptoRng, TryRng};
 use connectoid_protocol::udp::{
     CheckRequest, CheckResponse, CheckStatus, MailboxCheck, ObservedAddr,
 };
 use connectoid_protocol::{Answer, At, SecretKey, b64, limits, seal};
 use serde_json::{Value, json};
-
-/// A repeatable RNG (SplitMix64): the seeds must not change between runs.
-struct SeedRng(u64);
-
-impl TryRng for SeedRng {
-    type Error = core::convert::Infallible;
-    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
-        Ok((self.try_next_u64()? >> 32) as u32)
-    }
-    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        Ok(z ^ (z >> 31))
-    }
-    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
-        for chunk in dst.chunks_mut(8) {
-            let word = self.try_next_u64()?.to_le_bytes();
-            chunk.copy_from_slice(&word[..chunk.len()]);
-        }
-        Ok(())
-    }
-}
-
-impl TryCryptoRng for SeedRng {}
 
 /// Seeds per target, by file name.
 #[derive(Default)]
@@ -407,7 +380,7 @@ fn envelope_seeds(corpus: &mut Corpus) {
         ("link-used", Kind::LinkUsed, Value::Null),
         ("large", Kind::App, json!({"blob": "x".repeat(3000)})),
     ];
-    let mut rng = SeedRng(1);
+    let mut rng = fuzzing::RepeatableRng::new(1);
     for (name, kind, body) in bodies {
         let envelope = Envelope {
             kind,

@@ -385,8 +385,8 @@ pub fn open_envelope(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fuzzing::RepeatableRng;
     use crate::link::{RelayEntry, RelayUrl};
-    use crate::test_rng::FixedRng;
 
     fn key(byte: u8) -> SecretKey {
         SecretKey::from_bytes(&[byte; 48]).unwrap()
@@ -423,7 +423,7 @@ mod tests {
         let (alice, bob) = (key(1), key(2));
         let secret = LinkSecret([3; 16]);
         let envelope = hello(&alice, &bob, &secret);
-        let sealed = seal_envelope(&mut FixedRng::new(1), &bob, &envelope).unwrap();
+        let sealed = seal_envelope(&mut RepeatableRng::new(1), &bob, &envelope).unwrap();
         let now = envelope.ts + 1000;
         let opened = open_envelope(&alice, &sealed, now).unwrap();
         assert_eq!(opened, envelope);
@@ -457,8 +457,12 @@ mod tests {
         assert_eq!(envelope.sign(&eve), Err(EnvelopeError::SignerMismatch));
         // Sealed to Eve but addressed to Alice: Eve's open rejects it.
         let jws = envelope.sign(&bob).unwrap();
-        let sealed =
-            seal::seal_message(&mut FixedRng::new(2), &eve.public_key(), jws.as_bytes()).unwrap();
+        let sealed = seal::seal_message(
+            &mut RepeatableRng::new(2),
+            &eve.public_key(),
+            jws.as_bytes(),
+        )
+        .unwrap();
         assert_eq!(
             open_envelope(&eve, &sealed, envelope.ts),
             Err(EnvelopeError::WrongRecipient)

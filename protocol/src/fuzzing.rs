@@ -8,6 +8,8 @@
 //! panicked on hostile input, or a round trip did not hold.
 //!
 //! This module does no I/O and keeps no state beyond two fixed test keys.
+//! It also holds [`RepeatableRng`], the deterministic RNG of the tests and
+//! the seed corpus.
 
 use std::sync::LazyLock;
 
@@ -259,3 +261,42 @@ mod tests {
         }
     }
 }
+
+/// A repeatable RNG (SplitMix64) for tests, the fuzz seed corpus and other
+/// places whose output must not change between runs. Not cryptographically
+/// secure: never use it for real keys.
+#[derive(Debug, Clone)]
+pub struct RepeatableRng(u64);
+
+impl RepeatableRng {
+    /// The stream that starts from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+}
+
+impl rand_core::TryRng for RepeatableRng {
+    type Error = core::convert::Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        Ok((self.try_next_u64()? >> 32) as u32)
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        Ok(z ^ (z >> 31))
+    }
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        for chunk in dst.chunks_mut(8) {
+            let word = self.try_next_u64()?.to_le_bytes();
+            chunk.copy_from_slice(&word[..chunk.len()]);
+        }
+        Ok(())
+    }
+}
+
+impl rand_core::TryCryptoRng for RepeatableRng {}

@@ -32,8 +32,6 @@ pub mod seal;
 pub mod udp;
 
 mod serde_bytes;
-#[cfg(test)]
-mod test_rng;
 
 pub use api::{
     Action, Answer, ApiError, ErrorCode, Message, Operation, RelayInfo, Request, Response,

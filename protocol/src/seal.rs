@@ -272,7 +272,7 @@ impl<R: CryptoRng + ?Sized> rand_core::TryCryptoRng for RngRef<'_, R> {}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_rng::FixedRng;
+    use crate::fuzzing::RepeatableRng;
 
     fn key(byte: u8) -> SecretKey {
         SecretKey::from_bytes(&[byte; 48]).unwrap()
@@ -281,7 +281,7 @@ mod tests {
     #[test]
     fn seal_open_round_trip_and_purpose_separation() {
         let alice = key(1);
-        let mut rng = FixedRng::new(5);
+        let mut rng = RepeatableRng::new(5);
         let sealed = seal_message(&mut rng, &alice.public_key(), b"hello").unwrap();
         assert_eq!(sealed.len(), SEAL_OVERHEAD + MIN_PADDED_LEN);
         assert_eq!(open_message(&alice, &sealed).unwrap(), b"hello");
@@ -298,7 +298,8 @@ mod tests {
     #[test]
     fn question_round_trip() {
         let alice = key(3);
-        let sealed = seal_question(&mut FixedRng::new(1), &alice.public_key(), &[4; 32]).unwrap();
+        let sealed =
+            seal_question(&mut RepeatableRng::new(1), &alice.public_key(), &[4; 32]).unwrap();
         assert_eq!(sealed.len(), SEALED_QUESTION_LEN);
         assert_eq!(open_question(&alice, &sealed).unwrap(), [4; 32]);
     }

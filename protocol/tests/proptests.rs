@@ -23,7 +23,6 @@ use connectoid_protocol::b64;
 use connectoid_protocol::envelope::{Envelope, Kind, LinkProof, open_envelope, seal_envelope};
 use connectoid_protocol::keys::{PUBLIC_KEY_LEN, PUBLIC_KEY_TEXT_LEN, PublicKey, SecretKey};
 use connectoid_protocol::link::{Link, LinkError, LinkSecret, RelayEntry, RelayUrl};
-use connectoid_protocol::rand_core::{TryCryptoRng, TryRng};
 use connectoid_protocol::safety::{SAFETY_CODE_LEN, SYMBOLS, SafetyCode};
 use connectoid_protocol::seal::{
     self, MAX_PADDED_LEN, MAX_PLAINTEXT_LEN, MIN_PADDED_LEN, OpenError, SEAL_OVERHEAD,
@@ -40,41 +39,8 @@ use serde_json::Value;
 // Test support: a deterministic RNG, a key pool, configurations.
 // ---------------------------------------------------------------------------
 
-/// A deterministic RNG (SplitMix64) for sealing and key generation in tests.
-/// Not cryptographically secure; it only has to be repeatable.
-struct TestRng(u64);
-
-impl TestRng {
-    fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-}
-
-impl TryRng for TestRng {
-    type Error = core::convert::Infallible;
-
-    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
-        Ok((self.try_next_u64()? >> 32) as u32)
-    }
-
-    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        Ok(z ^ (z >> 31))
-    }
-
-    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
-        for chunk in dst.chunks_mut(8) {
-            let word = self.try_next_u64()?.to_le_bytes();
-            chunk.copy_from_slice(&word[..chunk.len()]);
-        }
-        Ok(())
-    }
-}
-
-impl TryCryptoRng for TestRng {}
+/// The deterministic RNG for sealing and key generation in tests.
+type TestRng = connectoid_protocol::fuzzing::RepeatableRng;
 
 /// Key pairs made once: generating a P-384 key costs a scalar multiplication.
 static KEYS: LazyLock<Vec<(SecretKey, PublicKey)>> = LazyLock::new(|| {
