@@ -917,53 +917,20 @@ mod tests {
         assert!(!mailbox.has_after(At(30), 0, 5));
     }
 
-    /// Operations that wait while the writer is busy share one commit.
-    #[test]
-    fn queued_sends_share_one_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
-        init_schema(&db).unwrap();
-        let index = Mutex::new(load_index(&db).unwrap());
-        let (queue, receiver) = mpsc::channel(QUEUE);
-        let id = MailboxId([2; PUBLIC_KEY_LEN]);
-        let mut answers = Vec::new();
-        for i in 0..50u8 {
-            let (reply, answer) = oneshot::channel();
-            let op = Op::Send {
-                mailbox: id,
-                data: vec![i; 120],
-                now_us: 1,
-                reply,
-            };
-            assert!(queue.try_send(op).is_ok());
-            answers.push(answer);
-        }
-        drop(queue);
-        let commits = AtomicU64::new(0);
-        run_writer(&db, &index, StoreOptions::default(), receiver, &commits);
-        assert_eq!(
-            commits.load(Ordering::Relaxed),
-            1,
-            "one commit for 50 sends"
-        );
-        let ats: Vec<At> = answers
-            .into_iter()
-            .map(|mut answer| answer.try_recv().unwrap().unwrap())
-            .collect();
-        assert_eq!(ats, (0..50).map(|i| At(1 + i)).collect::<Vec<_>>());
-        assert_eq!(lock(&index).messages, 50);
-    }
-
-    /// `max_commit_batch: 1` turns group commit off: one commit per send.
-    #[test]
-    fn a_commit_batch_of_one_commits_every_send() {
+    /// Queues `count` sends to one mailbox before the writer runs, runs it
+    /// with `options` until the queue is drained, and returns how many
+    /// commits it made, each send's answer, and the index.
+    fn run_queued_sends(
+        count: u8,
+        options: StoreOptions,
+    ) -> (u64, Vec<Result<At, StoreError>>, Index) {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
         init_schema(&db).unwrap();
         let index = Mutex::new(load_index(&db).unwrap());
         let (queue, receiver) = mpsc::channel(QUEUE);
         let mut answers = Vec::new();
-        for i in 0..10u8 {
+        for i in 0..count {
             let (reply, answer) = oneshot::channel();
             let op = Op::Send {
                 mailbox: MailboxId([2; PUBLIC_KEY_LEN]),
@@ -976,14 +943,36 @@ mod tests {
         }
         drop(queue);
         let commits = AtomicU64::new(0);
+        run_writer(&db, &index, options, receiver, &commits);
+        let answers = answers
+            .into_iter()
+            .map(|mut answer| answer.try_recv().unwrap())
+            .collect();
+        let index = index.into_inner().unwrap();
+        (commits.load(Ordering::Relaxed), answers, index)
+    }
+
+    /// Operations that wait while the writer is busy share one commit.
+    #[test]
+    fn queued_sends_share_one_commit() {
+        let (commits, answers, index) = run_queued_sends(50, StoreOptions::default());
+        assert_eq!(commits, 1, "one commit for 50 sends");
+        let ats: Vec<At> = answers.into_iter().map(Result::unwrap).collect();
+        assert_eq!(ats, (0..50).map(|i| At(1 + i)).collect::<Vec<_>>());
+        assert_eq!(index.messages, 50);
+    }
+
+    /// `max_commit_batch: 1` turns group commit off: one commit per send.
+    #[test]
+    fn a_commit_batch_of_one_commits_every_send() {
         let options = StoreOptions {
             max_commit_batch: 1,
             ..StoreOptions::default()
         };
-        run_writer(&db, &index, options, receiver, &commits);
-        assert_eq!(commits.load(Ordering::Relaxed), 10, "one commit per send");
-        for mut answer in answers {
-            assert!(answer.try_recv().unwrap().is_ok());
+        let (commits, answers, _) = run_queued_sends(10, options);
+        assert_eq!(commits, 10, "one commit per send");
+        for answer in answers {
+            assert!(answer.is_ok());
         }
     }
 }
