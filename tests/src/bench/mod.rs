@@ -32,6 +32,21 @@ pub struct Options {
     pub quick: bool,
     /// Where the JSON report goes.
     pub json: PathBuf,
+    /// `--only SECTION,...`: run only these sections (see [`SECTIONS`]);
+    /// `None` runs all of them.
+    pub only: Option<Vec<String>>,
+}
+
+/// The benchmark's sections, in the order they run.
+pub const SECTIONS: &[&str] = &["checks", "sends", "receive", "redis", "fanout", "memory"];
+
+impl Options {
+    /// Whether `section` is part of this run.
+    pub fn runs(&self, section: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|s| s == section))
+    }
 }
 
 impl Options {

@@ -215,18 +215,30 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         ..Report::default()
     };
 
-    eprintln!("bench: checks (HTTP, UDP) and baselines");
-    checks(&setup, &mut report).await?;
-    eprintln!("bench: durable sends");
-    sends(&setup, &mut report).await?;
-    eprintln!("bench: receive");
-    receive(&setup, &mut report).await?;
-    eprintln!("bench: Redis");
-    redis(&setup, &mut report).await;
-    eprintln!("bench: client fan-out over three relays");
-    fanout(&setup, &mut report).await?;
-    eprintln!("bench: memory");
-    memory(&setup, &mut report).await?;
+    if options.runs("checks") {
+        eprintln!("bench: checks (HTTP, UDP) and baselines");
+        checks(&setup, &mut report).await?;
+    }
+    if options.runs("sends") {
+        eprintln!("bench: durable sends");
+        sends(&setup, &mut report).await?;
+    }
+    if options.runs("receive") {
+        eprintln!("bench: receive");
+        receive(&setup, &mut report).await?;
+    }
+    if options.runs("redis") {
+        eprintln!("bench: Redis");
+        redis(&setup, &mut report).await;
+    }
+    if options.runs("fanout") {
+        eprintln!("bench: client fan-out over three relays");
+        fanout(&setup, &mut report).await?;
+    }
+    if options.runs("memory") {
+        eprintln!("bench: memory");
+        memory(&setup, &mut report).await?;
+    }
     targets(&mut report);
     Ok(report)
 }
@@ -655,12 +667,38 @@ struct Fanout {
     delivered: usize,
 }
 
+/// What happens to the second of the three relays in a fan-out scenario.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    None,
+    /// Killed (kill -9) after the link is accepted.
+    Killed,
+    /// Replaced by a server that accepts connections and never answers.
+    Blackholed,
+}
+
+/// One fan-out scenario on three fresh relays, so that no scenario runs
+/// on relays that earlier scenarios have filled (the comparisons between
+/// scenarios would otherwise depend on their order).
 async fn fanout_once(
-    urls: &[RelayUrl],
+    setup: &Setup,
     sends: usize,
-    kill: Option<&mut ServerProcess>,
+    fault: Fault,
     wait: SendWait,
 ) -> anyhow::Result<Fanout> {
+    let mut relays = Vec::new();
+    for n in 0..3 {
+        relays.push(setup.relay(&format!("fanout-{n}"), &[])?);
+    }
+    let mut urls = relays
+        .iter()
+        .map(|r| r.http_addr().map(crate::url_of))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let hole = Blackhole::start().await?;
+    if fault == Fault::Blackholed {
+        relays.remove(1);
+        urls[1] = hole.url();
+    }
     let (a, b) = (tempfile::tempdir()?, tempfile::tempdir()?);
     let timeout = Duration::from_millis(500);
     let alice = Client::builder(a.path()).relay_timeout(timeout).build()?;
@@ -669,12 +707,12 @@ async fn fanout_once(
         .send_wait(wait)
         .build()?;
     let link = alice
-        .share("Bob", ShareOptions::with_relays(crate::entries(urls)))
+        .share("Bob", ShareOptions::with_relays(crate::entries(&urls)))
         .await?;
     bob.accept(&link, "Alice", json!({"offer": 1}), Default::default())
         .await?;
-    if let Some(relay) = kill {
-        relay.kill();
+    if fault == Fault::Killed {
+        relays[1].kill();
     }
     let mut result = Fanout {
         sends: Sample::default(),
@@ -722,27 +760,17 @@ async fn fanout_once(
 
 async fn fanout(setup: &Setup, report: &mut Report) -> anyhow::Result<()> {
     let sends = setup.options.fanout_sends();
-    let mut relays = [
-        setup.relay("fanout-0", &[])?,
-        setup.relay("fanout-1", &[])?,
-        setup.relay("fanout-2", &[])?,
-    ];
-    let urls = relays
-        .iter()
-        .map(|r| r.http_addr().map(crate::url_of))
-        .collect::<anyhow::Result<Vec<_>>>()?;
     // The sender returns shortly after the first relay accepts
     // (SendWait::FirstAcceptance): the mode for apps that want latency. The
     // last row shows the default mode, which waits for every relay's answer
     // or timeout so that its report is complete.
     let fast = SendWait::FirstAcceptance;
-    let healthy = fanout_once(&urls, sends, None, fast).await?;
-    let hole = Blackhole::start().await?;
-    let holed = [urls[0].clone(), hole.url(), urls[2].clone()];
-    let blackholed = fanout_once(&holed, sends, None, fast).await?;
+    let healthy = fanout_once(setup, sends, Fault::None, fast).await?;
+    let blackholed = fanout_once(setup, sends, Fault::Blackholed, fast).await?;
     // Every send of this row takes the 500 ms timeout: a few show it.
-    let blackholed_all = fanout_once(&holed, sends.min(10), None, SendWait::AllRelays).await?;
-    let killed = fanout_once(&urls, sends, Some(&mut relays[1]), fast).await?;
+    let blackholed_all =
+        fanout_once(setup, sends.min(10), Fault::Blackholed, SendWait::AllRelays).await?;
+    let killed = fanout_once(setup, sends, Fault::Killed, fast).await?;
     for (id, what, f) in [
         (
             "fanout_healthy",

@@ -2,8 +2,11 @@
 //! generators on 127.0.0.1, prints a table and writes a JSON report.
 //!
 //! ```text
-//! cargo run --release -p connectoid-tests --bin bench -- [--quick] [--json PATH]
+//! cargo run --release -p connectoid-tests --bin bench -- [--quick] [--json PATH] [--only SECTIONS]
 //! ```
+//!
+//! `--only checks,memory` runs only those sections (checks, sends, receive,
+//! redis, fanout, memory); targets whose rows were not measured show as such.
 //!
 //! `--quick` keeps the whole run well under 10 minutes on a 2-core machine.
 //! The hidden `--baseline-http` / `--baseline-udp` run one baseline server
@@ -12,22 +15,39 @@
 use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
-use connectoid_tests::bench::{Options, baseline, scenarios};
+use connectoid_tests::bench::{Options, SECTIONS, baseline, scenarios};
 
-fn usage() -> &'static str {
-    "usage: bench [--quick] [--json PATH]   (default PATH: target/bench-report.json)"
+fn usage() -> String {
+    format!(
+        "usage: bench [--quick] [--json PATH] [--only SECTION,...]\n  \
+         default PATH: target/bench-report.json; sections: {}",
+        SECTIONS.join(", ")
+    )
 }
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let mut quick = false;
     let mut json = None;
+    let mut only = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--baseline-http" => return runtime()?.block_on(baseline::run_http()),
             "--baseline-udp" => return runtime()?.block_on(baseline::run_udp()),
             "--quick" => quick = true,
             "--json" => json = Some(PathBuf::from(args.next().context(usage())?)),
+            "--only" => {
+                let list: Vec<String> = args
+                    .next()
+                    .context(usage())?
+                    .split(',')
+                    .map(str::to_owned)
+                    .collect();
+                if let Some(bad) = list.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
+                    bail!("unknown section {bad:?}\n{}", usage());
+                }
+                only = Some(list);
+            }
             "-h" | "--help" => {
                 println!("{}", usage());
                 return Ok(());
@@ -39,6 +59,7 @@ fn main() -> anyhow::Result<()> {
     let options = Options {
         quick,
         json: json.clone(),
+        only,
     };
     let started = std::time::Instant::now();
     let report = runtime()?.block_on(scenarios::run(options))?;
