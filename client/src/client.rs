@@ -76,7 +76,9 @@ pub enum SendWait {
     #[default]
     AllRelays,
     /// Return shortly after the first relay accepts: once one has, wait at
-    /// most a fifth of the time that took for the others, then return. The
+    /// most a fifth of the time that took for the others (nothing, beyond
+    /// taking the answers already in, when that is under a millisecond,
+    /// the resolution of tokio's timers), then return. The
     /// requests still under way go on in the background (each bounded by the
     /// per-relay timeout) and are reported as [`RelayError::InFlight`]. For
     /// apps that want low latency more than a complete report.

@@ -256,6 +256,13 @@ where
 /// others get this fraction of the time that took.
 const FIRST_ACCEPTANCE_GRACE_DIVISOR: u32 = 5;
 
+/// tokio's timers tick in milliseconds and round every deadline (even one
+/// already past) up to a tick, so a grace shorter than this would cost up
+/// to a whole millisecond more than asked (on a fast network, as much as
+/// the send itself). Such a grace is skipped: only answers that are already
+/// in are collected.
+const TIMER_RESOLUTION: Duration = Duration::from_millis(1);
+
 /// [`fan_out`] for sends: each relay's request runs as its own task, so that
 /// with [`SendWait::FirstAcceptance`] this can return shortly after the first
 /// acceptance while the requests still under way finish in the background
@@ -282,11 +289,17 @@ where
         })
         .collect();
     let mut results: Vec<Option<Result<(), RelayError>>> = vec![None; relays.len()];
-    let mut deadline = None;
+    // After the first acceptance (FirstAcceptance only): how long the
+    // others still get. `Some(None)`: no timer, only answers already in.
+    let mut grace: Option<Option<tokio::time::Instant>> = None;
     loop {
-        let next = match deadline {
+        let next = match grace {
             None => pending.next().await,
-            Some(deadline) => match tokio::time::timeout_at(deadline, pending.next()).await {
+            Some(None) => match futures::FutureExt::now_or_never(pending.next()) {
+                Some(next) => next,
+                None => break,
+            },
+            Some(Some(deadline)) => match tokio::time::timeout_at(deadline, pending.next()).await {
                 Ok(next) => next,
                 Err(_) => break,
             },
@@ -296,10 +309,10 @@ where
         };
         let result = joined
             .unwrap_or_else(|e| Err(RelayError::Connect(format!("the send task failed: {e}"))));
-        if wait == SendWait::FirstAcceptance && deadline.is_none() && result.is_ok() {
-            deadline = Some(
-                tokio::time::Instant::now() + started.elapsed() / FIRST_ACCEPTANCE_GRACE_DIVISOR,
-            );
+        if wait == SendWait::FirstAcceptance && grace.is_none() && result.is_ok() {
+            let time = started.elapsed() / FIRST_ACCEPTANCE_GRACE_DIVISOR;
+            // Even a deadline already past waits for the timer's next tick.
+            grace = Some((time >= TIMER_RESOLUTION).then(|| tokio::time::Instant::now() + time));
         }
         results[index] = Some(result);
     }
@@ -355,6 +368,46 @@ mod tests {
             results,
             vec![Ok(()), Err(RelayError::InFlight), Err(RelayError::InFlight)]
         );
+    }
+
+    /// Relays answering at the given offsets (ms) after the send starts.
+    fn answering_after(
+        offsets_ms: &'static [u64],
+    ) -> impl Fn(RelayEntry) -> std::pin::Pin<Box<dyn Future<Output = Result<(), RelayError>> + Send>>
+    {
+        move |entry: RelayEntry| {
+            let port = entry.url.as_str().trim_end_matches('/').rsplit(':').next();
+            let index: usize = port.unwrap().parse::<usize>().unwrap() - 1;
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(offsets_ms[index])).await;
+                Ok(())
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_first_acceptance_send_waits_a_fifth_for_the_others() {
+        // The first accepts after 20 ms: the others get 4 ms more.
+        let relays = entries(3);
+        let results = send_fan_out(
+            &relays,
+            SendWait::FirstAcceptance,
+            answering_after(&[20, 23, 30]),
+        )
+        .await;
+        let results: Vec<_> = results.into_iter().map(|(_, r)| r).collect();
+        assert_eq!(results, vec![Ok(()), Ok(()), Err(RelayError::InFlight)]);
+    }
+
+    #[tokio::test]
+    async fn a_first_acceptance_grace_under_the_timer_tick_takes_only_answers_already_in() {
+        // All answer at once: the grace (a fifth of almost nothing) is below
+        // the timer's millisecond, so no timer is armed, yet the answers
+        // already in are reported rather than called in flight.
+        let relays = entries(3);
+        let at_once = |_: RelayEntry| async { Ok(()) };
+        let results = send_fan_out(&relays, SendWait::FirstAcceptance, at_once).await;
+        assert!(results.iter().all(|(_, r)| r.is_ok()), "{results:?}");
     }
 
     #[tokio::test]
