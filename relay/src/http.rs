@@ -1,4 +1,4 @@
-//! The HTTP front end: an axum [`Router`] over a [`Relay`].
+//! The HTTP front end: [`RelayRouter`], a tower service over a [`Relay`].
 //!
 //! | route | answer |
 //! | --- | --- |
@@ -7,38 +7,64 @@
 //! | `GET /healthz` | `{"ok":true}`, or 503 when the store is unusable |
 //! | `GET /metrics` | Prometheus (OpenMetrics) text |
 //!
+//! `POST /`, the one hot path, is answered directly: the body is read
+//! within the size limit, handed to the relay, and the JSON answer goes
+//! back with the CORS header. Every other request goes through an axum
+//! [`Router`] with CORS (preflights included), tracing and the body limit.
+//! Measured with the benchmark, axum's routing and tower's layers cost more
+//! CPU than the whole protocol work of a check, so the API does not take
+//! that way.
+//!
 //! Every error, including unknown paths, wrong methods and oversized bodies,
 //! is the protocol's JSON error body with its status code; [`AppError`] is
 //! the one place that makes them. CORS allows any origin. This module knows
 //! nothing about storage or limits beyond the body size; see `service`.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, State};
-use axum::http::request::Parts;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{any, get};
 use connectoid_protocol::{ApiError, ErrorCode, Response, limits};
+use http_body_util::BodyExt as _;
+use tower::ServiceExt as _;
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::service::Relay;
 
-/// The router of a relay: every route, the body limit, CORS and tracing.
-pub fn router(relay: Arc<Relay>) -> Router {
+/// The HTTP service of a relay (see the module documentation). Cheap to
+/// clone; `oneshot` it in tests, or let [`Server`](crate::Server) serve it.
+///
+/// The client's address comes from the connection the server accepted, or,
+/// for a request handed in directly, from a
+/// [`ConnectInfo<SocketAddr>`](ConnectInfo) request extension.
+#[derive(Clone, Debug)]
+pub struct RelayRouter {
+    relay: Arc<Relay>,
+    rest: Router,
+    peer: Option<SocketAddr>,
+}
+
+/// The service of a relay: `POST /` and every other route.
+pub fn router(relay: Arc<Relay>) -> RelayRouter {
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
         .allow_headers(Any)
         .max_age(Duration::from_secs(86_400));
-    Router::new()
-        .route("/", post(api))
+    let rest = Router::new()
+        // `POST /` never gets here; this answers the other methods.
+        .route("/", any(method_not_allowed))
         .route("/.well-known/connectoid", get(info))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -47,7 +73,46 @@ pub fn router(relay: Arc<Relay>) -> Router {
         .layer(DefaultBodyLimit::max(limits::MAX_REQUEST_BODY))
         .layer(TraceLayer::new_for_http())
         .layer(cors)
-        .with_state(relay)
+        .with_state(Arc::clone(&relay));
+    RelayRouter {
+        relay,
+        rest,
+        peer: None,
+    }
+}
+
+impl RelayRouter {
+    /// This service for the connection from `peer`.
+    pub(crate) fn for_peer(&self, peer: SocketAddr) -> Self {
+        Self {
+            peer: Some(peer),
+            ..self.clone()
+        }
+    }
+}
+
+impl<B> tower::Service<axum::http::Request<B>> for RelayRouter
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        if request.method() == Method::POST && request.uri().path() == "/" {
+            let relay = Arc::clone(&self.relay);
+            let peer = self.peer;
+            Box::pin(async move { Ok(api(&relay, peer, request).await) })
+        } else {
+            Box::pin(self.rest.clone().oneshot(request))
+        }
+    }
 }
 
 /// An API error on its way to becoming an HTTP response.
@@ -81,33 +146,33 @@ fn json(response: &Response) -> axum::response::Response {
         .into_response()
 }
 
-/// The client's address: the socket peer, or with
+/// The client's address: the connection's peer (or its [`ConnectInfo`]
+/// extension), or with
 /// [`Config::trust_forwarded_for`](crate::Config::trust_forwarded_for) and
-/// a loopback peer, the last `X-Forwarded-For` entry. Without connection
-/// information (a router called directly) it is `0.0.0.0`.
-pub(crate) struct ClientIp(pub(crate) IpAddr);
-
-impl FromRequestParts<Arc<Relay>> for ClientIp {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        relay: &Arc<Relay>,
-    ) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| {
-                info.0.ip().to_canonical()
-            });
-        if relay.trust_forwarded_for()
-            && peer.is_loopback()
-            && let Some(forwarded) = last_forwarded(&parts.headers)
-        {
-            return Ok(Self(forwarded.to_canonical()));
-        }
-        Ok(Self(peer))
+/// a loopback peer, the last `X-Forwarded-For` entry. Without either it is
+/// `0.0.0.0`.
+fn client_ip(
+    relay: &Relay,
+    peer: Option<SocketAddr>,
+    extensions: &axum::http::Extensions,
+    headers: &HeaderMap,
+) -> IpAddr {
+    let peer = peer
+        .or_else(|| {
+            extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|info| info.0)
+        })
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |addr| {
+            addr.ip().to_canonical()
+        });
+    if relay.trust_forwarded_for()
+        && peer.is_loopback()
+        && let Some(forwarded) = last_forwarded(headers)
+    {
+        return forwarded.to_canonical();
     }
+    peer
 }
 
 fn last_forwarded(headers: &HeaderMap) -> Option<IpAddr> {
@@ -115,42 +180,71 @@ fn last_forwarded(headers: &HeaderMap) -> Option<IpAddr> {
     value.to_str().ok()?.rsplit(',').next()?.trim().parse().ok()
 }
 
-async fn api(
-    State(relay): State<Arc<Relay>>,
-    ClientIp(source): ClientIp,
-    body: Result<Bytes, BytesRejection>,
-) -> axum::response::Response {
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            let error = ApiError::new(
-                ErrorCode::TooBig,
-                format!(
-                    "the request body is over {} bytes",
-                    limits::MAX_REQUEST_BODY
-                ),
-            );
-            relay.count_request("invalid", &Err(error.clone()));
-            return AppError(error).into_response();
-        }
-        Err(rejection) => {
-            let error = ApiError::new(ErrorCode::MalformedJson, rejection.body_text());
-            relay.count_request("invalid", &Err(error.clone()));
-            return AppError(error).into_response();
-        }
+/// `POST /`: the API.
+async fn api<B>(
+    relay: &Relay,
+    peer: Option<SocketAddr>,
+    request: axum::http::Request<B>,
+) -> axum::response::Response
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<axum::BoxError>,
+{
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let source = client_ip(relay, peer, &parts.extensions, &parts.headers);
+    let (action, result) = match read_body(body).await {
+        Ok(body) => match relay.parse_request(&body) {
+            Ok(request) => {
+                let action = request.op.action().as_str();
+                (action, relay.handle(&request, source).await)
+            }
+            Err(error) => ("invalid", Err(error)),
+        },
+        Err(error) => ("invalid", Err(error)),
     };
-    let request = match relay.parse_request(&body) {
-        Ok(request) => request,
-        Err(error) => {
-            relay.count_request("invalid", &Err(error.clone()));
-            return AppError(error).into_response();
-        }
-    };
-    let result = relay.handle(&request, source).await;
-    relay.count_request(request.op.action().as_str(), &result);
-    match result {
+    relay.count_request(action, &result);
+    let mut response = match result {
         Ok(response) => json(&response),
         Err(error) => AppError(error).into_response(),
+    };
+    // What the CORS layer adds to the other routes' answers.
+    response.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    tracing::debug!(
+        %source,
+        action,
+        status = response.status().as_u16(),
+        latency_us = started.elapsed().as_micros() as u64,
+        "api request"
+    );
+    response
+}
+
+/// The request body, at most [`limits::MAX_REQUEST_BODY`] bytes.
+async fn read_body<B>(body: B) -> Result<Bytes, ApiError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<axum::BoxError>,
+{
+    match http_body_util::Limited::new(body, limits::MAX_REQUEST_BODY)
+        .collect()
+        .await
+    {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
+            ErrorCode::TooBig,
+            format!(
+                "the request body is over {} bytes",
+                limits::MAX_REQUEST_BODY
+            ),
+        )),
+        Err(error) => Err(ApiError::new(
+            ErrorCode::MalformedJson,
+            format!("reading the request body: {error}"),
+        )),
     }
 }
 

@@ -37,7 +37,7 @@ mod udp;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, Limits, Rate, RateLimits, Retention, StoreUrl, TlsConfig};
-pub use http::router;
+pub use http::{RelayRouter, router};
 pub use server::{Server, ShutdownError, SpawnError};
 pub use service::{PROTOCOL_VERSION, Relay};
 pub use store::{RedbStore, RedisStore, RedisTarget, Store, StoreError, StoreOptions};

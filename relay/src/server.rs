@@ -158,7 +158,10 @@ impl Server {
         let relay = Arc::new(Relay::new(&config, store, udp_addr.map(|a| a.port())));
 
         let handle = axum_server::Handle::new();
-        let app = router(Arc::clone(&relay)).into_make_service_with_connect_info::<SocketAddr>();
+        let service = router(Arc::clone(&relay));
+        let app = tower::service_fn(move |peer: SocketAddr| {
+            std::future::ready(Ok::<_, std::convert::Infallible>(service.for_peer(peer)))
+        });
         let http_task = match tls {
             None => tokio::spawn(
                 axum_server::from_tcp(listener)

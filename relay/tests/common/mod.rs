@@ -66,7 +66,7 @@ pub fn test_url() -> RelayUrl {
 /// A relay over a redb store in a temporary directory, with a manual clock.
 pub struct TestRelay {
     pub relay: Arc<Relay>,
-    pub router: axum::Router,
+    pub router: connectoid_relay::RelayRouter,
     pub clock: Arc<ManualClock>,
     pub dir: TempDir,
 }

@@ -1005,12 +1005,12 @@ fn targets(report: &mut Report) {
             false,
         ),
     ];
-    const HTTP_LIMITS: &str = "what limits it (perf record on the relay under this load): a \
-         request's `pub` is validated once and then taken from the relay's key cache, which \
-         removed the largest single cost (P-384 point decompression, two fifths of the samples); \
-         what remains is spread over the kernel's TCP work, tokio wake-ups, axum/tower layers \
-         (routing, CORS, trace, body limit), JSON decoding and encoding, the rate limiters and \
-         metrics. Next lever: a leaner HTTP path than axum's stack for POST /";
+    const HTTP_LIMITS: &str = "what limits it (perf record on the relay under this load): `POST /` \
+         is answered directly rather than through axum's router and tower's layers (which cost \
+         more than the protocol work), and a request's `pub` is validated once and then taken \
+         from the relay's key cache; what remains is spread over hyper, tokio wake-ups, JSON \
+         decoding and encoding, the store lookup and metrics, next to the kernel's TCP work that \
+         the baseline has too";
     for target in &mut targets[..2] {
         if target.passed() == Some(false) {
             target.note = HTTP_LIMITS.into();
