@@ -26,9 +26,17 @@
 //!
 //! Last-check times live in memory and are written when they are
 //! [`StoreOptions::check_persist_us`] newer than the stored value (by the
-//! sweep), at every send (which writes the mailbox record anyway) and at
+//! sweep; the difference is kept in milliseconds, rounded up at each check),
+//! at every send (which writes the mailbox record anyway) and at
 //! [`Store::close`]. Questions are not persisted: after a restart a client
 //! gets "No question" and checks again.
+//!
+//! **Memory.** Nearly every mailbox is idle, so an idle one costs about 100
+//! bytes: an 80-byte record (id, newest `at`, last check, how far the stored
+//! check is behind, and a pointer to the message queue, which idle
+//! mailboxes do not have) in one vector, and an 8-byte slot, 3/8 to 3/4 of
+//! them in use, in the table that finds records by id. redb's page cache is
+//! held to [`CACHE_BYTES`] (redb's default is 1 GiB).
 //!
 //! Opening rebuilds the index by scanning both tables (keys and value
 //! lengths only). This module does not do rate limiting, cryptography or
@@ -36,6 +44,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::hash::{BuildHasher as _, RandomState};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
@@ -45,7 +54,10 @@ use async_trait::async_trait;
 use connectoid_protocol::At;
 use connectoid_protocol::api::Message;
 use connectoid_protocol::keys::PUBLIC_KEY_LEN;
-use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
+use redb::{
+    Database, ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _,
+    TableDefinition,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
@@ -61,6 +73,11 @@ const SCHEMA: u64 = 1;
 pub(crate) const FILE_NAME: &str = "relay.redb";
 /// Operations that may wait for the writer before senders wait too.
 const QUEUE: usize = 1024;
+/// redb's page cache (reads and not yet written pages), bytes. redb's default
+/// of 1 GiB would in time keep every page the relay touched, on top of the
+/// index, which already answers checks; this holds the tables' upper levels
+/// and a busy commit, and the operating system's cache holds the file.
+const CACHE_BYTES: usize = 16 << 20;
 
 const KEY_LEN: usize = PUBLIC_KEY_LEN + 8;
 
@@ -102,50 +119,374 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// One mailbox in memory.
+/// How much newer a mailbox's last check in memory is than the one on disk:
+/// milliseconds, rounded up at every check that moves the time forward and
+/// saturating at `u32::MAX` (49.7 days). Zero exactly when the disk has the
+/// last check; otherwise at least the real difference and at most 1 ms per
+/// check more. It replaces a second 8-byte time in every [`Mailbox`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct CheckLag(u32);
+
+impl CheckLag {
+    /// The disk has the last check.
+    const NONE: Self = Self(0);
+
+    /// The lag after the last check moved forward by `us` microseconds.
+    fn add_us(self, us: u64) -> Self {
+        let ms = u32::try_from(us.div_ceil(1_000)).unwrap_or(u32::MAX);
+        Self(self.0.saturating_add(ms))
+    }
+
+    /// Whether the disk is behind at all (so a flush must write).
+    fn is_behind(self) -> bool {
+        self != Self::NONE
+    }
+
+    /// Whether the disk is at least `persist_us` behind (so a sweep writes).
+    /// A saturated lag is always due.
+    fn is_due(self, persist_us: u64) -> bool {
+        self.is_behind() && (self.0 == u32::MAX || u64::from(self.0) * 1_000 >= persist_us)
+    }
+}
+
+/// One mailbox in memory. Its fields are laid out flat (80 bytes on 64-bit
+/// targets, the id included) because there is one per mailbox, and idle
+/// mailboxes, which are nearly all of them, have nothing pending.
 #[derive(Debug, Clone)]
 struct Mailbox {
+    id: MailboxId,
     /// The newest `at` ever assigned (0: none).
     last_at: At,
-    /// `(at, size)` of every stored message, oldest first.
-    pending: VecDeque<(At, u32)>,
     /// The last check (or creation), µs.
     last_check_us: u64,
-    /// The last check time written to disk, µs.
-    persisted_check_us: u64,
+    /// How far the last check time on disk is behind `last_check_us`.
+    check_lag: CheckLag,
+    /// `(at, size)` of every stored message, oldest first; `None` when there
+    /// is none.
+    #[expect(
+        clippy::box_collection,
+        reason = "8 bytes in every mailbox instead of a 32-byte VecDeque that idle ones leave empty"
+    )]
+    pending: Option<Box<VecDeque<(At, u32)>>>,
+}
+
+/// What [`Mailbox::remove_expired`] removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Expired {
+    count: u64,
+    bytes: u64,
+    /// The newest `at` among them.
+    newest: At,
 }
 
 impl Mailbox {
-    fn new(now_us: u64) -> Self {
+    /// A mailbox whose last check, `now_us`, is on disk.
+    fn new(id: MailboxId, now_us: u64) -> Self {
         Self {
+            id,
             last_at: At::ZERO,
-            pending: VecDeque::new(),
             last_check_us: now_us,
-            persisted_check_us: now_us,
+            check_lag: CheckLag::NONE,
+            pending: None,
         }
+    }
+
+    /// `(at, size)` of every stored message, oldest first.
+    fn pending(&self) -> impl Iterator<Item = &(At, u32)> {
+        self.pending.iter().flat_map(|pending| pending.iter())
+    }
+
+    fn pending_len(&self) -> usize {
+        self.pending.as_ref().map_or(0, |pending| pending.len())
+    }
+
+    fn push(&mut self, at: At, size: u32) {
+        self.pending.get_or_insert_default().push_back((at, size));
+    }
+
+    /// Records a check at `now_us` (a clock that went back changes nothing).
+    fn checked(&mut self, now_us: u64) {
+        if now_us > self.last_check_us {
+            self.check_lag = self.check_lag.add_us(now_us - self.last_check_us);
+            self.last_check_us = now_us;
+        }
+    }
+
+    /// The last check time has been written to disk.
+    fn persisted(&mut self) {
+        self.check_lag = CheckLag::NONE;
     }
 
     /// How many messages at the front have expired at `now_us`.
     fn expired(&self, now_us: u64, ttl_us: u64) -> usize {
-        self.pending
-            .partition_point(|(at, _)| at.0.saturating_add(ttl_us) <= now_us)
+        self.pending.as_ref().map_or(0, |pending| {
+            pending.partition_point(|(at, _)| at.0.saturating_add(ttl_us) <= now_us)
+        })
     }
 
     fn live(&self, now_us: u64, ttl_us: u64) -> usize {
-        self.pending.len() - self.expired(now_us, ttl_us)
+        self.pending_len() - self.expired(now_us, ttl_us)
     }
 
     /// Messages expire in `at` order, so the newest decides.
     fn has_after(&self, after: At, now_us: u64, ttl_us: u64) -> bool {
         self.pending
-            .back()
+            .as_ref()
+            .and_then(|pending| pending.back())
             .is_some_and(|(at, _)| *at > after && at.0.saturating_add(ttl_us) > now_us)
+    }
+
+    /// Forgets the messages expired at `now_us` (and the queue once it is
+    /// empty); `None` if there were none.
+    fn remove_expired(&mut self, now_us: u64, ttl_us: u64) -> Option<Expired> {
+        let count = self.expired(now_us, ttl_us);
+        let pending = self.pending.as_mut()?;
+        let newest = pending.get(count.checked_sub(1)?)?.0;
+        let bytes = pending
+            .drain(..count)
+            .map(|(_, size)| u64::from(size))
+            .sum();
+        if pending.is_empty() {
+            self.pending = None;
+        }
+        Some(Expired {
+            count: count as u64,
+            bytes,
+            newest,
+        })
+    }
+}
+
+/// Most mailboxes [`Mailboxes`] can hold (positions are below `u32::MAX`).
+const MAX_MAILBOXES: u64 = u32::MAX as u64;
+
+/// Where the records of [`Mailboxes`] are, by id: open addressing with linear
+/// probing over 8-byte slots. A slot is `tag << 32 | (position + 1)`, or 0
+/// when empty; `tag` is the upper half of the id's keyed hash, and its low
+/// bits pick the slot where the search starts. A lookup reads one run of
+/// adjacent slots and compares ids only where the tag matches, so it touches
+/// memory about as often as a `HashMap` lookup; growing never reads the
+/// records. Removal shifts the rest of the run back (no tombstones).
+#[derive(Debug, Default)]
+struct Positions {
+    /// Empty, or a power of two long and at most 3/4 full.
+    slots: Vec<u64>,
+    len: usize,
+}
+
+impl Positions {
+    const MIN_SLOTS: usize = 16;
+
+    fn home(tag: u32, mask: usize) -> usize {
+        tag as usize & mask
+    }
+
+    fn tag(slot: u64) -> u32 {
+        (slot >> 32) as u32
+    }
+
+    /// The position a full slot holds.
+    fn position(slot: u64) -> usize {
+        (slot as u32 - 1) as usize
+    }
+
+    /// The slot holding `tag` and a position for which `is` holds.
+    fn find(&self, tag: u32, mut is: impl FnMut(usize) -> bool) -> Option<usize> {
+        let mask = self.slots.len().checked_sub(1)?;
+        let mut i = Self::home(tag, mask);
+        loop {
+            let slot = self.slots[i];
+            if slot == 0 {
+                return None;
+            }
+            if Self::tag(slot) == tag && is(Self::position(slot)) {
+                return Some(i);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// The position in slot `i` (found by [`Self::find`]).
+    fn get(&self, i: usize) -> usize {
+        Self::position(self.slots[i])
+    }
+
+    /// Points slot `i` (found by [`Self::find`]) to `position`.
+    fn set(&mut self, i: usize, position: u32) {
+        self.slots[i] = (self.slots[i] & !u64::from(u32::MAX)) | u64::from(position + 1);
+    }
+
+    /// Adds `position` (below `u32::MAX`) under `tag`.
+    fn insert(&mut self, tag: u32, position: u32) {
+        if (self.len + 1) * 4 > self.slots.len() * 3 {
+            self.resize((self.slots.len() * 2).max(Self::MIN_SLOTS));
+        }
+        Self::place(
+            &mut self.slots,
+            (u64::from(tag) << 32) | u64::from(position + 1),
+        );
+        self.len += 1;
+    }
+
+    fn place(slots: &mut [u64], slot: u64) {
+        let mask = slots.len() - 1;
+        let mut i = Self::home(Self::tag(slot), mask);
+        while slots[i] != 0 {
+            i = (i + 1) & mask;
+        }
+        slots[i] = slot;
+    }
+
+    /// Empties slot `i`, moving back the later slots of its run that may
+    /// stand there, so that every search still finds them.
+    fn remove(&mut self, i: usize) {
+        let mask = self.slots.len() - 1;
+        let mut hole = i;
+        let mut j = (i + 1) & mask;
+        while self.slots[j] != 0 {
+            let home = Self::home(Self::tag(self.slots[j]), mask);
+            // The hole is between the slot's home and where it stands.
+            if j.wrapping_sub(home) & mask >= j.wrapping_sub(hole) & mask {
+                self.slots[hole] = self.slots[j];
+                hole = j;
+            }
+            j = (j + 1) & mask;
+        }
+        self.slots[hole] = 0;
+        self.len -= 1;
+    }
+
+    /// Rebuilds with `count` slots (a power of two that holds every entry).
+    fn resize(&mut self, count: usize) {
+        let old = std::mem::replace(&mut self.slots, vec![0; count]);
+        for slot in old.into_iter().filter(|&slot| slot != 0) {
+            Self::place(&mut self.slots, slot);
+        }
+    }
+
+    /// Gives memory back when at most an eighth of the slots are in use.
+    fn shrink(&mut self) {
+        let count = self.slots.len();
+        if count > Self::MIN_SLOTS && self.len * 8 <= count {
+            self.resize((count / 4).max(Self::MIN_SLOTS));
+        }
+    }
+}
+
+/// Every mailbox in memory. The records sit in one dense vector, and
+/// [`Positions`] finds them by id with 8 bytes per slot. The table's size
+/// doubles at powers of two, so just past a doubling more than half of it is
+/// empty: that costs 8 bytes per empty slot here rather than a whole record,
+/// and the vector's spare capacity is never written (for a large vector,
+/// never resident). Removing moves the last record into the hole.
+#[derive(Default)]
+struct Mailboxes {
+    /// Keyed at random per process (SipHash, as `HashMap`'s default), so that
+    /// nobody can choose ids whose tags collide.
+    hasher: RandomState,
+    positions: Positions,
+    records: Vec<Mailbox>,
+}
+
+impl fmt::Debug for Mailboxes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mailboxes")
+            .field("len", &self.records.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Mailboxes {
+    fn with_capacity(capacity: usize) -> Self {
+        let mut mailboxes = Self {
+            records: Vec::with_capacity(capacity),
+            ..Self::default()
+        };
+        let slots = (capacity.saturating_mul(4) / 3 + 1).next_power_of_two();
+        mailboxes.positions.resize(slots.max(Positions::MIN_SLOTS));
+        mailboxes
+    }
+
+    fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    fn tag(&self, id: &MailboxId) -> u32 {
+        (self.hasher.hash_one(id) >> 32) as u32
+    }
+
+    /// The slot and the position of `id`'s record.
+    fn find(&self, id: &MailboxId) -> Option<(usize, usize)> {
+        let records = &self.records;
+        let slot = self
+            .positions
+            .find(self.tag(id), |p| records[p].id == *id)?;
+        Some((slot, self.positions.get(slot)))
+    }
+
+    fn get(&self, id: &MailboxId) -> Option<&Mailbox> {
+        self.find(id).map(|(_, p)| &self.records[p])
+    }
+
+    fn get_mut(&mut self, id: &MailboxId) -> Option<&mut Mailbox> {
+        self.find(id).map(|(_, p)| &mut self.records[p])
+    }
+
+    fn contains(&self, id: &MailboxId) -> bool {
+        self.find(id).is_some()
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, Mailbox> {
+        self.records.iter()
+    }
+
+    /// Adds `mailbox`, or replaces the one with its id. Fails only when
+    /// [`MAX_MAILBOXES`] are there already.
+    fn insert(&mut self, mailbox: Mailbox) -> Result<&mut Mailbox, StoreError> {
+        if let Some((_, p)) = self.find(&mailbox.id) {
+            let record = &mut self.records[p];
+            *record = mailbox;
+            return Ok(record);
+        }
+        let p = u32::try_from(self.records.len())
+            .ok()
+            .filter(|&p| u64::from(p) < MAX_MAILBOXES)
+            .ok_or(StoreError::RelayFull("too many mailboxes"))?;
+        self.positions.insert(self.tag(&mailbox.id), p);
+        self.records.push(mailbox);
+        Ok(&mut self.records[p as usize])
+    }
+
+    fn remove(&mut self, id: &MailboxId) -> Option<Mailbox> {
+        let (slot, p) = self.find(id)?;
+        self.positions.remove(slot);
+        let last = self.records.len() - 1;
+        if p != last {
+            // The last record moves into the hole: its position follows it.
+            let moved = self.tag(&self.records[last].id);
+            if let Some(slot) = self.positions.find(moved, |q| q == last) {
+                self.positions.set(slot, p as u32);
+            }
+        }
+        let removed = self.records.swap_remove(p);
+        self.shrink();
+        Some(removed)
+    }
+
+    /// Gives memory back once most of it is unused (after a sweep removed
+    /// many idle mailboxes), keeping room to double again.
+    fn shrink(&mut self) {
+        let len = self.records.len();
+        if self.records.capacity() >= 1024 && len * 4 < self.records.capacity() {
+            self.records.shrink_to(len * 2);
+        }
+        self.positions.shrink();
     }
 }
 
 #[derive(Debug, Default)]
 struct Index {
-    mailboxes: HashMap<MailboxId, Mailbox>,
+    mailboxes: Mailboxes,
     questions: HashMap<MailboxId, Question>,
     messages: u64,
     bytes: u64,
@@ -213,13 +554,16 @@ impl RedbStore {
             source,
         })?;
         let path = dir.join(FILE_NAME);
-        let db = Database::create(&path).map_err(|e| match e {
-            redb::DatabaseError::Storage(redb::StorageError::Io(source)) => StoreError::Io {
-                path: path.clone(),
-                source,
-            },
-            other => unavailable(format!("{}: {other}", path.display())),
-        })?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| match e {
+                redb::DatabaseError::Storage(redb::StorageError::Io(source)) => StoreError::Io {
+                    path: path.clone(),
+                    source,
+                },
+                other => unavailable(format!("{}: {other}", path.display())),
+            })?;
         init_schema(&db)?;
         let index = load_index(&db)?;
         let db = Arc::new(db);
@@ -320,14 +664,22 @@ fn init_schema(db: &Database) -> Result<(), StoreError> {
 
 fn load_index(db: &Database) -> Result<Index, StoreError> {
     let txn = db.begin_read().map_err(unavailable)?;
-    let mut index = Index::default();
     let mailboxes = txn.open_table(MAILBOXES).map_err(unavailable)?;
+    let count = mailboxes.len().map_err(unavailable)?;
+    if count > MAX_MAILBOXES {
+        return Err(StoreError::Corrupt(format!("{count} mailboxes")));
+    }
+    let mut index = Index {
+        // Exactly as many as there are: the index does not grow while loading.
+        mailboxes: Mailboxes::with_capacity(usize::try_from(count).unwrap_or(0)),
+        ..Index::default()
+    };
     for entry in mailboxes.iter().map_err(unavailable)? {
         let (key, value) = entry.map_err(unavailable)?;
         let (last_at, last_check_us) = value.value();
-        let mut mailbox = Mailbox::new(last_check_us);
+        let mut mailbox = Mailbox::new(mailbox_id(key.value())?, last_check_us);
         mailbox.last_at = At(last_at);
-        index.mailboxes.insert(mailbox_id(key.value())?, mailbox);
+        index.mailboxes.insert(mailbox)?;
     }
     let meta = txn.open_table(META).map_err(unavailable)?;
     if let Some(floor) = meta.get("floor").map_err(unavailable)? {
@@ -340,8 +692,11 @@ fn load_index(db: &Database) -> Result<Index, StoreError> {
         let size = u32::try_from(value.value().len()).unwrap_or(u32::MAX);
         // A message without a mailbox record cannot be written by this
         // version; keep it anyway, its mailbox then counts as created now.
-        let mailbox = index.mailboxes.entry(id).or_insert_with(|| Mailbox::new(0));
-        mailbox.pending.push_back((at, size));
+        let mailbox = match index.mailboxes.find(&id) {
+            Some((_, p)) => &mut index.mailboxes.records[p],
+            None => index.mailboxes.insert(Mailbox::new(id, 0))?,
+        };
+        mailbox.push(at, size);
         mailbox.last_at = mailbox.last_at.max(at);
         index.messages += 1;
         index.bytes += u64::from(size);
@@ -400,14 +755,14 @@ impl<'a> Batch<'a> {
         let size = data.len() as u64;
         let (mailboxes, bytes, floor) = (self.mailboxes, self.bytes, self.floor);
         let slot = self.mailbox(id);
-        if slot.is_none() && mailboxes >= options.max_mailboxes {
+        if slot.is_none() && mailboxes >= options.max_mailboxes.min(MAX_MAILBOXES) {
             return Ok(Err(StoreError::RelayFull("too many mailboxes")));
         }
         if bytes.saturating_add(size) > options.max_stored_bytes {
             return Ok(Err(StoreError::RelayFull("storage limit reached")));
         }
         let created = slot.is_none();
-        let mailbox = slot.get_or_insert_with(|| Mailbox::new(now_us));
+        let mailbox = slot.get_or_insert_with(|| Mailbox::new(id, now_us));
         if mailbox.live(now_us, options.message_ttl_us) >= options.max_pending_per_mailbox as usize
         {
             return Ok(Err(StoreError::MailboxFull));
@@ -420,10 +775,8 @@ impl<'a> Batch<'a> {
         txn.open_table(MAILBOXES)?
             .insert(id.0.as_slice(), (at.0, mailbox.last_check_us))?;
         mailbox.last_at = at;
-        mailbox
-            .pending
-            .push_back((at, u32::try_from(size).unwrap_or(u32::MAX)));
-        mailbox.persisted_check_us = mailbox.last_check_us;
+        mailbox.push(at, u32::try_from(size).unwrap_or(u32::MAX));
+        mailbox.persisted();
         self.messages += 1;
         self.bytes += size;
         if created {
@@ -448,12 +801,8 @@ impl<'a> Batch<'a> {
             self.floor = mailbox.last_at;
             txn.open_table(META)?.insert("floor", self.floor.0)?;
         }
-        self.messages -= mailbox.pending.len() as u64;
-        self.bytes -= mailbox
-            .pending
-            .iter()
-            .map(|(_, s)| u64::from(*s))
-            .sum::<u64>();
+        self.messages -= mailbox.pending_len() as u64;
+        self.bytes -= mailbox.pending().map(|(_, s)| u64::from(*s)).sum::<u64>();
         self.mailboxes -= 1;
         Ok(true)
     }
@@ -488,7 +837,7 @@ impl<'a> Batch<'a> {
         };
         txn.open_table(MAILBOXES)?
             .insert(id.0.as_slice(), (mailbox.last_at.0, mailbox.last_check_us))?;
-        mailbox.persisted_check_us = mailbox.last_check_us;
+        mailbox.persisted();
         Ok(true)
     }
 
@@ -507,25 +856,20 @@ impl<'a> Batch<'a> {
             let mut idle = Vec::new();
             let mut expiring = Vec::new();
             let mut checks_due = Vec::new();
-            for (id, mailbox) in &index.mailboxes {
+            for mailbox in index.mailboxes.iter() {
                 if mailbox
                     .last_check_us
                     .saturating_add(options.mailbox_idle_us)
                     <= now_us
                 {
-                    idle.push(*id);
+                    idle.push(mailbox.id);
                     continue;
                 }
                 if mailbox.expired(now_us, options.message_ttl_us) > 0 {
-                    expiring.push(*id);
+                    expiring.push(mailbox.id);
                 }
-                if mailbox.last_check_us
-                    >= mailbox
-                        .persisted_check_us
-                        .saturating_add(options.check_persist_us)
-                    && mailbox.last_check_us > mailbox.persisted_check_us
-                {
-                    checks_due.push(*id);
+                if mailbox.check_lag.is_due(options.check_persist_us) {
+                    checks_due.push(mailbox.id);
                 }
             }
             (idle, expiring, checks_due)
@@ -539,19 +883,15 @@ impl<'a> Batch<'a> {
             let Some(mailbox) = self.mailbox(id).as_mut() else {
                 continue;
             };
-            let expired = mailbox.expired(now_us, options.message_ttl_us);
-            let Some(&(newest_expired, _)) =
-                expired.checked_sub(1).and_then(|i| mailbox.pending.get(i))
-            else {
+            let Some(expired) = mailbox.remove_expired(now_us, options.message_ttl_us) else {
                 continue;
             };
-            let removed: Vec<(At, u32)> = mailbox.pending.drain(..expired).collect();
-            let (start, end) = (message_key(&id, At::ZERO), message_key(&id, newest_expired));
+            let (start, end) = (message_key(&id, At::ZERO), message_key(&id, expired.newest));
             txn.open_table(MESSAGES)?
                 .retain_in::<&[u8], _>(start.as_slice()..=end.as_slice(), |_, _| false)?;
-            self.messages -= removed.len() as u64;
-            self.bytes -= removed.iter().map(|(_, s)| u64::from(*s)).sum::<u64>();
-            report.messages_removed += removed.len() as u64;
+            self.messages -= expired.count;
+            self.bytes -= expired.bytes;
+            report.messages_removed += expired.count;
         }
         for id in checks_due {
             if self.persist_check(txn, id)? {
@@ -565,8 +905,8 @@ impl<'a> Batch<'a> {
         let due: Vec<MailboxId> = lock(self.index)
             .mailboxes
             .iter()
-            .filter(|(_, m)| m.last_check_us != m.persisted_check_us)
-            .map(|(id, _)| *id)
+            .filter(|m| m.check_lag.is_behind())
+            .map(|m| m.id)
             .collect();
         let mut written = 0;
         for id in due {
@@ -586,13 +926,19 @@ impl<'a> Batch<'a> {
                     index.mailboxes.remove(&id);
                     index.questions.remove(&id);
                 }
-                Some(mut mailbox) => {
-                    if let Some(current) = index.mailboxes.get(&id) {
+                Some(mut mailbox) => match index.mailboxes.get_mut(&id) {
+                    Some(current) => {
                         // Checks may have come in while the batch committed.
-                        mailbox.last_check_us = mailbox.last_check_us.max(current.last_check_us);
+                        mailbox.checked(current.last_check_us);
+                        *current = mailbox;
                     }
-                    index.mailboxes.insert(id, mailbox);
-                }
+                    None => {
+                        // `send` keeps the count below what the index holds.
+                        if let Err(error) = index.mailboxes.insert(mailbox) {
+                            tracing::error!(%error, "a committed mailbox is not in the index");
+                        }
+                    }
+                },
             }
         }
         index.messages = self.messages;
@@ -774,7 +1120,7 @@ impl Store for RedbStore {
             .iter()
             .map(|(id, after)| match index.mailboxes.get_mut(id) {
                 Some(mailbox) => {
-                    mailbox.last_check_us = mailbox.last_check_us.max(now_us);
+                    mailbox.checked(now_us);
                     mailbox.has_after(*after, now_us, ttl)
                 }
                 None => false,
@@ -833,7 +1179,7 @@ impl Store for RedbStore {
         }
         // Keep questions only for mailboxes that exist, so that memory is
         // bounded by the mailboxes.
-        if index.mailboxes.contains_key(&mailbox) {
+        if index.mailboxes.contains(&mailbox) {
             index.questions.insert(mailbox, question.clone());
         }
         Ok(question)
@@ -904,17 +1250,319 @@ mod tests {
         assert!(split_key(&[0; 3]).is_err());
     }
 
+    fn id(n: u16) -> MailboxId {
+        let mut bytes = [0x02; PUBLIC_KEY_LEN];
+        bytes[1..3].copy_from_slice(&n.to_be_bytes());
+        MailboxId(bytes)
+    }
+
     #[test]
     fn expiry_follows_at_order() {
-        let mut mailbox = Mailbox::new(0);
-        mailbox
-            .pending
-            .extend([(At(10), 1), (At(20), 1), (At(30), 1)]);
+        let mut mailbox = Mailbox::new(id(0), 0);
+        for at in [10, 20, 30] {
+            mailbox.push(At(at), 1);
+        }
         assert_eq!(mailbox.expired(25, 5), 2);
         assert_eq!(mailbox.live(25, 5), 1);
         assert!(mailbox.has_after(At(29), 34, 5));
         assert!(!mailbox.has_after(At(29), 35, 5));
         assert!(!mailbox.has_after(At(30), 0, 5));
+    }
+
+    /// An idle mailbox holds no queue; one comes with the first message and
+    /// goes with the last.
+    #[test]
+    fn mailboxes_go_idle_pending_idle() {
+        let mut mailbox = Mailbox::new(id(1), 0);
+        assert!(mailbox.pending.is_none());
+        assert_eq!((mailbox.pending_len(), mailbox.live(0, 5)), (0, 0));
+        assert!(!mailbox.has_after(At::ZERO, 0, 5));
+        assert_eq!(mailbox.remove_expired(100, 5), None);
+
+        mailbox.push(At(10), 100);
+        mailbox.push(At(20), 200);
+        assert!(mailbox.has_after(At(10), 12, 5));
+        assert_eq!(mailbox.remove_expired(14, 5), None, "nothing expired yet");
+        let first = Expired {
+            count: 1,
+            bytes: 100,
+            newest: At(10),
+        };
+        assert_eq!(mailbox.remove_expired(15, 5), Some(first));
+        assert_eq!(
+            mailbox.pending().copied().collect::<Vec<_>>(),
+            [(At(20), 200)]
+        );
+        let second = Expired {
+            count: 1,
+            bytes: 200,
+            newest: At(20),
+        };
+        assert_eq!(mailbox.remove_expired(u64::MAX, 5), Some(second));
+        assert!(mailbox.pending.is_none(), "idle again");
+        assert_eq!(mailbox.pending_len(), 0);
+
+        mailbox.push(At(30), 1);
+        mailbox.push(At(40), 2);
+        let both = Expired {
+            count: 2,
+            bytes: 3,
+            newest: At(40),
+        };
+        assert_eq!(mailbox.remove_expired(45, 5), Some(both));
+        assert!(mailbox.pending.is_none());
+    }
+
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn an_idle_mailbox_takes_80_bytes() {
+        assert_eq!(std::mem::size_of::<Mailbox>(), 80);
+    }
+
+    #[test]
+    fn check_lag_rounds_up_and_saturates() {
+        assert!(!CheckLag::NONE.is_behind());
+        assert!(!CheckLag::NONE.is_due(0));
+        let tiny = CheckLag::NONE.add_us(1);
+        assert!(tiny.is_behind(), "any later check must be written at close");
+        assert_eq!(tiny, CheckLag(1));
+        assert!(tiny.is_due(0) && tiny.is_due(1_000) && !tiny.is_due(1_001));
+        let minute = CheckLag::NONE.add_us(60_000_000);
+        assert!(minute.is_due(60_000_000) && !minute.is_due(60_000_001));
+        assert!(
+            CheckLag::NONE.add_us(59_999_001).is_due(60_000_000),
+            "1 ms early at most"
+        );
+        assert!(!CheckLag::NONE.add_us(59_999_000).is_due(60_000_000));
+        // Checks far in the future or long after the last write saturate.
+        let far = CheckLag::NONE.add_us(u64::MAX);
+        assert_eq!(far, CheckLag(u32::MAX));
+        assert!(far.is_due(u64::MAX));
+        assert_eq!(far.add_us(u64::MAX), far);
+        assert_eq!(CheckLag(u32::MAX - 1).add_us(5_000), far);
+    }
+
+    #[test]
+    fn checks_move_the_time_forward_only() {
+        const T0: u64 = 1_700_000_000_000_000;
+        let mut mailbox = Mailbox::new(id(2), T0);
+        mailbox.checked(T0 - 1);
+        mailbox.checked(0);
+        assert_eq!(
+            (mailbox.last_check_us, mailbox.check_lag),
+            (T0, CheckLag::NONE)
+        );
+        mailbox.checked(T0 + 1_500);
+        mailbox.checked(T0 + 1_700);
+        assert_eq!(mailbox.last_check_us, T0 + 1_700);
+        assert_eq!(
+            mailbox.check_lag,
+            CheckLag(3),
+            "1.5 ms and 0.2 ms, each rounded up"
+        );
+        mailbox.persisted();
+        assert!(!mailbox.check_lag.is_behind());
+        assert_eq!(mailbox.last_check_us, T0 + 1_700);
+        mailbox.checked(u64::MAX);
+        assert_eq!(mailbox.last_check_us, u64::MAX);
+        assert!(mailbox.check_lag.is_due(u64::MAX));
+        // A mailbox loaded without a record counts as checked at 0.
+        let mut orphan = Mailbox::new(id(3), 0);
+        orphan.checked(T0);
+        assert!(orphan.check_lag.is_due(3_600_000_000));
+    }
+
+    /// Checks that come in while a batch commits are kept, and still count
+    /// as not written.
+    #[test]
+    fn a_commit_keeps_checks_made_meanwhile() {
+        let index = Mutex::new(Index::default());
+        lock(&index)
+            .mailboxes
+            .insert(Mailbox::new(id(4), 1_000))
+            .unwrap();
+        let mut batch = Batch::new(&index, StoreOptions::default());
+        let mailbox = batch.mailbox(id(4)).as_mut().unwrap();
+        mailbox.last_at = At(7);
+        mailbox.persisted();
+        lock(&index)
+            .mailboxes
+            .get_mut(&id(4))
+            .unwrap()
+            .checked(5_000);
+        batch.apply();
+        let index = lock(&index);
+        let mailbox = index.mailboxes.get(&id(4)).unwrap();
+        assert_eq!(mailbox.last_at, At(7));
+        assert_eq!(mailbox.last_check_us, 5_000);
+        assert_eq!(mailbox.check_lag, CheckLag(4));
+    }
+
+    #[test]
+    fn positions_move_and_shrink() {
+        let mut positions = Positions::default();
+        assert_eq!(positions.find(7, |_| true), None, "empty");
+        for p in 0..1_000 {
+            positions.insert(p % 5, p);
+        }
+        let slot = positions.find(3, |p| p == 998).unwrap();
+        positions.set(slot, 5_000);
+        assert_eq!(positions.find(3, |p| p == 998), None);
+        let slot = positions.find(3, |p| p == 5_000).unwrap();
+        assert_eq!(positions.get(slot), 5_000);
+        let grown = positions.slots.len();
+        assert_eq!(grown, 2_048);
+        for p in (0..1_000).filter(|p| p % 100 != 0) {
+            let tag = (p % 5) as u32;
+            let p = if p == 998 { 5_000 } else { p };
+            let slot = positions.find(tag, |q| q == p).unwrap();
+            positions.remove(slot);
+            positions.shrink();
+        }
+        assert_eq!(positions.len, 10);
+        assert!(positions.slots.len() <= 64, "{}", positions.slots.len());
+        for p in (0..1_000).step_by(100) {
+            assert!(positions.find(p % 5, |q| q == p as usize).is_some());
+        }
+    }
+
+    /// Every record stays reachable by its id through inserts, replacements
+    /// and removals (which move the last record), and through shrinking.
+    #[test]
+    fn mailboxes_find_every_record_after_removals() {
+        let mut mailboxes = Mailboxes::default();
+        for n in 0..5_000 {
+            mailboxes.insert(Mailbox::new(id(n), u64::from(n))).unwrap();
+        }
+        let mut replaced = Mailbox::new(id(17), 0);
+        replaced.last_at = At(99);
+        mailboxes.insert(replaced).unwrap();
+        assert_eq!(mailboxes.len(), 5_000);
+        assert_eq!(mailboxes.get(&id(17)).unwrap().last_at, At(99));
+        let capacity = mailboxes.records.capacity();
+        for n in (0..5_000).filter(|n| n % 50 != 0) {
+            let removed = mailboxes.remove(&id(n)).unwrap();
+            assert_eq!(removed.id, id(n));
+        }
+        assert_eq!(mailboxes.remove(&id(1)).map(|m| m.id), None);
+        assert_eq!(mailboxes.len(), 100);
+        assert!(
+            mailboxes.records.capacity() < capacity / 4,
+            "memory given back"
+        );
+        for n in 0..5_000 {
+            let found = mailboxes.get(&id(n)).map(|m| m.last_check_us);
+            assert_eq!(found, (n % 50 == 0).then_some(u64::from(n)), "{n}");
+        }
+        for mailbox in mailboxes.iter() {
+            assert_eq!(mailboxes.get(&mailbox.id).unwrap().id, mailbox.id);
+        }
+    }
+
+    proptest::proptest! {
+        /// `Positions` finds every entry and nothing else, with tags that
+        /// collide and runs that wrap around the end of the slots, through
+        /// removals (which shift runs back), growth and shrinking.
+        #[test]
+        fn positions_find_what_is_there(ops in proptest::collection::vec((proptest::bool::weighted(0.6), 0usize..8, 0usize..64), 0..600)) {
+            const TAGS: [u32; 8] = [0, 1, 15, 16, 31, u32::MAX, u32::MAX - 1, 0x8000_000f];
+            let mut positions = Positions::default();
+            let mut model: Vec<(u32, u32)> = Vec::new();
+            let mut next = 0u32;
+            for (add, tag, pick) in ops {
+                if add || model.is_empty() {
+                    positions.insert(TAGS[tag], next);
+                    model.push((TAGS[tag], next));
+                    next += 1;
+                } else {
+                    let (tag, position) = model.swap_remove(pick % model.len());
+                    let slot = positions.find(tag, |p| p == position as usize);
+                    proptest::prop_assert!(slot.is_some());
+                    positions.remove(slot.unwrap_or_default());
+                    positions.shrink();
+                }
+                proptest::prop_assert_eq!(positions.len, model.len());
+                proptest::prop_assert!(positions.len * 4 <= positions.slots.len() * 3);
+                for &(tag, position) in &model {
+                    let slot = positions.find(tag, |p| p == position as usize);
+                    proptest::prop_assert_eq!(slot.map(|i| positions.get(i)), Some(position as usize));
+                }
+                for tag in TAGS {
+                    proptest::prop_assert!(positions.find(tag, |p| p >= next as usize).is_none());
+                }
+            }
+        }
+
+        /// `Mailboxes` behaves as a map from id to record.
+        #[test]
+        fn mailboxes_behave_as_a_map(ops in proptest::collection::vec((0u8..3, 0u16..64, proptest::num::u64::ANY), 0..400)) {
+            let mut mailboxes = Mailboxes::default();
+            let mut model: HashMap<MailboxId, u64> = HashMap::new();
+            for (op, n, value) in ops {
+                match op {
+                    0 => {
+                        mailboxes.insert(Mailbox::new(id(n), value)).unwrap();
+                        model.insert(id(n), value);
+                    }
+                    1 => {
+                        let removed = mailboxes.remove(&id(n)).map(|m| m.last_check_us);
+                        proptest::prop_assert_eq!(removed, model.remove(&id(n)));
+                    }
+                    _ => {
+                        if let Some(mailbox) = mailboxes.get_mut(&id(n)) {
+                            mailbox.checked(value);
+                        }
+                        if let Some(last) = model.get_mut(&id(n)) {
+                            *last = (*last).max(value);
+                        }
+                    }
+                }
+                proptest::prop_assert_eq!(mailboxes.len(), model.len());
+            }
+            for n in 0..64 {
+                let found = mailboxes.get(&id(n)).map(|m| m.last_check_us);
+                proptest::prop_assert_eq!(found, model.get(&id(n)).copied());
+                proptest::prop_assert_eq!(mailboxes.contains(&id(n)), model.contains_key(&id(n)));
+            }
+        }
+    }
+
+    /// What the index holds after a restart: exact check times, nothing
+    /// behind, and a queue only where messages are left.
+    #[tokio::test]
+    async fn the_index_reloads_exactly() {
+        const T0: u64 = 1_700_000_000_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions::default();
+        let ttl = options.message_ttl_us;
+        let store = RedbStore::open(dir.path(), options).unwrap();
+        store.send(id(5), vec![1; 100], T0).await.unwrap();
+        store.send(id(6), vec![2; 100], T0).await.unwrap();
+        store.send(id(6), vec![3; 50], T0 + ttl).await.unwrap();
+        store
+            .check(&[(id(5), At::ZERO)], T0 + 1_234_567)
+            .await
+            .unwrap();
+        store.sweep(T0 + ttl).await.unwrap();
+        store.close().await.unwrap();
+
+        let store = RedbStore::open(dir.path(), options).unwrap();
+        {
+            let index = store.open_index().unwrap();
+            assert_eq!(
+                (index.mailboxes.len(), index.messages, index.bytes),
+                (2, 1, 50)
+            );
+            let idle = index.mailboxes.get(&id(5)).unwrap();
+            assert_eq!(idle.last_check_us, T0 + 1_234_567);
+            assert_eq!(idle.check_lag, CheckLag::NONE);
+            assert!(idle.pending.is_none());
+            assert_eq!(idle.last_at, At(T0));
+            let busy = index.mailboxes.get(&id(6)).unwrap();
+            assert_eq!(busy.pending().count(), 1);
+            assert_eq!(busy.last_at, At(T0 + ttl));
+        }
+        store.close().await.unwrap();
     }
 
     /// Queues `count` sends to one mailbox before the writer runs, runs it
