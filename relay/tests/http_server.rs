@@ -13,17 +13,10 @@ use std::net::SocketAddr;
 
 use common::*;
 use connectoid_protocol::limits;
-use connectoid_relay::{Config, Rate, Server};
+use connectoid_relay::Rate;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
-
-async fn spawn(change: impl FnOnce(&mut Config)) -> (Server, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::for_tests(dir.path());
-    change(&mut config);
-    (Server::spawn(config).await.unwrap(), dir)
-}
 
 /// A connection to `server` from the loopback address `ip`.
 async fn connect_from(ip: &str, server: SocketAddr) -> TcpStream {
@@ -88,7 +81,7 @@ fn post(body: &str) -> Vec<u8> {
 
 #[tokio::test]
 async fn the_api_over_a_kept_alive_connection_with_cors() {
-    let (server, _dir) = spawn(|_| {}).await;
+    let (server, _dir) = spawn_server(|_| {}).await;
     let key = secret(1).public_key();
     let mut stream = connect_from("127.0.0.1", server.http_addr()).await;
     let sent = exchange(&mut stream, &post(&send_body(&key, &[7; 120]))).await;
@@ -121,7 +114,7 @@ async fn the_api_over_a_kept_alive_connection_with_cors() {
 
 #[tokio::test]
 async fn a_body_over_the_limit_is_too_big() {
-    let (server, _dir) = spawn(|_| {}).await;
+    let (server, _dir) = spawn_server(|_| {}).await;
     let mut stream = connect_from("127.0.0.1", server.http_addr()).await;
     let huge = " ".repeat(limits::MAX_REQUEST_BODY + 1);
     let answer = exchange(&mut stream, &post(&huge)).await;
@@ -132,7 +125,7 @@ async fn a_body_over_the_limit_is_too_big() {
 
 #[tokio::test]
 async fn the_source_address_is_the_connections() {
-    let (server, _dir) = spawn(|config| {
+    let (server, _dir) = spawn_server(|config| {
         config.limits.rate.check_per_ip = Some(Rate::new(1, 2));
     })
     .await;
@@ -156,7 +149,7 @@ async fn the_source_address_is_the_connections() {
 
 #[tokio::test]
 async fn the_other_routes_and_methods() {
-    let (server, _dir) = spawn(|_| {}).await;
+    let (server, _dir) = spawn_server(|_| {}).await;
     let mut stream = connect_from("127.0.0.1", server.http_addr()).await;
     let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: relay\r\n\r\n").into_bytes();
     let root = exchange(&mut stream, &get("/")).await;

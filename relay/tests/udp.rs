@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::*;
 use connectoid_protocol::udp::{CheckRequest, CheckResponse, CheckStatus, MailboxCheck, NONCE_LEN};
 use connectoid_protocol::{PublicKey, limits};
-use connectoid_relay::{Config, Rate, Server};
+use connectoid_relay::Rate;
 use proptest::prelude::*;
 use tokio::net::UdpSocket;
 
@@ -46,16 +46,9 @@ async fn client(ip: &str, server: SocketAddr) -> UdpSocket {
     socket
 }
 
-async fn spawn(change: impl FnOnce(&mut Config)) -> (Server, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::for_tests(dir.path());
-    change(&mut config);
-    (Server::spawn(config).await.unwrap(), dir)
-}
-
 #[tokio::test]
 async fn a_check_through_a_real_socket() {
-    let (server, _dir) = spawn(|_| {}).await;
+    let (server, _dir) = spawn_server(|_| {}).await;
     let udp = server.udp_addr().unwrap();
     let (alice, bob) = (secret(1).public_key(), secret(2).public_key());
     let (status, _) = http_post(server.http_addr(), &send_body(&alice, &[5; 200]))
@@ -94,7 +87,7 @@ async fn a_check_through_a_real_socket() {
 
 #[tokio::test]
 async fn malformed_datagrams_get_no_answer_and_do_not_crash() {
-    let (server, _dir) = spawn(|_| {}).await;
+    let (server, _dir) = spawn_server(|_| {}).await;
     let socket = client("127.0.0.1", server.udp_addr().unwrap()).await;
     let key = secret(3).public_key();
     let valid = request(1, &[(&key, 0)]).encode();
@@ -148,7 +141,7 @@ async fn malformed_datagrams_get_no_answer_and_do_not_crash() {
 
 #[tokio::test]
 async fn a_udp_flood_from_one_address_is_dropped_while_others_are_answered() {
-    let (server, _dir) = spawn(|config| {
+    let (server, _dir) = spawn_server(|config| {
         config.limits.rate.check_per_ip = Some(Rate::new(1, 3));
     })
     .await;

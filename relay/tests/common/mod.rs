@@ -14,7 +14,7 @@ use axum::extract::ConnectInfo;
 use axum::http::{Request as HttpRequest, StatusCode};
 use connectoid_protocol::seal::{open_question, seal_message};
 use connectoid_protocol::{Answer, PublicKey, RelayUrl, SecretKey, b64};
-use connectoid_relay::{Config, ManualClock, RedbStore, Relay, StoreOptions};
+use connectoid_relay::{Config, ManualClock, RedbStore, Relay, Server, StoreOptions};
 use serde_json::Value;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -149,6 +149,15 @@ impl TestRelay {
     pub fn answer_of(&self, secret: &SecretKey, check: &Value) -> String {
         answer_of(secret, check, &self.relay.urls()[0])
     }
+}
+
+/// A running [`Server`] on free loopback ports (the test configuration,
+/// changed by `change`) and its data directory.
+pub async fn spawn_server(change: impl FnOnce(&mut Config)) -> (Server, TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::for_tests(dir.path());
+    change(&mut config);
+    (Server::spawn(config).await.unwrap(), dir)
 }
 
 /// A minimal HTTP/1.1 POST over a fresh connection: status and JSON body.
