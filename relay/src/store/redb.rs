@@ -517,6 +517,24 @@ fn load_index(db: &Database) -> Result<Index, StoreError> {
     Ok(index)
 }
 
+/// The tables a batch writes, opened once per transaction (opening one
+/// per operation cost a table-tree lookup and write-back each time).
+struct Tables<'txn> {
+    messages: redb::Table<'txn, &'static [u8], &'static [u8]>,
+    mailboxes: redb::Table<'txn, &'static [u8], (u64, u64)>,
+    meta: redb::Table<'txn, &'static str, u64>,
+}
+
+impl<'txn> Tables<'txn> {
+    fn open(txn: &'txn redb::WriteTransaction) -> Result<Self, redb::Error> {
+        Ok(Self {
+            messages: txn.open_table(MESSAGES)?,
+            mailboxes: txn.open_table(MAILBOXES)?,
+            meta: txn.open_table(META)?,
+        })
+    }
+}
+
 /// Changes of one batch, applied to the index only after the commit.
 struct Batch<'a> {
     index: &'a Mutex<Index>,
@@ -559,7 +577,7 @@ impl<'a> Batch<'a> {
 
     fn send(
         &mut self,
-        txn: &redb::WriteTransaction,
+        tables: &mut Tables<'_>,
         id: MailboxId,
         data: &[u8],
         now_us: u64,
@@ -583,9 +601,11 @@ impl<'a> Batch<'a> {
         let newest = mailbox.last_at.max(floor);
         let last = (newest != At::ZERO).then_some(newest);
         let at = At::next(now_us, last);
-        txn.open_table(MESSAGES)?
+        tables
+            .messages
             .insert(message_key(&id, at).as_slice(), data)?;
-        txn.open_table(MAILBOXES)?
+        tables
+            .mailboxes
             .insert(id.0.as_slice(), (at.0, mailbox.last_check_us))?;
         mailbox.last_at = at;
         mailbox.push(at, u32::try_from(size).unwrap_or(u32::MAX));
@@ -600,19 +620,20 @@ impl<'a> Batch<'a> {
 
     fn remove_mailbox(
         &mut self,
-        txn: &redb::WriteTransaction,
+        tables: &mut Tables<'_>,
         id: MailboxId,
     ) -> Result<bool, redb::Error> {
         let Some(mailbox) = self.mailbox(id).take() else {
             return Ok(false);
         };
         let (start, end) = (message_key(&id, At::ZERO), message_key(&id, At(u64::MAX)));
-        txn.open_table(MESSAGES)?
+        tables
+            .messages
             .retain_in::<&[u8], _>(start.as_slice()..=end.as_slice(), |_, _| false)?;
-        txn.open_table(MAILBOXES)?.remove(id.0.as_slice())?;
+        tables.mailboxes.remove(id.0.as_slice())?;
         if mailbox.last_at > self.floor {
             self.floor = mailbox.last_at;
-            txn.open_table(META)?.insert("floor", self.floor.0)?;
+            tables.meta.insert("floor", self.floor.0)?;
         }
         self.messages -= mailbox.pending_len() as u64;
         self.bytes -= mailbox.pending().map(|(_, s)| u64::from(*s)).sum::<u64>();
@@ -622,7 +643,7 @@ impl<'a> Batch<'a> {
 
     fn delete(
         &mut self,
-        txn: &redb::WriteTransaction,
+        tables: &mut Tables<'_>,
         id: MailboxId,
         only_if_empty: bool,
         now_us: u64,
@@ -634,7 +655,7 @@ impl<'a> Batch<'a> {
                 Ok(Deleted::NotEmpty)
             }
             Some(_) => {
-                self.remove_mailbox(txn, id)?;
+                self.remove_mailbox(tables, id)?;
                 Ok(Deleted::Removed)
             }
         }
@@ -642,23 +663,20 @@ impl<'a> Batch<'a> {
 
     fn persist_check(
         &mut self,
-        txn: &redb::WriteTransaction,
+        tables: &mut Tables<'_>,
         id: MailboxId,
     ) -> Result<bool, redb::Error> {
         let Some(mailbox) = self.mailbox(id).as_mut() else {
             return Ok(false);
         };
-        txn.open_table(MAILBOXES)?
+        tables
+            .mailboxes
             .insert(id.0.as_slice(), (mailbox.last_at.0, mailbox.last_check_us))?;
         mailbox.persisted();
         Ok(true)
     }
 
-    fn sweep(
-        &mut self,
-        txn: &redb::WriteTransaction,
-        now_us: u64,
-    ) -> Result<SweepReport, redb::Error> {
+    fn sweep(&mut self, tables: &mut Tables<'_>, now_us: u64) -> Result<SweepReport, redb::Error> {
         let options = self.options;
         let mut report = SweepReport::default();
         let (idle, expiring, checks_due) = {
@@ -688,7 +706,7 @@ impl<'a> Batch<'a> {
             (idle, expiring, checks_due)
         };
         for id in idle {
-            if self.remove_mailbox(txn, id)? {
+            if self.remove_mailbox(tables, id)? {
                 report.mailboxes_removed += 1;
             }
         }
@@ -700,21 +718,22 @@ impl<'a> Batch<'a> {
                 continue;
             };
             let (start, end) = (message_key(&id, At::ZERO), message_key(&id, expired.newest));
-            txn.open_table(MESSAGES)?
+            tables
+                .messages
                 .retain_in::<&[u8], _>(start.as_slice()..=end.as_slice(), |_, _| false)?;
             self.messages -= expired.count;
             self.bytes -= expired.bytes;
             report.messages_removed += expired.count;
         }
         for id in checks_due {
-            if self.persist_check(txn, id)? {
+            if self.persist_check(tables, id)? {
                 report.checks_persisted += 1;
             }
         }
         Ok(report)
     }
 
-    fn flush(&mut self, txn: &redb::WriteTransaction) -> Result<u64, redb::Error> {
+    fn flush(&mut self, tables: &mut Tables<'_>) -> Result<u64, redb::Error> {
         let due: Vec<MailboxId> = lock(self.index)
             .mailboxes
             .iter()
@@ -723,7 +742,7 @@ impl<'a> Batch<'a> {
             .collect();
         let mut written = 0;
         for id in due {
-            if self.persist_check(txn, id)? {
+            if self.persist_check(tables, id)? {
                 written += 1;
             }
         }
@@ -823,6 +842,7 @@ fn commit(db: &Database, index: &Mutex<Index>, options: StoreOptions, ops: Vec<O
     let mut replies = Vec::with_capacity(count);
     let outcome = (|| -> Result<(), redb::Error> {
         let txn = db.begin_write()?;
+        let mut tables = Tables::open(&txn)?;
         for op in ops {
             match op {
                 Op::Send {
@@ -831,7 +851,7 @@ fn commit(db: &Database, index: &Mutex<Index>, options: StoreOptions, ops: Vec<O
                     now_us,
                     reply,
                 } => {
-                    let result = batch.send(&txn, mailbox, &data, now_us)?;
+                    let result = batch.send(&mut tables, mailbox, &data, now_us)?;
                     replies.push(Reply::Send(reply, result));
                 }
                 Op::Delete {
@@ -840,19 +860,20 @@ fn commit(db: &Database, index: &Mutex<Index>, options: StoreOptions, ops: Vec<O
                     now_us,
                     reply,
                 } => {
-                    let result = batch.delete(&txn, mailbox, only_if_empty, now_us)?;
+                    let result = batch.delete(&mut tables, mailbox, only_if_empty, now_us)?;
                     replies.push(Reply::Delete(reply, result));
                 }
                 Op::Sweep { now_us, reply } => {
-                    let report = batch.sweep(&txn, now_us)?;
+                    let report = batch.sweep(&mut tables, now_us)?;
                     replies.push(Reply::Sweep(reply, report));
                 }
                 Op::Flush { reply } => {
-                    let written = batch.flush(&txn)?;
+                    let written = batch.flush(&mut tables)?;
                     replies.push(Reply::Flush(reply, written));
                 }
             }
         }
+        drop(tables);
         txn.commit()?;
         Ok(())
     })();
