@@ -2,12 +2,21 @@
 //!
 //! Layout (file `relay.redb` in the data directory):
 //!
-//! - `messages`: key `mailbox (49 bytes) || at (8 bytes, big-endian)` ->
-//!   sealed bytes, so one mailbox's messages are one key range in `at` order;
+//! - `messages_by_at`: key `at (8 bytes, big-endian) || mailbox (49 bytes)`
+//!   -> sealed bytes: every message of the relay in `at` order (`at` grows
+//!   per mailbox but may repeat across mailboxes, hence the suffix). The
+//!   sends of one commit append at the right edge of the tree, so a commit
+//!   rewrites a few leaf pages however many mailboxes it touches, and
+//!   messages expire from the left edge, one key range. A mailbox's
+//!   messages are found by point lookups of the `at`s the index lists;
 //! - `mailboxes`: key `mailbox` -> `(newest at, last check µs)`;
-//! - `meta`: `schema` -> 1, and `floor` -> the newest `at` of any removed
+//! - `meta`: `schema` -> 2, and `floor` -> the newest `at` of any removed
 //!   mailbox: a mailbox made anew after a delete starts above it, so `at`
 //!   never goes back even if the clock does (`spec/protocol.md` §12).
+//!
+//! Schema 1 kept messages in `messages`, keyed `mailbox || at`; opening such
+//! a file moves every message to `messages_by_at` and sets schema 2, in one
+//! write transaction.
 //!
 //! **Writes** (send, delete, sweep, flush) go through one writer thread fed
 //! by a bounded channel. The thread takes everything that is waiting (up to
@@ -20,9 +29,11 @@
 //! **Reads** never wait for the writer. The index in memory knows, per
 //! mailbox, the `at` and size of every message, the newest `at`, the last
 //! check time and the live question, so `check` (and a `receive` that would
-//! find nothing) is a hash lookup. `receive` of real messages reads a redb
-//! snapshot on the blocking pool. The index is updated only after a commit,
-//! so it never announces a message that is not durable.
+//! find nothing) is a hash lookup. `receive` of real messages takes the
+//! `at`s to return from the index and looks them up in a redb snapshot on
+//! the blocking pool. The index is updated only after a commit, so it never
+//! announces a message that is not durable; a message it lists that a later
+//! commit removed (expired, deleted) is skipped.
 //!
 //! Last-check times live in memory and are written when they are
 //! [`StoreOptions::check_persist_us`] newer than the stored value (by the
@@ -41,7 +52,8 @@
 //! default is 1 GiB).
 //!
 //! Opening rebuilds the index by scanning both tables (keys and value
-//! lengths only). This module does not do rate limiting, cryptography or
+//! lengths only); `messages_by_at` yields each mailbox's messages in `at`
+//! order. This module does not do rate limiting, cryptography or
 //! time keeping.
 
 use std::collections::{HashMap, VecDeque};
@@ -68,10 +80,13 @@ use super::{
     Deleted, MailboxId, Question, Store, StoreError, StoreOptions, StoreStats, SweepReport,
 };
 
-const MESSAGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("messages");
+/// Every message, in `at` order: `at || mailbox` -> sealed bytes.
+const MESSAGES: TableDefinition<&[u8; KEY_LEN], &[u8]> = TableDefinition::new("messages_by_at");
 const MAILBOXES: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("mailboxes");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const SCHEMA: u64 = 1;
+const SCHEMA: u64 = 2;
+/// Schema 1's messages, by mailbox: `mailbox || at` -> sealed bytes.
+const MESSAGES_V1: TableDefinition<&[u8], &[u8]> = TableDefinition::new("messages");
 
 /// The database file's name inside the data directory.
 pub(crate) const FILE_NAME: &str = "relay.redb";
@@ -83,26 +98,40 @@ const QUEUE: usize = 1024;
 /// and a busy commit, and the operating system's cache holds the file.
 const CACHE_BYTES: usize = 16 << 20;
 
-const KEY_LEN: usize = PUBLIC_KEY_LEN + 8;
+const KEY_LEN: usize = 8 + PUBLIC_KEY_LEN;
 
+/// A message's key: `at` first, so that keys sort in time order.
 fn message_key(mailbox: &MailboxId, at: At) -> [u8; KEY_LEN] {
     let mut key = [0u8; KEY_LEN];
-    key[..PUBLIC_KEY_LEN].copy_from_slice(&mailbox.0);
-    key[PUBLIC_KEY_LEN..].copy_from_slice(&at.0.to_be_bytes());
+    key[..8].copy_from_slice(&at.0.to_be_bytes());
+    key[8..].copy_from_slice(&mailbox.0);
     key
 }
 
-fn split_key(key: &[u8]) -> Result<(MailboxId, At), StoreError> {
+fn split_key(key: &[u8; KEY_LEN]) -> (MailboxId, At) {
+    let (mut at, mut mailbox) = ([0u8; 8], [0u8; PUBLIC_KEY_LEN]);
+    at.copy_from_slice(&key[..8]);
+    mailbox.copy_from_slice(&key[8..]);
+    (MailboxId(mailbox), At(u64::from_be_bytes(at)))
+}
+
+/// Splits a schema 1 key, `mailbox || at`.
+fn split_key_v1(key: &[u8]) -> Result<(MailboxId, At), StoreError> {
+    let corrupt = || StoreError::Corrupt(format!("schema 1 message key of {} bytes", key.len()));
     let (mailbox, at) = key
-        .split_at_checked(PUBLIC_KEY_LEN)
-        .ok_or_else(|| StoreError::Corrupt(format!("message key of {} bytes", key.len())))?;
-    let at: [u8; 8] = at
-        .try_into()
-        .map_err(|_| StoreError::Corrupt(format!("message key of {} bytes", key.len())))?;
-    let mailbox: [u8; PUBLIC_KEY_LEN] = mailbox
-        .try_into()
-        .map_err(|_| StoreError::Corrupt("mailbox key length".into()))?;
-    Ok((MailboxId(mailbox), At(u64::from_be_bytes(at))))
+        .split_first_chunk::<PUBLIC_KEY_LEN>()
+        .ok_or_else(corrupt)?;
+    let at: [u8; 8] = at.try_into().map_err(|_| corrupt())?;
+    Ok((MailboxId(*mailbox), At(u64::from_be_bytes(at))))
+}
+
+/// The newest `at` that has expired at `now_us`: a message lives until
+/// `at + ttl_us` (saturating), so these are a prefix of the `at` order.
+fn expired_until(now_us: u64, ttl_us: u64) -> Option<At> {
+    if now_us == u64::MAX {
+        return Some(At(u64::MAX));
+    }
+    now_us.checked_sub(ttl_us).map(At)
 }
 
 fn mailbox_id(key: &[u8]) -> Result<MailboxId, StoreError> {
@@ -179,8 +208,6 @@ struct Mailbox {
 struct Expired {
     count: u64,
     bytes: u64,
-    /// The newest `at` among them.
-    newest: At,
 }
 
 impl Mailbox {
@@ -222,9 +249,26 @@ impl Mailbox {
 
     /// How many messages at the front have expired at `now_us`.
     fn expired(&self, now_us: u64, ttl_us: u64) -> usize {
-        self.pending.as_ref().map_or(0, |pending| {
-            pending.partition_point(|(at, _)| at.0.saturating_add(ttl_us) <= now_us)
-        })
+        match (&self.pending, expired_until(now_us, ttl_us)) {
+            (Some(pending), Some(until)) => pending.partition_point(|(at, _)| *at <= until),
+            _ => 0,
+        }
+    }
+
+    /// The `at`s of at most `limit` unexpired messages after `after`,
+    /// oldest first.
+    fn pending_after(&self, after: At, limit: usize, now_us: u64, ttl_us: u64) -> Vec<At> {
+        let Some(pending) = &self.pending else {
+            return Vec::new();
+        };
+        let first = pending
+            .partition_point(|(at, _)| *at <= after)
+            .max(self.expired(now_us, ttl_us));
+        pending
+            .range(first..)
+            .take(limit)
+            .map(|(at, _)| *at)
+            .collect()
     }
 
     fn live(&self, now_us: u64, ttl_us: u64) -> usize {
@@ -243,8 +287,7 @@ impl Mailbox {
     /// empty); `None` if there were none.
     fn remove_expired(&mut self, now_us: u64, ttl_us: u64) -> Option<Expired> {
         let count = self.expired(now_us, ttl_us);
-        let pending = self.pending.as_mut()?;
-        let newest = pending.get(count.checked_sub(1)?)?.0;
+        let pending = self.pending.as_mut().filter(|_| count > 0)?;
         let bytes = pending
             .drain(..count)
             .map(|(_, size)| u64::from(size))
@@ -255,7 +298,6 @@ impl Mailbox {
         Some(Expired {
             count: count as u64,
             bytes,
-            newest,
         })
     }
 }
@@ -456,26 +498,49 @@ impl RedbStore {
     }
 }
 
+/// Makes the tables of a new database, or brings an older schema's up to
+/// date (in one write transaction, so a crash leaves the old schema whole).
 fn init_schema(db: &Database) -> Result<(), StoreError> {
     let txn = db.begin_write().map_err(unavailable)?;
     {
         let mut meta = txn.open_table(META).map_err(unavailable)?;
         let found = meta.get("schema").map_err(unavailable)?.map(|v| v.value());
         match found {
-            None => {
-                meta.insert("schema", SCHEMA).map_err(unavailable)?;
+            None | Some(SCHEMA) => {}
+            Some(1) => {
+                let moved = migrate_v1(&txn)?;
+                tracing::info!(messages = moved, "store migrated from schema 1 to {SCHEMA}");
             }
-            Some(SCHEMA) => {}
             Some(other) => {
                 return Err(StoreError::Corrupt(format!(
-                    "schema version {other}, this relay reads {SCHEMA}"
+                    "schema version {other}, this relay reads 1 and {SCHEMA}"
                 )));
             }
         }
+        meta.insert("schema", SCHEMA).map_err(unavailable)?;
         txn.open_table(MESSAGES).map_err(unavailable)?;
         txn.open_table(MAILBOXES).map_err(unavailable)?;
     }
     txn.commit().map_err(unavailable)
+}
+
+/// Moves schema 1's messages (by mailbox) to [`MESSAGES`] (by `at`) and
+/// deletes the old table; returns how many it moved.
+fn migrate_v1(txn: &redb::WriteTransaction) -> Result<u64, StoreError> {
+    let mut moved = 0;
+    {
+        let old = txn.open_table(MESSAGES_V1).map_err(unavailable)?;
+        let mut new = txn.open_table(MESSAGES).map_err(unavailable)?;
+        for entry in old.iter().map_err(unavailable)? {
+            let (key, value) = entry.map_err(unavailable)?;
+            let (id, at) = split_key_v1(key.value())?;
+            new.insert(&message_key(&id, at), value.value())
+                .map_err(unavailable)?;
+            moved += 1;
+        }
+    }
+    txn.delete_table(MESSAGES_V1).map_err(unavailable)?;
+    Ok(moved)
 }
 
 fn load_index(db: &Database) -> Result<Index, StoreError> {
@@ -501,10 +566,11 @@ fn load_index(db: &Database) -> Result<Index, StoreError> {
     if let Some(floor) = meta.get("floor").map_err(unavailable)? {
         index.floor = At(floor.value());
     }
+    // In `at` order, so each mailbox's queue is filled oldest first.
     let messages = txn.open_table(MESSAGES).map_err(unavailable)?;
     for entry in messages.iter().map_err(unavailable)? {
         let (key, value) = entry.map_err(unavailable)?;
-        let (id, at) = split_key(key.value())?;
+        let (id, at) = split_key(key.value());
         let size = u32::try_from(value.value().len()).unwrap_or(u32::MAX);
         // A message without a mailbox record cannot be written by this
         // version; keep it anyway, its mailbox then counts as created now.
@@ -520,7 +586,7 @@ fn load_index(db: &Database) -> Result<Index, StoreError> {
 /// The tables a batch writes, opened once per transaction (opening one
 /// per operation cost a table-tree lookup and write-back each time).
 struct Tables<'txn> {
-    messages: redb::Table<'txn, &'static [u8], &'static [u8]>,
+    messages: redb::Table<'txn, &'static [u8; KEY_LEN], &'static [u8]>,
     mailboxes: redb::Table<'txn, &'static [u8], (u64, u64)>,
     meta: redb::Table<'txn, &'static str, u64>,
 }
@@ -601,9 +667,7 @@ impl<'a> Batch<'a> {
         let newest = mailbox.last_at.max(floor);
         let last = (newest != At::ZERO).then_some(newest);
         let at = At::next(now_us, last);
-        tables
-            .messages
-            .insert(message_key(&id, at).as_slice(), data)?;
+        tables.messages.insert(&message_key(&id, at), data)?;
         tables
             .mailboxes
             .insert(id.0.as_slice(), (at.0, mailbox.last_check_us))?;
@@ -626,10 +690,9 @@ impl<'a> Batch<'a> {
         let Some(mailbox) = self.mailbox(id).take() else {
             return Ok(false);
         };
-        let (start, end) = (message_key(&id, At::ZERO), message_key(&id, At(u64::MAX)));
-        tables
-            .messages
-            .retain_in::<&[u8], _>(start.as_slice()..=end.as_slice(), |_, _| false)?;
+        for (at, _) in mailbox.pending() {
+            tables.messages.remove(&message_key(&id, *at))?;
+        }
         tables.mailboxes.remove(id.0.as_slice())?;
         if mailbox.last_at > self.floor {
             self.floor = mailbox.last_at;
@@ -678,8 +741,9 @@ impl<'a> Batch<'a> {
 
     fn sweep(&mut self, tables: &mut Tables<'_>, now_us: u64) -> Result<SweepReport, redb::Error> {
         let options = self.options;
+        let ttl = options.message_ttl_us;
         let mut report = SweepReport::default();
-        let (idle, expiring, checks_due) = {
+        let (idle, mut expiring, checks_due) = {
             let mut index = lock(self.index);
             let before = index.questions.len();
             index.questions.retain(|_, q| q.expires_us > now_us);
@@ -688,42 +752,64 @@ impl<'a> Batch<'a> {
             let mut expiring = Vec::new();
             let mut checks_due = Vec::new();
             for (&id, mailbox) in &index.mailboxes {
+                if mailbox.expired(now_us, ttl) > 0 {
+                    expiring.push(id);
+                }
                 if mailbox
                     .last_check_us
                     .saturating_add(options.mailbox_idle_us)
                     <= now_us
                 {
                     idle.push(id);
-                    continue;
-                }
-                if mailbox.expired(now_us, options.message_ttl_us) > 0 {
-                    expiring.push(id);
-                }
-                if mailbox.check_lag.is_due(options.check_persist_us) {
+                } else if mailbox.check_lag.is_due(options.check_persist_us) {
                     checks_due.push(id);
                 }
             }
             (idle, expiring, checks_due)
         };
-        for id in idle {
-            if self.remove_mailbox(tables, id)? {
-                report.mailboxes_removed += 1;
-            }
-        }
+        // What this batch changed may have expired too (a mailbox it made is
+        // not in the index yet); a mailbox listed twice expires once.
+        expiring.extend(self.touched.keys().copied());
+        // Messages expire in `at` order relay-wide: forget them per mailbox
+        // in memory, and remove them from the table as one range from its
+        // start.
+        let mut expired_count = 0;
         for id in expiring {
             let Some(mailbox) = self.mailbox(id).as_mut() else {
                 continue;
             };
-            let Some(expired) = mailbox.remove_expired(now_us, options.message_ttl_us) else {
+            let Some(expired) = mailbox.remove_expired(now_us, ttl) else {
                 continue;
             };
-            let (start, end) = (message_key(&id, At::ZERO), message_key(&id, expired.newest));
-            tables
-                .messages
-                .retain_in::<&[u8], _>(start.as_slice()..=end.as_slice(), |_, _| false)?;
             self.messages -= expired.count;
             self.bytes -= expired.bytes;
-            report.messages_removed += expired.count;
+            expired_count += expired.count;
+        }
+        if let Some(until) = expired_until(now_us, ttl) {
+            let last = message_key(&MailboxId([u8::MAX; PUBLIC_KEY_LEN]), until);
+            let mut removed = 0;
+            tables
+                .messages
+                .retain_in::<&[u8; KEY_LEN], _>(..=&last, |_, _| {
+                    removed += 1;
+                    false
+                })?;
+            if removed != expired_count {
+                tracing::error!(
+                    removed,
+                    expected = expired_count,
+                    "expired messages in the table and in the index differ"
+                );
+            }
+            debug_assert_eq!(removed, expired_count, "expired messages");
+        }
+        report.messages_removed = expired_count;
+        // After the expiry, so that only their live messages are left to
+        // remove one by one.
+        for id in idle {
+            if self.remove_mailbox(tables, id)? {
+                report.mailboxes_removed += 1;
+            }
         }
         for id in checks_due {
             if self.persist_check(tables, id)? {
@@ -897,37 +983,46 @@ fn commit(db: &Database, index: &Mutex<Index>, options: StoreOptions, ops: Vec<O
     }
 }
 
+/// Reads the messages at `ats` (at most `limit`, the first ones the index
+/// listed for mailbox `id` after the receive's cursor) from a snapshot.
+///
+/// The index is read before the snapshot is taken, and updated only after a
+/// commit, so the snapshot has every message it listed unless a later commit
+/// removed it (a sweep with a later clock, a delete): such a message is
+/// skipped, and the index is asked for more in its place.
 fn read_messages(
     db: &Database,
+    index: &Mutex<Index>,
     id: MailboxId,
-    after: At,
-    limit: u32,
+    mut ats: Vec<At>,
+    limit: usize,
     now_us: u64,
     ttl_us: u64,
 ) -> Result<Vec<Message>, StoreError> {
-    let Some(first) = after.0.checked_add(1) else {
-        return Ok(Vec::new());
-    };
-    let txn = db.begin_read().map_err(unavailable)?;
-    let table = txn.open_table(MESSAGES).map_err(unavailable)?;
-    let (start, end) = (message_key(&id, At(first)), message_key(&id, At(u64::MAX)));
-    let mut out = Vec::new();
-    for entry in table
-        .range::<&[u8]>(start.as_slice()..=end.as_slice())
-        .map_err(unavailable)?
-    {
-        let (key, value) = entry.map_err(unavailable)?;
-        let (_, at) = split_key(key.value())?;
-        if at.0.saturating_add(ttl_us) <= now_us {
-            continue;
+    let mut out = Vec::with_capacity(ats.len());
+    while !ats.is_empty() {
+        let wanted = limit - out.len();
+        let txn = db.begin_read().map_err(unavailable)?;
+        let table = txn.open_table(MESSAGES).map_err(unavailable)?;
+        for &at in &ats {
+            if let Some(data) = table.get(&message_key(&id, at)).map_err(unavailable)? {
+                out.push(Message {
+                    at,
+                    data: data.value().to_vec(),
+                });
+            }
         }
-        out.push(Message {
-            at,
-            data: value.value().to_vec(),
-        });
-        if out.len() >= limit as usize {
+        // Done if every message was found or the index listed no more.
+        let Some(&last) = ats.last() else { break };
+        if out.len() >= limit || ats.len() < wanted {
             break;
         }
+        ats = lock(index)
+            .mailboxes
+            .get(&id)
+            .map_or_else(Vec::new, |mailbox| {
+                mailbox.pending_after(last, limit - out.len(), now_us, ttl_us)
+            });
     }
     Ok(out)
 }
@@ -971,18 +1066,22 @@ impl Store for RedbStore {
         now_us: u64,
     ) -> Result<Vec<Message>, StoreError> {
         let ttl = self.options.message_ttl_us;
-        let any = self
+        let limit = limit as usize;
+        let ats = self
             .open_index()?
             .mailboxes
             .get(&mailbox)
-            .is_some_and(|m| m.has_after(after, now_us, ttl));
-        if !any || limit == 0 {
+            .map_or_else(Vec::new, |m| m.pending_after(after, limit, now_us, ttl));
+        if ats.is_empty() {
             return Ok(Vec::new());
         }
         let db = self.database()?;
-        tokio::task::spawn_blocking(move || read_messages(&db, mailbox, after, limit, now_us, ttl))
-            .await
-            .map_err(unavailable)?
+        let index = Arc::clone(&self.index);
+        tokio::task::spawn_blocking(move || {
+            read_messages(&db, &index, mailbox, ats, limit, now_us, ttl)
+        })
+        .await
+        .map_err(unavailable)?
     }
 
     async fn question(
@@ -1073,16 +1172,59 @@ impl Store for RedbStore {
 
 #[cfg(test)]
 mod tests {
+    use redb::TableHandle as _;
+
     use super::*;
 
     #[test]
-    fn keys_order_by_mailbox_then_at() {
+    fn keys_order_by_at_then_mailbox() {
         let a = MailboxId([1; PUBLIC_KEY_LEN]);
         let b = MailboxId([2; PUBLIC_KEY_LEN]);
-        assert!(message_key(&a, At(u64::MAX)) < message_key(&b, At(0)));
-        assert!(message_key(&a, At(255)) < message_key(&a, At(256)));
-        assert_eq!(split_key(&message_key(&b, At(77))).unwrap(), (b, At(77)));
-        assert!(split_key(&[0; 3]).is_err());
+        assert!(message_key(&b, At(0)) < message_key(&a, At(1)));
+        assert!(message_key(&b, At(255)) < message_key(&a, At(256)));
+        assert!(message_key(&a, At(7)) < message_key(&b, At(7)));
+        assert_eq!(split_key(&message_key(&b, At(77))), (b, At(77)));
+        let mut v1 = b.0.to_vec();
+        v1.extend_from_slice(&77u64.to_be_bytes());
+        assert_eq!(split_key_v1(&v1).unwrap(), (b, At(77)));
+        assert!(split_key_v1(&[0; 3]).is_err());
+        assert!(split_key_v1(&[0; KEY_LEN + 1]).is_err());
+    }
+
+    /// The sweep removes the table's keys up to [`expired_until`] and the
+    /// index's messages that [`Mailbox::expired`] counts: the same ones.
+    #[test]
+    fn expired_until_agrees_with_the_ttl() {
+        for (now, ttl) in [
+            (0, 0),
+            (0, 5),
+            (4, 5),
+            (5, 5),
+            (100, 5),
+            (100, 0),
+            (u64::MAX - 1, 5),
+            (u64::MAX, 5),
+            (u64::MAX, u64::MAX),
+            (5, u64::MAX),
+        ] {
+            for at in [
+                0,
+                1,
+                94,
+                95,
+                96,
+                99,
+                100,
+                101,
+                u64::MAX - 7,
+                u64::MAX - 6,
+                u64::MAX,
+            ] {
+                let by_ttl = at.saturating_add(ttl) <= now;
+                let by_cutoff = expired_until(now, ttl).is_some_and(|until| At(at) <= until);
+                assert_eq!(by_ttl, by_cutoff, "at {at}, now {now}, ttl {ttl}");
+            }
+        }
     }
 
     fn id(n: u16) -> MailboxId {
@@ -1121,7 +1263,6 @@ mod tests {
         let first = Expired {
             count: 1,
             bytes: 100,
-            newest: At(10),
         };
         assert_eq!(mailbox.remove_expired(15, 5), Some(first));
         assert_eq!(
@@ -1131,7 +1272,6 @@ mod tests {
         let second = Expired {
             count: 1,
             bytes: 200,
-            newest: At(20),
         };
         assert_eq!(mailbox.remove_expired(u64::MAX, 5), Some(second));
         assert!(mailbox.pending.is_none(), "idle again");
@@ -1139,11 +1279,7 @@ mod tests {
 
         mailbox.push(At(30), 1);
         mailbox.push(At(40), 2);
-        let both = Expired {
-            count: 2,
-            bytes: 3,
-            newest: At(40),
-        };
+        let both = Expired { count: 2, bytes: 3 };
         assert_eq!(mailbox.remove_expired(45, 5), Some(both));
         assert!(mailbox.pending.is_none());
     }
@@ -1366,5 +1502,278 @@ mod tests {
         for answer in answers {
             assert!(answer.is_ok());
         }
+    }
+
+    /// Every message of the table is in the index and the other way round,
+    /// with its size, and the index's totals add up.
+    fn assert_table_matches_index(db: &Database, index: &Index) {
+        let txn = db.begin_read().unwrap();
+        let table = txn.open_table(MESSAGES).unwrap();
+        let mut in_table = Vec::new();
+        for entry in table.iter().unwrap() {
+            let (key, value) = entry.unwrap();
+            let (id, at) = split_key(key.value());
+            in_table.push((id, at, u32::try_from(value.value().len()).unwrap()));
+        }
+        let mut in_index: Vec<(MailboxId, At, u32)> = index
+            .mailboxes
+            .iter()
+            .flat_map(|(id, m)| m.pending().map(|&(at, size)| (*id, at, size)))
+            .collect();
+        in_table.sort();
+        in_index.sort();
+        assert_eq!(in_table, in_index);
+        assert_eq!(index.messages, in_index.len() as u64);
+        let bytes: u64 = in_index.iter().map(|(_, _, size)| u64::from(*size)).sum();
+        assert_eq!(index.bytes, bytes);
+    }
+
+    /// Sends, deletes and sweeps (expired messages, idle mailboxes that
+    /// still hold live ones) leave the table and the index in agreement.
+    #[tokio::test]
+    async fn the_table_follows_the_index() {
+        const T0: u64 = 1_700_000_000_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions::default();
+        let (ttl, idle) = (options.message_ttl_us, options.mailbox_idle_us);
+        let store = RedbStore::open(dir.path(), options).unwrap();
+        let check = |store: &RedbStore| {
+            assert_table_matches_index(&store.database().unwrap(), &store.open_index().unwrap());
+        };
+        // Mailboxes 0..8 get messages at T0 and T0 + ttl / 2, 8 only late.
+        for n in 0..8 {
+            store
+                .send(id(n), vec![1; 10 + usize::from(n)], T0)
+                .await
+                .unwrap();
+        }
+        for n in 0..9 {
+            let half = T0 + ttl / 2;
+            store.send(id(n), vec![2; 100], half).await.unwrap();
+            store.send(id(n), vec![3; 7], half).await.unwrap();
+        }
+        // Mailbox 9 is made at T0 and sent to just before it goes idle.
+        store.send(id(9), vec![4; 50], T0).await.unwrap();
+        store
+            .send(id(9), vec![5; 60], T0 + idle - 10)
+            .await
+            .unwrap();
+        check(&store);
+        assert_eq!(
+            store.delete(id(1), false, T0 + 1).await.unwrap(),
+            Deleted::Removed
+        );
+        check(&store);
+        let report = store.sweep(T0 + ttl).await.unwrap();
+        assert_eq!(report.messages_removed, 7 + 1, "the first of 0, 2..8 and 9");
+        check(&store);
+        // Everything but the last of mailbox 9 has expired, and every
+        // mailbox made at T0 but the ones checked now is idle.
+        for n in [0, 2] {
+            store
+                .check(&[(id(n), At::ZERO)], T0 + idle - 5)
+                .await
+                .unwrap();
+        }
+        let report = store.sweep(T0 + idle).await.unwrap();
+        assert_eq!(report.messages_removed, 2 * 8, "0 and 2..8 twice");
+        assert_eq!(
+            report.mailboxes_removed,
+            5 + 1,
+            "3..7, and 9 with its message"
+        );
+        check(&store);
+        let stats = store.stats().await.unwrap();
+        assert_eq!((stats.mailboxes, stats.messages, stats.bytes), (3, 0, 0));
+        store.close().await.unwrap();
+    }
+
+    /// A sweep also expires what the sends of its own batch stored (their
+    /// mailboxes are not in the index yet).
+    #[test]
+    fn a_sweep_expires_what_its_own_batch_sent() {
+        const T0: u64 = 1_700_000_000_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+        init_schema(&db).unwrap();
+        let index = Mutex::new(load_index(&db).unwrap());
+        let options = StoreOptions::default();
+        let ttl = options.message_ttl_us;
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        let mut sends = Vec::new();
+        for (n, now_us) in [(0, T0), (1, T0), (2, T0), (0, T0 + ttl)] {
+            let (reply, answer) = oneshot::channel();
+            let data = vec![n as u8; 10 + n];
+            let op = Op::Send {
+                mailbox: id(n as u16),
+                data,
+                now_us,
+                reply,
+            };
+            assert!(queue.try_send(op).is_ok());
+            sends.push(answer);
+        }
+        let (reply, mut swept) = oneshot::channel();
+        let sweep = Op::Sweep {
+            now_us: T0 + ttl,
+            reply,
+        };
+        assert!(queue.try_send(sweep).is_ok());
+        drop(queue);
+        let commits = AtomicU64::new(0);
+        run_writer(&db, &index, options, receiver, &commits);
+        assert_eq!(commits.load(Ordering::Relaxed), 1);
+        for mut answer in sends {
+            answer.try_recv().unwrap().unwrap();
+        }
+        assert_eq!(swept.try_recv().unwrap().unwrap().messages_removed, 3);
+        let index = index.into_inner().unwrap();
+        assert_eq!((index.messages, index.bytes), (1, 10));
+        assert_eq!(index.mailboxes.len(), 3);
+        assert_table_matches_index(&db, &index);
+    }
+
+    /// A message the index lists but a later commit removed is skipped,
+    /// and `receive` looks further for the limit.
+    #[tokio::test]
+    async fn receive_skips_what_the_snapshot_lacks() {
+        const T0: u64 = 1_700_000_000_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path(), StoreOptions::default()).unwrap();
+        let a = id(1);
+        let mut ats = Vec::new();
+        for n in 0..6u8 {
+            ats.push(store.send(a, vec![n; 20], T0).await.unwrap());
+            store.send(id(2), vec![n; 30], T0).await.unwrap();
+        }
+        // Remove messages 0, 1 and 3 behind the index's back, as a commit
+        // after the index was read would.
+        let db = store.database().unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(MESSAGES).unwrap();
+            for n in [0, 1, 3] {
+                assert!(table.remove(&message_key(&a, ats[n])).unwrap().is_some());
+            }
+        }
+        txn.commit().unwrap();
+        let received = |after: At, limit: u32| {
+            let store = &store;
+            async move {
+                let got = store.receive(a, after, limit, T0).await.unwrap();
+                got.into_iter()
+                    .map(|m| (m.at, m.data[0]))
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(received(At::ZERO, 1).await, [(ats[2], 2)]);
+        assert_eq!(received(At::ZERO, 2).await, [(ats[2], 2), (ats[4], 4)]);
+        assert_eq!(
+            received(At::ZERO, 10).await,
+            [(ats[2], 2), (ats[4], 4), (ats[5], 5)]
+        );
+        assert_eq!(received(ats[2], 1).await, [(ats[4], 4)]);
+        assert_eq!(received(ats[4], 5).await, [(ats[5], 5)]);
+        assert_eq!(received(ats[5], 5).await, []);
+        let other = store.receive(id(2), At::ZERO, 10, T0).await.unwrap();
+        assert_eq!(other.len(), 6);
+        store.close().await.unwrap();
+    }
+
+    /// A file written by schema 1 (messages keyed `mailbox || at`) is
+    /// migrated when opened: every message is still there, received in
+    /// order, and the old table is gone.
+    #[tokio::test]
+    async fn a_schema_1_file_is_migrated() {
+        const T0: u64 = 1_700_000_000_000_000;
+        const OLD_MESSAGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("messages");
+        const OLD_MAILBOXES: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("mailboxes");
+        const OLD_META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+        let dir = tempfile::tempdir().unwrap();
+        // 7 mailboxes, `at`s that interleave and repeat across mailboxes.
+        let sent: Vec<(MailboxId, At, Vec<u8>)> = (0..300u32)
+            .map(|n| {
+                let data = n.to_be_bytes().repeat(1 + n as usize % 5);
+                (id((n % 7) as u16), At(T0 + u64::from(n / 3)), data)
+            })
+            .collect();
+        {
+            let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut meta = txn.open_table(OLD_META).unwrap();
+                meta.insert("schema", 1).unwrap();
+                meta.insert("floor", T0 - 1).unwrap();
+                let mut mailboxes = txn.open_table(OLD_MAILBOXES).unwrap();
+                let mut messages = txn.open_table(OLD_MESSAGES).unwrap();
+                for (id, at, data) in &sent {
+                    let mut key = id.0.to_vec();
+                    key.extend_from_slice(&at.0.to_be_bytes());
+                    messages.insert(key.as_slice(), data.as_slice()).unwrap();
+                    mailboxes.insert(id.0.as_slice(), (at.0, T0)).unwrap();
+                }
+                // A mailbox without messages.
+                mailboxes.insert(id(99).0.as_slice(), (T0 - 5, T0)).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let options = StoreOptions {
+            max_pending_per_mailbox: 1_000,
+            ..StoreOptions::default()
+        };
+        for _ in 0..2 {
+            // Opened twice: the second time there is nothing to migrate.
+            let store = RedbStore::open(dir.path(), options).unwrap();
+            let stats = store.stats().await.unwrap();
+            let bytes: usize = sent.iter().map(|(_, _, data)| data.len()).sum();
+            assert_eq!(
+                (stats.mailboxes, stats.messages, stats.bytes),
+                (8, 300, bytes as u64)
+            );
+            for n in 0..7 {
+                let expected: Vec<(At, Vec<u8>)> = sent
+                    .iter()
+                    .filter(|(mailbox, _, _)| *mailbox == id(n))
+                    .map(|(_, at, data)| (*at, data.clone()))
+                    .collect();
+                let mut got = Vec::new();
+                let mut after = At::ZERO;
+                loop {
+                    let page = store.receive(id(n), after, 6, T0).await.unwrap();
+                    let Some(last) = page.last() else { break };
+                    after = last.at;
+                    got.extend(page.into_iter().map(|m| (m.at, m.data)));
+                }
+                assert_eq!(got, expected, "mailbox {n}");
+            }
+            assert_table_matches_index(&store.database().unwrap(), &store.open_index().unwrap());
+            assert_eq!(store.open_index().unwrap().floor, At(T0 - 1));
+            store.close().await.unwrap();
+        }
+        let db = Database::open(dir.path().join(FILE_NAME)).unwrap();
+        let txn = db.begin_read().unwrap();
+        let tables: Vec<String> = txn
+            .list_tables()
+            .unwrap()
+            .map(|table| table.name().to_owned())
+            .collect();
+        assert!(!tables.iter().any(|name| name == "messages"), "{tables:?}");
+        let meta = txn.open_table(META).unwrap();
+        assert_eq!(meta.get("schema").unwrap().unwrap().value(), SCHEMA);
+        assert!(txn.open_table(MESSAGES).unwrap().len().unwrap() == 300);
+    }
+
+    /// A schema this relay does not know is refused, not overwritten.
+    #[test]
+    fn an_unknown_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META).unwrap().insert("schema", 3).unwrap();
+        txn.commit().unwrap();
+        assert!(matches!(init_schema(&db), Err(StoreError::Corrupt(_))));
+        let txn = db.begin_read().unwrap();
+        let meta = txn.open_table(META).unwrap();
+        assert_eq!(meta.get("schema").unwrap().unwrap().value(), 3);
     }
 }
