@@ -25,6 +25,9 @@
 //! once with `Durability::Immediate` (fsync): concurrent sends share one
 //! commit (group commit), and each is answered only after that commit
 //! returned. A full channel makes senders wait; nothing queues without bound.
+//! A batch keeps, per mailbox it touches, only what it changed (the messages
+//! it added, how many old ones it removed) and applies that to the index
+//! after the commit.
 //!
 //! **Reads** never wait for the writer. The index in memory knows, per
 //! mailbox, the `at` and size of every message, the newest `at`, the last
@@ -69,7 +72,6 @@ use connectoid_protocol::At;
 use connectoid_protocol::api::Message;
 use connectoid_protocol::keys::PUBLIC_KEY_LEN;
 use indexmap::IndexMap;
-use indexmap::map::Entry;
 use redb::{
     Database, ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _,
     TableDefinition,
@@ -232,6 +234,14 @@ impl Mailbox {
 
     fn push(&mut self, at: At, size: u32) {
         self.pending.get_or_insert_default().push_back((at, size));
+    }
+
+    /// The same mailbox without its messages.
+    fn record(&self) -> Self {
+        Self {
+            pending: None,
+            ..*self
+        }
     }
 
     /// Records a check at `now_us` (a clock that went back changes nothing).
@@ -601,12 +611,145 @@ impl<'txn> Tables<'txn> {
     }
 }
 
+/// What a batch did to one mailbox. The messages committed before the batch
+/// stay in the index (copying them would cost O(pending) per mailbox and
+/// batch, and readers keep seeing them until the commit): the change counts
+/// how many of the oldest it removed, and holds the ones it added.
+struct Change {
+    /// The mailbox as the batch leaves it (`None`: removed, or never made),
+    /// except that its queue holds only the messages the batch added.
+    mailbox: Option<Mailbox>,
+    /// How many messages the index's queue holds (only the writer changes
+    /// queues, so this stays true until the batch is applied).
+    committed: usize,
+    /// How many of those, oldest first, the batch removed.
+    dropped: usize,
+}
+
+impl Change {
+    fn new(committed: Option<&Mailbox>) -> Self {
+        Self {
+            mailbox: committed.map(Mailbox::record),
+            committed: committed.map_or(0, Mailbox::pending_len),
+            dropped: 0,
+        }
+    }
+
+    /// How many messages the mailbox keeps, expired or not.
+    fn pending_len(&self) -> usize {
+        self.committed - self.dropped + self.mailbox.as_ref().map_or(0, Mailbox::pending_len)
+    }
+
+    /// Runs `f` on the index's mailbox `id` (under the index lock) if the
+    /// batch kept any of its committed messages.
+    fn with_kept<R>(
+        &self,
+        index: &Mutex<Index>,
+        id: &MailboxId,
+        f: impl FnOnce(&Mailbox) -> R,
+    ) -> Option<R> {
+        if self.dropped == self.committed {
+            return None;
+        }
+        lock(index).mailboxes.get(id).map(f)
+    }
+
+    /// How many messages the mailbox keeps unexpired at `now_us`.
+    fn live(&self, index: &Mutex<Index>, id: &MailboxId, now_us: u64, ttl_us: u64) -> usize {
+        let Some(mailbox) = &self.mailbox else {
+            return 0;
+        };
+        let kept = self.with_kept(index, id, |committed| {
+            self.committed - committed.expired(now_us, ttl_us).max(self.dropped)
+        });
+        kept.unwrap_or(0) + mailbox.live(now_us, ttl_us)
+    }
+
+    /// Removes the messages expired at `now_us`, from the committed ones (by
+    /// counting them) and from the added ones; `None` if there were none.
+    fn remove_expired(
+        &mut self,
+        index: &Mutex<Index>,
+        id: &MailboxId,
+        now_us: u64,
+        ttl_us: u64,
+    ) -> Option<Expired> {
+        self.mailbox.as_ref()?;
+        let dropped = self.dropped;
+        let kept = self.with_kept(index, id, |committed| {
+            let until = committed.expired(now_us, ttl_us).max(dropped);
+            let bytes = committed
+                .pending()
+                .skip(dropped)
+                .take(until - dropped)
+                .map(|(_, size)| u64::from(*size))
+                .sum();
+            (until, bytes)
+        });
+        let mut expired = Expired { count: 0, bytes: 0 };
+        if let Some((until, bytes)) = kept {
+            expired = Expired {
+                count: (until - dropped) as u64,
+                bytes,
+            };
+            self.dropped = until;
+        }
+        if let Some(added) = self.mailbox.as_mut()?.remove_expired(now_us, ttl_us) {
+            expired.count += added.count;
+            expired.bytes += added.bytes;
+        }
+        (expired.count > 0).then_some(expired)
+    }
+
+    /// Removes the mailbox; returns it and every message it kept, oldest
+    /// first (`None` if there was no mailbox).
+    fn remove(
+        &mut self,
+        index: &Mutex<Index>,
+        id: &MailboxId,
+    ) -> Option<(Mailbox, Vec<(At, u32)>)> {
+        self.mailbox.as_ref()?;
+        let mut messages: Vec<(At, u32)> = self
+            .with_kept(index, id, |committed| {
+                committed.pending().skip(self.dropped).copied().collect()
+            })
+            .unwrap_or_default();
+        self.dropped = self.committed;
+        let mailbox = self.mailbox.take()?;
+        messages.extend(mailbox.pending());
+        Some((mailbox, messages))
+    }
+
+    /// The mailbox after the commit (`None`: removed), made from the
+    /// index's `current` one: its queue is the committed one, and its last
+    /// check may be newer than the batch's.
+    fn merge(self, current: Option<&mut Mailbox>) -> Option<Mailbox> {
+        let mut mailbox = self.mailbox?;
+        let added = mailbox.pending.take();
+        if let Some(current) = current {
+            // Checks may have come in while the batch committed.
+            mailbox.checked(current.last_check_us);
+            mailbox.pending = current.pending.take();
+            if let Some(pending) = &mut mailbox.pending {
+                pending.drain(..self.dropped);
+                if pending.is_empty() {
+                    mailbox.pending = None;
+                }
+            }
+        }
+        for &(at, size) in added.iter().flat_map(|added| added.iter()) {
+            mailbox.push(at, size);
+        }
+        Some(mailbox)
+    }
+}
+
 /// Changes of one batch, applied to the index only after the commit.
 struct Batch<'a> {
     index: &'a Mutex<Index>,
     options: StoreOptions,
-    /// Mailboxes this batch touched: their new state (`None`: removed).
-    touched: HashMap<MailboxId, Option<Mailbox>>,
+    /// Mailboxes this batch touched, and what it did to them.
+    touched: HashMap<MailboxId, Change>,
     messages: u64,
     bytes: u64,
     mailboxes: u64,
@@ -634,11 +777,11 @@ impl<'a> Batch<'a> {
         }
     }
 
-    fn mailbox(&mut self, id: MailboxId) -> &mut Option<Mailbox> {
+    fn change(&mut self, id: MailboxId) -> &mut Change {
         let index = self.index;
         self.touched
             .entry(id)
-            .or_insert_with(|| lock(index).mailboxes.get(&id).cloned())
+            .or_insert_with(|| Change::new(lock(index).mailboxes.get(&id)))
     }
 
     fn send(
@@ -650,20 +793,24 @@ impl<'a> Batch<'a> {
     ) -> Result<Result<At, StoreError>, redb::Error> {
         let options = self.options;
         let size = data.len() as u64;
-        let (mailboxes, bytes, floor) = (self.mailboxes, self.bytes, self.floor);
-        let slot = self.mailbox(id);
-        if slot.is_none() && mailboxes >= options.max_mailboxes {
+        let (index, mailboxes, bytes, floor) = (self.index, self.mailboxes, self.bytes, self.floor);
+        let change = self.change(id);
+        let created = change.mailbox.is_none();
+        if created && mailboxes >= options.max_mailboxes {
             return Ok(Err(StoreError::RelayFull("too many mailboxes")));
         }
         if bytes.saturating_add(size) > options.max_stored_bytes {
             return Ok(Err(StoreError::RelayFull("storage limit reached")));
         }
-        let created = slot.is_none();
-        let mailbox = slot.get_or_insert_with(|| Mailbox::new(now_us));
-        if mailbox.live(now_us, options.message_ttl_us) >= options.max_pending_per_mailbox as usize
+        // Counting the live messages takes the index lock: only when the
+        // mailbox holds enough messages, expired or not, to be full.
+        let max_pending = options.max_pending_per_mailbox as usize;
+        if change.pending_len() >= max_pending
+            && change.live(index, &id, now_us, options.message_ttl_us) >= max_pending
         {
             return Ok(Err(StoreError::MailboxFull));
         }
+        let mailbox = change.mailbox.get_or_insert_with(|| Mailbox::new(now_us));
         let newest = mailbox.last_at.max(floor);
         let last = (newest != At::ZERO).then_some(newest);
         let at = At::next(now_us, last);
@@ -687,10 +834,11 @@ impl<'a> Batch<'a> {
         tables: &mut Tables<'_>,
         id: MailboxId,
     ) -> Result<bool, redb::Error> {
-        let Some(mailbox) = self.mailbox(id).take() else {
+        let index = self.index;
+        let Some((mailbox, messages)) = self.change(id).remove(index, &id) else {
             return Ok(false);
         };
-        for (at, _) in mailbox.pending() {
+        for (at, _) in &messages {
             tables.messages.remove(&message_key(&id, *at))?;
         }
         tables.mailboxes.remove(id.0.as_slice())?;
@@ -698,8 +846,8 @@ impl<'a> Batch<'a> {
             self.floor = mailbox.last_at;
             tables.meta.insert("floor", self.floor.0)?;
         }
-        self.messages -= mailbox.pending_len() as u64;
-        self.bytes -= mailbox.pending().map(|(_, s)| u64::from(*s)).sum::<u64>();
+        self.messages -= messages.len() as u64;
+        self.bytes -= messages.iter().map(|(_, s)| u64::from(*s)).sum::<u64>();
         self.mailboxes -= 1;
         Ok(true)
     }
@@ -711,16 +859,15 @@ impl<'a> Batch<'a> {
         only_if_empty: bool,
         now_us: u64,
     ) -> Result<Deleted, redb::Error> {
-        let ttl = self.options.message_ttl_us;
-        match self.mailbox(id) {
-            None => Ok(Deleted::Absent),
-            Some(mailbox) if only_if_empty && mailbox.live(now_us, ttl) > 0 => {
-                Ok(Deleted::NotEmpty)
-            }
-            Some(_) => {
-                self.remove_mailbox(tables, id)?;
-                Ok(Deleted::Removed)
-            }
+        let (index, ttl) = (self.index, self.options.message_ttl_us);
+        let change = self.change(id);
+        if change.mailbox.is_none() {
+            Ok(Deleted::Absent)
+        } else if only_if_empty && change.live(index, &id, now_us, ttl) > 0 {
+            Ok(Deleted::NotEmpty)
+        } else {
+            self.remove_mailbox(tables, id)?;
+            Ok(Deleted::Removed)
         }
     }
 
@@ -729,7 +876,7 @@ impl<'a> Batch<'a> {
         tables: &mut Tables<'_>,
         id: MailboxId,
     ) -> Result<bool, redb::Error> {
-        let Some(mailbox) = self.mailbox(id).as_mut() else {
+        let Some(mailbox) = self.change(id).mailbox.as_mut() else {
             return Ok(false);
         };
         tables
@@ -773,12 +920,10 @@ impl<'a> Batch<'a> {
         // Messages expire in `at` order relay-wide: forget them per mailbox
         // in memory, and remove them from the table as one range from its
         // start.
+        let index = self.index;
         let mut expired_count = 0;
         for id in expiring {
-            let Some(mailbox) = self.mailbox(id).as_mut() else {
-                continue;
-            };
-            let Some(expired) = mailbox.remove_expired(now_us, ttl) else {
+            let Some(expired) = self.change(id).remove_expired(index, &id, now_us, ttl) else {
                 continue;
             };
             self.messages -= expired.count;
@@ -839,22 +984,15 @@ impl<'a> Batch<'a> {
     fn apply(self) {
         let mut index = lock(self.index);
         let mut removed = false;
-        for (id, state) in self.touched {
-            match state {
+        for (id, change) in self.touched {
+            match change.merge(index.mailboxes.get_mut(&id)) {
+                Some(mailbox) => {
+                    index.mailboxes.insert(id, mailbox);
+                }
                 None => {
                     index.remove(&id);
                     removed = true;
                 }
-                Some(mut mailbox) => match index.mailboxes.entry(id) {
-                    Entry::Occupied(mut current) => {
-                        // Checks may have come in while the batch committed.
-                        mailbox.checked(current.get().last_check_us);
-                        current.insert(mailbox);
-                    }
-                    Entry::Vacant(vacant) => {
-                        vacant.insert(mailbox);
-                    }
-                },
             }
         }
         if removed {
@@ -1353,7 +1491,7 @@ mod tests {
         let index = Mutex::new(Index::default());
         lock(&index).mailboxes.insert(id(4), Mailbox::new(1_000));
         let mut batch = Batch::new(&index, StoreOptions::default());
-        let mailbox = batch.mailbox(id(4)).as_mut().unwrap();
+        let mailbox = batch.change(id(4)).mailbox.as_mut().unwrap();
         mailbox.last_at = At(7);
         mailbox.persisted();
         lock(&index)
@@ -1775,5 +1913,105 @@ mod tests {
         let txn = db.begin_read().unwrap();
         let meta = txn.open_table(META).unwrap();
         assert_eq!(meta.get("schema").unwrap().unwrap().value(), 3);
+    }
+
+    /// Runs the writer over `ops` queued before it starts: one batch.
+    fn run_batch(db: &Database, index: &Mutex<Index>, options: StoreOptions, ops: Vec<Op>) {
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        for op in ops {
+            assert!(queue.try_send(op).is_ok());
+        }
+        drop(queue);
+        let commits = AtomicU64::new(0);
+        run_writer(db, index, options, receiver, &commits);
+        assert_eq!(commits.load(Ordering::Relaxed), 1);
+    }
+
+    fn send_op(n: u16, now_us: u64) -> (Op, oneshot::Receiver<Result<At, StoreError>>) {
+        let (reply, answer) = oneshot::channel();
+        let op = Op::Send {
+            mailbox: id(n),
+            data: vec![n as u8; 10],
+            now_us,
+            reply,
+        };
+        (op, answer)
+    }
+
+    /// A batch that expires, deletes and sends on top of messages committed
+    /// before it leaves exactly the right queues (the batch keeps only what
+    /// it changed, and merges it into the index after the commit).
+    #[test]
+    fn a_batch_changes_committed_queues() {
+        const T0: u64 = 1_700_000_000_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+        init_schema(&db).unwrap();
+        let index = Mutex::new(load_index(&db).unwrap());
+        let options = StoreOptions {
+            max_pending_per_mailbox: 3,
+            ..StoreOptions::default()
+        };
+        let ttl = options.message_ttl_us;
+        let first: Vec<_> = [1, 1, 1, 2, 2].map(|n| send_op(n, T0)).into();
+        let (ops, answers): (Vec<Op>, Vec<_>) = first.into_iter().unzip();
+        run_batch(&db, &index, options, ops);
+        for mut answer in answers {
+            answer.try_recv().unwrap().unwrap();
+        }
+        let pending = |index: &Mutex<Index>, n: u16| -> Vec<At> {
+            lock(index)
+                .mailboxes
+                .get(&id(n))
+                .map(|m| m.pending().map(|(at, _)| *at).collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(pending(&index, 1), [At(T0), At(T0 + 1), At(T0 + 2)]);
+        assert_eq!(pending(&index, 2), [At(T0), At(T0 + 1)]);
+
+        let now = T0 + 1 + ttl;
+        let (reply, mut swept) = oneshot::channel();
+        let mut ops = vec![Op::Sweep { now_us: now, reply }];
+        let mut sends = Vec::new();
+        for _ in 0..3 {
+            let (op, answer) = send_op(1, now);
+            ops.push(op);
+            sends.push(answer);
+        }
+        let mut deletes = Vec::new();
+        for n in [2, 3] {
+            let (reply, answer) = oneshot::channel();
+            ops.push(Op::Delete {
+                mailbox: id(n),
+                only_if_empty: true,
+                now_us: now,
+                reply,
+            });
+            deletes.push(answer);
+        }
+        let (op, mut remade) = send_op(2, now);
+        ops.push(op);
+        run_batch(&db, &index, options, ops);
+
+        assert_eq!(swept.try_recv().unwrap().unwrap().messages_removed, 4);
+        let sent: Vec<_> = sends
+            .into_iter()
+            .map(|mut a| a.try_recv().unwrap())
+            .collect();
+        assert_eq!(sent[0].as_ref().unwrap(), &At(now));
+        assert_eq!(sent[1].as_ref().unwrap(), &At(now + 1));
+        assert!(matches!(sent[2], Err(StoreError::MailboxFull)), "3 live");
+        let deleted: Vec<_> = deletes
+            .into_iter()
+            .map(|mut a| a.try_recv().unwrap().unwrap())
+            .collect();
+        assert_eq!(deleted, [Deleted::Removed, Deleted::Absent]);
+        assert_eq!(remade.try_recv().unwrap().unwrap(), At(now));
+        assert_eq!(pending(&index, 1), [At(T0 + 2), At(now), At(now + 1)]);
+        assert_eq!(pending(&index, 2), [At(now)]);
+        let index = index.into_inner().unwrap();
+        assert_eq!(index.floor, At(T0 + 1));
+        assert_eq!(index.mailboxes.len(), 2);
+        assert_table_matches_index(&db, &index);
     }
 }
