@@ -105,6 +105,21 @@ where
     }
 
     fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        self.respond(request)
+    }
+}
+
+impl RelayRouter {
+    /// Answers one request (what [`tower::Service::call`] does, without
+    /// needing `&mut self`).
+    pub(crate) fn respond<B>(
+        &self,
+        request: axum::http::Request<B>,
+    ) -> Pin<Box<dyn Future<Output = Result<axum::response::Response, Infallible>> + Send>>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
         if request.method() == Method::POST && request.uri().path() == "/" {
             let relay = Arc::clone(&self.relay);
             let peer = self.peer;

@@ -73,7 +73,7 @@ pub struct Server {
     http_addr: SocketAddr,
     udp_addr: Option<SocketAddr>,
     relay: Arc<Relay>,
-    handle: axum_server::Handle,
+    http_stop: HttpStop,
     stop: watch::Sender<bool>,
     http_task: Option<JoinHandle<io::Result<()>>>,
     tasks: JoinSet<()>,
@@ -157,22 +157,25 @@ impl Server {
         }
         let relay = Arc::new(Relay::new(&config, store, udp_addr.map(|a| a.port())));
 
-        let handle = axum_server::Handle::new();
         let service = router(Arc::clone(&relay));
-        let app = tower::service_fn(move |peer: SocketAddr| {
-            std::future::ready(Ok::<_, std::convert::Infallible>(service.for_peer(peer)))
-        });
-        let http_task = match tls {
-            None => tokio::spawn(
-                axum_server::from_tcp(listener)
-                    .handle(handle.clone())
-                    .serve(app),
-            ),
-            Some(tls) => tokio::spawn(
-                axum_server::from_tcp_rustls(listener, tls)
-                    .handle(handle.clone())
-                    .serve(app),
-            ),
+        let (http_stop, http_task) = match tls {
+            None => {
+                let (stop, stopped) = watch::channel(None);
+                let task = tokio::spawn(serve_http(listener, service, stopped));
+                (HttpStop::Plain(stop), task)
+            }
+            Some(tls) => {
+                let handle = axum_server::Handle::new();
+                let app = tower::service_fn(move |peer: SocketAddr| {
+                    std::future::ready(Ok::<_, std::convert::Infallible>(service.for_peer(peer)))
+                });
+                let task = tokio::spawn(
+                    axum_server::from_tcp_rustls(listener, tls)
+                        .handle(handle.clone())
+                        .serve(app),
+                );
+                (HttpStop::Tls(handle), task)
+            }
         };
 
         let (stop, stopped) = watch::channel(false);
@@ -195,7 +198,7 @@ impl Server {
             http_addr,
             udp_addr,
             relay,
-            handle,
+            http_stop,
             stop,
             http_task: Some(http_task),
             tasks,
@@ -223,7 +226,7 @@ impl Server {
     /// [`Config::shutdown_timeout`]), stops the UDP loop and the sweeper,
     /// then flushes and closes the store.
     pub async fn shutdown(mut self) -> Result<(), ShutdownError> {
-        self.handle.graceful_shutdown(Some(self.shutdown_timeout));
+        self.http_stop.graceful(self.shutdown_timeout);
         let http = match self.http_task.take() {
             Some(task) => match task.await {
                 Ok(result) => result,
@@ -245,10 +248,80 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(task) = self.http_task.take() {
-            self.handle.shutdown();
             task.abort();
         }
         // `tasks` aborts its tasks when dropped.
+    }
+}
+
+/// How [`Server::shutdown`] stops the HTTP server.
+#[derive(Debug)]
+enum HttpStop {
+    /// [`serve_http`]: the grace period, once it is time to stop.
+    Plain(watch::Sender<Option<Duration>>),
+    /// axum-server (HTTPS, with HTTP/2 by ALPN).
+    Tls(axum_server::Handle),
+}
+
+impl HttpStop {
+    /// Stops accepting connections; lets requests under way finish for at
+    /// most `timeout`, then closes the connections.
+    fn graceful(&self, timeout: Duration) {
+        match self {
+            Self::Plain(stop) => drop(stop.send(Some(timeout))),
+            Self::Tls(handle) => handle.graceful_shutdown(Some(timeout)),
+        }
+    }
+}
+
+/// Serves plain HTTP/1.1 with hyper's connection directly (the HTTP/1-or-2
+/// detection and per-connection wrappers of a general-purpose server cost
+/// CPU on every request of a kept-alive connection, and plain-text HTTP/2 is
+/// not something clients of a relay use). When `stop` names a grace period,
+/// stops accepting, asks every connection to finish its request under way,
+/// and closes those still open after the period. Dropping the task (an
+/// abort) closes every connection at once.
+async fn serve_http(
+    listener: std::net::TcpListener,
+    service: crate::http::RelayRouter,
+    mut stop: watch::Receiver<Option<Duration>>,
+) -> io::Result<()> {
+    use hyper_util::rt::TokioIo;
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let builder = hyper::server::conn::http1::Builder::new();
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let service = service.for_peer(peer);
+                    let connection = builder.serve_connection(
+                        TokioIo::new(stream),
+                        hyper::service::service_fn(move |request| service.respond(request)),
+                    );
+                    connections.spawn(graceful.watch(connection));
+                }
+                // Out of file descriptors and the like: wait, then go on.
+                Err(error) => {
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            // Finished connections are reaped as they end.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            changed = stop.changed() => {
+                // A dropped sender stops at once, like an abort.
+                let timeout = changed.ok().and(*stop.borrow()).unwrap_or_default();
+                drop(listener);
+                if tokio::time::timeout(timeout, graceful.shutdown()).await.is_err() {
+                    tracing::warn!(?timeout, "connections still open after the grace period; closing them");
+                }
+                connections.shutdown().await;
+                return Ok(());
+            }
+        }
     }
 }
 

@@ -181,3 +181,28 @@ async fn the_other_routes_and_methods() {
     );
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn shutdown_closes_kept_alive_connections_and_stops_accepting() {
+    let (server, _dir) = spawn_server(|config| {
+        config.shutdown_timeout = std::time::Duration::from_secs(30);
+    })
+    .await;
+    let addr = server.http_addr();
+    let key = secret(3).public_key();
+    let mut idle = connect_from("127.0.0.1", addr).await;
+    let answer = exchange(&mut idle, &post(&check_body(&key, 0))).await;
+    assert_eq!(answer.status, 200);
+    // An idle kept-alive connection does not hold the shutdown for the
+    // whole grace period: it is closed at once.
+    tokio::time::timeout(std::time::Duration::from_secs(10), server.shutdown())
+        .await
+        .expect("shutdown well within the grace period")
+        .unwrap();
+    let mut buffer = [0u8; 16];
+    assert_eq!(idle.read(&mut buffer).await.unwrap_or(0), 0, "closed");
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+}
