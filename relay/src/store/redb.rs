@@ -1583,6 +1583,15 @@ mod tests {
         store.close().await.unwrap();
     }
 
+    /// A new database with its (empty) index, in a temporary directory.
+    fn fresh_database() -> (tempfile::TempDir, Database, Mutex<Index>) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+        init_schema(&db).unwrap();
+        let index = Mutex::new(load_index(&db).unwrap());
+        (dir, db, index)
+    }
+
     /// Queues `count` sends to one mailbox before the writer runs, runs it
     /// with `options` until the queue is drained, and returns how many
     /// commits it made, each send's answer, and the index.
@@ -1590,10 +1599,7 @@ mod tests {
         count: u8,
         options: StoreOptions,
     ) -> (u64, Vec<Result<At, StoreError>>, Index) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
-        init_schema(&db).unwrap();
-        let index = Mutex::new(load_index(&db).unwrap());
+        let (_dir, db, index) = fresh_database();
         let (queue, receiver) = mpsc::channel(QUEUE);
         let mut answers = Vec::new();
         for i in 0..count {
@@ -1731,10 +1737,7 @@ mod tests {
     #[test]
     fn a_sweep_expires_what_its_own_batch_sent() {
         const T0: u64 = 1_700_000_000_000_000;
-        let dir = tempfile::tempdir().unwrap();
-        let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
-        init_schema(&db).unwrap();
-        let index = Mutex::new(load_index(&db).unwrap());
+        let (_dir, db, index) = fresh_database();
         let options = StoreOptions::default();
         let ttl = options.message_ttl_us;
         let (queue, receiver) = mpsc::channel(QUEUE);
@@ -1944,10 +1947,7 @@ mod tests {
     #[test]
     fn a_batch_changes_committed_queues() {
         const T0: u64 = 1_700_000_000_000_000;
-        let dir = tempfile::tempdir().unwrap();
-        let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
-        init_schema(&db).unwrap();
-        let index = Mutex::new(load_index(&db).unwrap());
+        let (_dir, db, index) = fresh_database();
         let options = StoreOptions {
             max_pending_per_mailbox: 3,
             ..StoreOptions::default()
