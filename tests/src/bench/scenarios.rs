@@ -110,6 +110,54 @@ async fn measure(
     Ok(Measure::new(&sample, Some(after.saturating_sub(before))))
 }
 
+/// Rounds of [`measure_pair`].
+const PAIR_ROUNDS: u32 = 5;
+
+/// Measures our server and its baseline in alternating rounds (ours, base,
+/// ours, base, ...), each with a share of the run's budget, and sums CPU
+/// time and samples over the rounds. Measured one after the other, a drift
+/// of the shared machine's load between the two runs moved the ratio by a
+/// third; alternating, both sides see the same machine.
+async fn measure_pair<FutO, FutB>(
+    setup: &Setup,
+    (ours_server, mut ours): (&ServerProcess, impl FnMut(Arc<Budget>) -> FutO),
+    (base_server, mut base): (&ServerProcess, impl FnMut(Arc<Budget>) -> FutB),
+) -> anyhow::Result<(Measure, Measure)>
+where
+    FutO: Future<Output = anyhow::Result<Sample>>,
+    FutB: Future<Output = anyhow::Result<Sample>>,
+{
+    let budget = || {
+        Budget::new(
+            setup.options.run_time() / PAIR_ROUNDS,
+            setup.options.max_ops() / u64::from(PAIR_ROUNDS),
+        )
+    };
+    let mut totals = [
+        (Sample::default(), Duration::ZERO),
+        (Sample::default(), Duration::ZERO),
+    ];
+    for _ in 0..PAIR_ROUNDS {
+        for (side, (sample, cpu)) in totals.iter_mut().enumerate() {
+            let server = if side == 0 { ours_server } else { base_server };
+            let before = server.cpu_time()?;
+            let round = if side == 0 {
+                ours(budget()).await?
+            } else {
+                base(budget()).await?
+            };
+            *cpu += server.cpu_time()?.saturating_sub(before);
+            sample.wall += round.wall;
+            sample.merge(round);
+        }
+    }
+    let [(ours, ours_cpu), (base, base_cpu)] = totals;
+    Ok((
+        Measure::new(&ours, Some(ours_cpu)),
+        Measure::new(&base, Some(base_cpu)),
+    ))
+}
+
 fn warmup() -> Arc<Budget> {
     Budget::new(Duration::from_millis(300), 2_000)
 }
@@ -321,28 +369,28 @@ async fn checks(setup: &Setup, report: &mut Report) -> anyhow::Result<()> {
             .await?;
             let _ = server;
         }
-        let ours = measure(
-            &relay,
-            http_load(
-                addr,
-                Arc::clone(&bodies),
-                concurrency,
-                new_connection,
-                setup.budget(),
-                found_false,
-            ),
-        )
-        .await?;
-        let base = measure(
-            &base_http,
-            http_load(
-                base_addr,
-                Arc::clone(&bodies),
-                concurrency,
-                new_connection,
-                setup.budget(),
-                is_ok,
-            ),
+        let (ours, base) = measure_pair(
+            setup,
+            (&relay, |budget| {
+                http_load(
+                    addr,
+                    Arc::clone(&bodies),
+                    concurrency,
+                    new_connection,
+                    budget,
+                    found_false,
+                )
+            }),
+            (&base_http, |budget| {
+                http_load(
+                    base_addr,
+                    Arc::clone(&bodies),
+                    concurrency,
+                    new_connection,
+                    budget,
+                    is_ok,
+                )
+            }),
         )
         .await?;
         let mut row = Row::ours(id, what, ours);
@@ -367,28 +415,21 @@ async fn checks(setup: &Setup, report: &mut Report) -> anyhow::Result<()> {
             udp_any,
         )
         .await?;
-        let ours = measure(
-            &relay,
-            udp_load(
-                udp,
-                Arc::clone(&datagram),
-                4,
-                wait,
-                setup.budget(),
-                udp_not_found,
-            ),
-        )
-        .await?;
-        let base = measure(
-            &base_udp,
-            udp_load(
-                base_udp_addr,
-                Arc::clone(&datagram),
-                4,
-                wait,
-                setup.budget(),
-                udp_any,
-            ),
+        let (ours, base) = measure_pair(
+            setup,
+            (&relay, |budget| {
+                udp_load(udp, Arc::clone(&datagram), 4, wait, budget, udp_not_found)
+            }),
+            (&base_udp, |budget| {
+                udp_load(
+                    base_udp_addr,
+                    Arc::clone(&datagram),
+                    4,
+                    wait,
+                    budget,
+                    udp_any,
+                )
+            }),
         )
         .await?;
         let mut row = Row::ours(id, what, ours);
@@ -482,24 +523,17 @@ async fn receive(setup: &Setup, report: &mut Report) -> anyhow::Result<()> {
         bodies.push(receive_body(&key, &Answer::for_relay(&opened, &url), 0));
     }
     let bodies = Arc::new(bodies);
-    let _ = http_load(addr, Arc::clone(&bodies), 4, false, warmup(), has_data).await?;
-    let ours = measure(
-        &relay,
-        http_load(
-            addr,
-            Arc::clone(&bodies),
-            4,
-            false,
-            setup.budget(),
-            has_data,
-        ),
-    )
-    .await?;
     let base_addr = base_http.http_addr()?;
+    let _ = http_load(addr, Arc::clone(&bodies), 4, false, warmup(), has_data).await?;
     let _ = http_load(base_addr, Arc::clone(&bodies), 4, false, warmup(), is_ok).await?;
-    let base = measure(
-        &base_http,
-        http_load(base_addr, bodies, 4, false, setup.budget(), is_ok),
+    let (ours, base) = measure_pair(
+        setup,
+        (&relay, |budget| {
+            http_load(addr, Arc::clone(&bodies), 4, false, budget, has_data)
+        }),
+        (&base_http, |budget| {
+            http_load(base_addr, Arc::clone(&bodies), 4, false, budget, is_ok)
+        }),
     )
     .await?;
     let mut row = Row::ours(
