@@ -263,6 +263,17 @@ const FIRST_ACCEPTANCE_GRACE_DIVISOR: u32 = 5;
 /// in are collected.
 const TIMER_RESOLUTION: Duration = Duration::from_millis(1);
 
+/// What [`send_fan_out`] still waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Grace {
+    /// Every relay (no acceptance yet, or [`SendWait::AllRelays`]).
+    Waiting,
+    /// Nothing more: only the answers already in are taken.
+    AnswersIn,
+    /// The other relays until then.
+    Until(tokio::time::Instant),
+}
+
 /// [`fan_out`] for sends: each relay's request runs as its own task, so that
 /// with [`SendWait::FirstAcceptance`] this can return shortly after the first
 /// acceptance while the requests still under way finish in the background
@@ -289,17 +300,16 @@ where
         })
         .collect();
     let mut results: Vec<Option<Result<(), RelayError>>> = vec![None; relays.len()];
-    // After the first acceptance (FirstAcceptance only): how long the
-    // others still get. `Some(None)`: no timer, only answers already in.
-    let mut grace: Option<Option<tokio::time::Instant>> = None;
+    let mut grace = Grace::Waiting;
     loop {
         let next = match grace {
-            None => pending.next().await,
-            Some(None) => match futures::FutureExt::now_or_never(pending.next()) {
+            Grace::Waiting => pending.next().await,
+            Grace::AnswersIn => match futures::FutureExt::now_or_never(pending.next()) {
                 Some(next) => next,
                 None => break,
             },
-            Some(Some(deadline)) => match tokio::time::timeout_at(deadline, pending.next()).await {
+            Grace::Until(deadline) => match tokio::time::timeout_at(deadline, pending.next()).await
+            {
                 Ok(next) => next,
                 Err(_) => break,
             },
@@ -309,10 +319,14 @@ where
         };
         let result = joined
             .unwrap_or_else(|e| Err(RelayError::Connect(format!("the send task failed: {e}"))));
-        if wait == SendWait::FirstAcceptance && grace.is_none() && result.is_ok() {
+        if wait == SendWait::FirstAcceptance && grace == Grace::Waiting && result.is_ok() {
             let time = started.elapsed() / FIRST_ACCEPTANCE_GRACE_DIVISOR;
             // Even a deadline already past waits for the timer's next tick.
-            grace = Some((time >= TIMER_RESOLUTION).then(|| tokio::time::Instant::now() + time));
+            grace = if time < TIMER_RESOLUTION {
+                Grace::AnswersIn
+            } else {
+                Grace::Until(tokio::time::Instant::now() + time)
+            };
         }
         results[index] = Some(result);
     }

@@ -257,12 +257,7 @@ pub async fn http_load(
             sample
         }));
     }
-    let mut total = Sample::default();
-    for worker in workers {
-        total.merge(worker.await?);
-    }
-    total.wall = start.elapsed();
-    Ok(total)
+    gather(workers, start).await
 }
 
 /// `concurrency` workers, each with its own socket, sending `datagram` to
@@ -303,6 +298,14 @@ pub async fn udp_load(
             sample
         }));
     }
+    gather(workers, start).await
+}
+
+/// The workers' samples merged, with the wall time since `start`.
+async fn gather(
+    workers: Vec<tokio::task::JoinHandle<Sample>>,
+    start: Instant,
+) -> anyhow::Result<Sample> {
     let mut total = Sample::default();
     for worker in workers {
         total.merge(worker.await?);

@@ -720,18 +720,18 @@ async fn fanout_once(
     fault: Fault,
     wait: SendWait,
 ) -> anyhow::Result<Fanout> {
-    let mut relays = Vec::new();
+    // The blackhole, if any, lives until the scenario ends.
+    let (mut relays, mut urls, mut _hole) = (Vec::new(), Vec::new(), None);
     for n in 0..3 {
-        relays.push(setup.relay(&format!("fanout-{n}"), &[])?);
-    }
-    let mut urls = relays
-        .iter()
-        .map(|r| r.http_addr().map(crate::url_of))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let hole = Blackhole::start().await?;
-    if fault == Fault::Blackholed {
-        relays.remove(1);
-        urls[1] = hole.url();
+        if n == 1 && fault == Fault::Blackholed {
+            let blackhole = Blackhole::start().await?;
+            urls.push(blackhole.url());
+            _hole = Some(blackhole);
+            continue;
+        }
+        let relay = setup.relay(&format!("fanout-{n}"), &[])?;
+        urls.push(crate::url_of(relay.http_addr()?));
+        relays.push(relay);
     }
     let (a, b) = (tempfile::tempdir()?, tempfile::tempdir()?);
     let timeout = Duration::from_millis(500);
