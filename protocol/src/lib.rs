@@ -17,13 +17,25 @@
 //! It does no I/O, reads no clock and draws no randomness of its own: callers
 //! pass `now` and an RNG. Every decoder is total: malformed input gives a
 //! typed error, never a panic.
+//!
+//! Features: `fuzzing` (off by default) exports the fuzz targets' entry
+//! points and `RepeatableRng`, a deterministic RNG for tests. Only tests and
+//! `fuzz/` enable it.
 
 pub mod api;
 pub mod at;
 pub mod b64;
 pub mod envelope;
+/// Fuzz entry points and the repeatable test RNG: only with the
+/// non-default `fuzzing` feature, which the fuzz targets and the test crates
+/// enable. An app that depends on this crate cannot reach a predictable RNG.
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+// The crate's own unit tests use the same module without the feature.
+#[cfg(all(test, not(feature = "fuzzing")))]
+#[allow(unreachable_pub, dead_code)]
+mod fuzzing;
 pub mod keys;
 pub mod limits;
 pub mod link;
