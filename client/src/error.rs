@@ -65,7 +65,7 @@ pub enum ClientError {
         healthy: usize,
     },
     /// The link or relay set is not valid (too many relays, too long...).
-    #[error("link: {0}")]
+    #[error("link")]
     Link(#[from] LinkError),
     /// The link is one this profile shared.
     #[error("this is your own link")]
@@ -74,7 +74,7 @@ pub enum ClientError {
     #[error("this link was already accepted as {0:?}")]
     AlreadyAccepted(String),
     /// The envelope could not be made (the payload is too big).
-    #[error("cannot seal the message: {0}")]
+    #[error("cannot seal the message")]
     Envelope(#[from] EnvelopeError),
     /// Only offers, answers and app data are sent by the app; the other
     /// kinds are the client's own.

@@ -12,7 +12,7 @@
 //! let relays = ["https://relay-a.example/", "https://relay-b.example/"]
 //!     .into_iter()
 //!     .map(|url| Ok(RelayEntry::new(RelayUrl::parse(url)?)))
-//!     .collect::<Result<Vec<_>, String>>()?;
+//!     .collect::<Result<Vec<_>, connectoid::protocol::RelayUrlError>>()?;
 //! let link = alice.share("Bob", ShareOptions::with_relays(relays)).await?;
 //!
 //! // Bob opens it (on his device) and sends his offer.

@@ -42,7 +42,7 @@ pub enum ListError {
     #[error("invalid item text: use 1 to 200 characters")]
     BadText,
     /// The list file could not be read or written.
-    #[error("list file {}: {source}", path.display())]
+    #[error("list file {}", path.display())]
     Io {
         /// The file.
         path: PathBuf,

@@ -40,7 +40,7 @@ pub enum ProfileError {
         dir: PathBuf,
     },
     /// A file system operation failed.
-    #[error("profile {}: {action}: {source}", path.display())]
+    #[error("profile {}: {action}", path.display())]
     Io {
         /// What was being done ("create directory", "write", ...).
         action: &'static str,

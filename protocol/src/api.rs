@@ -566,6 +566,13 @@ struct RawResponse {
 #[error("malformed relay response: {0}")]
 pub struct ResponseError(pub String);
 
+impl ResponseError {
+    /// A stable identifier of the fault, for tests and other languages.
+    pub fn code(&self) -> &'static str {
+        "MalformedResponse"
+    }
+}
+
 impl Response {
     /// The HTTP status that goes with the response.
     pub fn http_status(&self) -> u16 {

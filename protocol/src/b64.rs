@@ -15,6 +15,14 @@ pub struct Base64Error {
     reason: String,
 }
 
+impl Base64Error {
+    /// A stable identifier of the fault, for tests and other languages
+    /// (the `Base64` of [`KeyError::code`](crate::keys::KeyError::code)).
+    pub fn code(&self) -> &'static str {
+        "Base64"
+    }
+}
+
 /// Encodes `bytes` as base64url without padding.
 pub fn encode(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)

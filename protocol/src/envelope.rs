@@ -227,6 +227,38 @@ pub enum EnvelopeError {
     BadProof,
 }
 
+impl EnvelopeError {
+    /// A stable identifier of the fault, used by the test vectors
+    /// (`spec/vectors/envelopes.json`) and by implementations in other
+    /// languages. A wrapped sealing or opening fault is named
+    /// `Seal::<code>` or `Open::<code>` after [`SealError::code`] and
+    /// [`OpenError::code`].
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Seal(SealError::TooBig { .. }) => "Seal::TooBig",
+            Self::Seal(_) => "Seal::Hpke",
+            Self::Open(OpenError::TooShort { .. }) => "Open::TooShort",
+            Self::Open(OpenError::BadEncappedKey) => "Open::BadEncappedKey",
+            Self::Open(OpenError::Decrypt) => "Open::Decrypt",
+            Self::Open(OpenError::Padding) => "Open::Padding",
+            Self::Open(_) => "Open::WrongLength",
+            Self::SignerMismatch => "SignerMismatch",
+            Self::From(_) => "From",
+            Self::Jws(_) => "Jws",
+            Self::Header(_) => "Header",
+            Self::Payload(_) => "Payload",
+            Self::Version(_) => "Version",
+            Self::UnknownKind(_) => "UnknownKind",
+            Self::BadSignature => "BadSignature",
+            Self::WrongRecipient => "WrongRecipient",
+            Self::Expired { .. } => "Expired",
+            Self::FromFuture { .. } => "FromFuture",
+            Self::MissingProof => "MissingProof",
+            Self::BadProof => "BadProof",
+        }
+    }
+}
+
 impl Envelope {
     /// Signs the envelope with `sender`, whose public key must be `from.key`.
     /// Returns the JWS compact text.

@@ -53,6 +53,20 @@ pub enum KeyError {
     InvalidScalar,
 }
 
+impl KeyError {
+    /// A stable identifier of the fault, used by the test vectors
+    /// (`spec/vectors/keys.json`) and by implementations in other languages.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Base64(_) => "Base64",
+            Self::WrongLength { .. } => "WrongLength",
+            Self::NotCompressed(_) => "NotCompressed",
+            Self::NotOnCurve => "NotOnCurve",
+            Self::InvalidScalar => "InvalidScalar",
+        }
+    }
+}
+
 /// A P-384 public key: the name of a mailbox.
 ///
 /// Equality, ordering and hashing use the 49-byte compressed encoding.

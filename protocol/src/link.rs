@@ -79,12 +79,12 @@ pub enum LinkError {
         count: usize,
     },
     /// A part is not canonical base64url.
-    #[error("{part}: {source}")]
+    #[error("{part}: {error}")]
     Base64 {
         /// Which part.
         part: LinkPart,
-        /// What is wrong.
-        source: b64::Base64Error,
+        /// What is wrong (part of the message, not a `source()`).
+        error: b64::Base64Error,
     },
     /// The public key part is not a valid key.
     #[error("pub: {0}")]
@@ -108,8 +108,8 @@ pub enum LinkError {
     BadRelay {
         /// Zero-based index of the entry.
         index: usize,
-        /// What is wrong.
-        reason: String,
+        /// What is wrong (part of the message, not a `source()`).
+        reason: RelayEntryError,
     },
     /// The same relay URL appears twice.
     #[error("relays: entry {index} repeats an earlier relay")]
@@ -142,6 +142,41 @@ pub enum LinkError {
     UnexpectedSecret,
 }
 
+/// What is wrong with one entry of a link's relay list
+/// ([`LinkError::BadRelay`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelayEntryError {
+    /// The entry is empty (two spaces in a row, or a leading or trailing one).
+    #[error("empty entry (relays are separated by one space)")]
+    Empty,
+    /// The per-relay ext after `|` is not canonical base64url.
+    #[error("ext: {0}")]
+    ExtBase64(b64::Base64Error),
+    /// The per-relay ext is not UTF-8 text.
+    #[error("ext: not UTF-8 text")]
+    ExtUtf8,
+    /// The per-relay ext is empty (omit the `|` instead).
+    #[error("ext: empty (omit the '|' instead)")]
+    EmptyExt,
+    /// The URL is not a valid relay URL.
+    #[error(transparent)]
+    Url(RelayUrlError),
+}
+
+impl RelayEntryError {
+    /// A stable identifier of the fault, for tests and other languages.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Empty => "empty",
+            Self::ExtBase64(_) => "ext-base64",
+            Self::ExtUtf8 => "ext-utf8",
+            Self::EmptyExt => "empty-ext",
+            Self::Url(_) => "url",
+        }
+    }
+}
+
 impl LinkError {
     /// A stable identifier of the fault, used by the test vectors and by
     /// implementations in other languages.
@@ -172,6 +207,57 @@ impl LinkError {
     }
 }
 
+/// A text is not a valid relay URL ([`RelayUrl::parse`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelayUrlError {
+    /// Longer than [`limits::MAX_RELAY_URL_LEN`] characters.
+    #[error("URL is {len} characters long, the maximum is {max}")]
+    TooLong {
+        /// Characters given.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// Contains white space or `|` (the link's relay separators).
+    #[error("URL contains {0:?}")]
+    ForbiddenChar(char),
+    /// Not an absolute URL; the URL parser's reason is part of the message.
+    #[error("not a URL: {0}")]
+    NotAUrl(url::ParseError),
+    /// The scheme is not `http` or `https`.
+    #[error("scheme {0:?} is not http or https")]
+    Scheme(String),
+    /// The URL has no host.
+    #[error("URL has no host")]
+    NoHost,
+    /// The URL carries a user name or password.
+    #[error("URL carries credentials; put an API key in ext instead")]
+    Credentials,
+    /// The URL has a `#fragment`.
+    #[error("URL has a fragment")]
+    Fragment,
+    /// The normalized URL is too long or contains `|`.
+    #[error("URL does not normalize to a valid relay URL")]
+    Normalization,
+}
+
+impl RelayUrlError {
+    /// A stable identifier of the fault, for tests and other languages.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::TooLong { .. } => "too-long",
+            Self::ForbiddenChar(_) => "forbidden-character",
+            Self::NotAUrl(_) => "not-a-url",
+            Self::Scheme(_) => "scheme",
+            Self::NoHost => "no-host",
+            Self::Credentials => "credentials",
+            Self::Fragment => "fragment",
+            Self::Normalization => "normalization",
+        }
+    }
+}
+
 /// An absolute `http` or `https` relay URL.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RelayUrl(String);
@@ -179,33 +265,32 @@ pub struct RelayUrl(String);
 impl RelayUrl {
     /// Parses and normalizes a relay URL (`https://Relay.Example` becomes
     /// `https://relay.example/`).
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, RelayUrlError> {
         if text.len() > limits::MAX_RELAY_URL_LEN {
-            return Err(format!(
-                "URL is {} characters long, the maximum is {}",
-                text.len(),
-                limits::MAX_RELAY_URL_LEN
-            ));
+            return Err(RelayUrlError::TooLong {
+                len: text.len(),
+                max: limits::MAX_RELAY_URL_LEN,
+            });
         }
         if let Some(c) = text.chars().find(|c| c.is_whitespace() || *c == '|') {
-            return Err(format!("URL contains {c:?}"));
+            return Err(RelayUrlError::ForbiddenChar(c));
         }
-        let url = url::Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
+        let url = url::Url::parse(text).map_err(RelayUrlError::NotAUrl)?;
         if url.scheme() != "http" && url.scheme() != "https" {
-            return Err(format!("scheme {:?} is not http or https", url.scheme()));
+            return Err(RelayUrlError::Scheme(url.scheme().to_owned()));
         }
         if url.host().is_none() {
-            return Err("URL has no host".to_owned());
+            return Err(RelayUrlError::NoHost);
         }
         if !url.username().is_empty() || url.password().is_some() {
-            return Err("URL carries credentials; put an API key in ext instead".to_owned());
+            return Err(RelayUrlError::Credentials);
         }
         if url.fragment().is_some() {
-            return Err("URL has a fragment".to_owned());
+            return Err(RelayUrlError::Fragment);
         }
         let normalized = url.as_str();
         if normalized.len() > limits::MAX_RELAY_URL_LEN || normalized.contains('|') {
-            return Err("URL does not normalize to a valid relay URL".to_owned());
+            return Err(RelayUrlError::Normalization);
         }
         Ok(Self(normalized.to_owned()))
     }
@@ -229,8 +314,8 @@ impl fmt::Debug for RelayUrl {
 }
 
 impl FromStr for RelayUrl {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, String> {
+    type Err = RelayUrlError;
+    fn from_str(text: &str) -> Result<Self, RelayUrlError> {
         Self::parse(text)
     }
 }
@@ -323,7 +408,7 @@ impl Link {
             if entry.ext.as_deref() == Some("") {
                 return Err(LinkError::BadRelay {
                     index,
-                    reason: "ext: empty (use no ext instead)".to_owned(),
+                    reason: RelayEntryError::EmptyExt,
                 });
             }
             check_ext(LinkPart::Relays, entry.ext.as_deref())?;
@@ -488,7 +573,7 @@ fn extract_value(input: &str) -> Result<String, LinkError> {
 }
 
 fn decode_part(part: LinkPart, text: &str) -> Result<Vec<u8>, LinkError> {
-    b64::decode(text).map_err(|source| LinkError::Base64 { part, source })
+    b64::decode(text).map_err(|error| LinkError::Base64 { part, error })
 }
 
 fn decode_text(part: LinkPart, text: &str) -> Result<String, LinkError> {
@@ -520,26 +605,23 @@ fn decode_relays(part: &str) -> Result<Vec<RelayEntry>, LinkError> {
     }
     let mut relays: Vec<RelayEntry> = Vec::with_capacity(entries.len());
     for (index, entry) in entries.into_iter().enumerate() {
-        let bad = |reason: String| LinkError::BadRelay { index, reason };
+        let bad = |reason: RelayEntryError| LinkError::BadRelay { index, reason };
         if entry.is_empty() {
-            return Err(bad(
-                "empty entry (relays are separated by one space)".to_owned()
-            ));
+            return Err(bad(RelayEntryError::Empty));
         }
         let (url, ext) = match entry.split_once('|') {
             None => (entry, None),
             Some((url, ext)) => {
-                let bytes = b64::decode(ext).map_err(|e| bad(format!("ext: {e}")))?;
-                let ext =
-                    String::from_utf8(bytes).map_err(|_| bad("ext: not UTF-8 text".to_owned()))?;
+                let bytes = b64::decode(ext).map_err(|e| bad(RelayEntryError::ExtBase64(e)))?;
+                let ext = String::from_utf8(bytes).map_err(|_| bad(RelayEntryError::ExtUtf8))?;
                 if ext.is_empty() {
-                    return Err(bad("ext: empty (omit the '|' instead)".to_owned()));
+                    return Err(bad(RelayEntryError::EmptyExt));
                 }
                 (url, Some(ext))
             }
         };
         check_ext(LinkPart::Relays, ext.as_deref())?;
-        let url = RelayUrl::parse(url).map_err(bad)?;
+        let url = RelayUrl::parse(url).map_err(|e| bad(RelayEntryError::Url(e)))?;
         if relays.iter().any(|r| r.url == url) {
             return Err(LinkError::DuplicateRelay { index });
         }

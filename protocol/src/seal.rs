@@ -77,6 +77,16 @@ pub enum SealError {
     Hpke(String),
 }
 
+impl SealError {
+    /// A stable identifier of the fault, for tests and other languages.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::TooBig { .. } => "TooBig",
+            Self::Hpke(_) => "Hpke",
+        }
+    }
+}
+
 /// A sealed value could not be opened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -106,6 +116,21 @@ pub enum OpenError {
         /// Bytes expected.
         expected: usize,
     },
+}
+
+impl OpenError {
+    /// A stable identifier of the fault, used by the test vectors
+    /// (`spec/vectors/hpke.json`, `envelopes.json`) and by implementations
+    /// in other languages.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::TooShort { .. } => "TooShort",
+            Self::BadEncappedKey => "BadEncappedKey",
+            Self::Decrypt => "Decrypt",
+            Self::Padding => "Padding",
+            Self::WrongLength { .. } => "WrongLength",
+        }
+    }
 }
 
 fn hpke_public(key: &PublicKey) -> Result<<Kem as hpke::Kem>::PublicKey, SealError> {

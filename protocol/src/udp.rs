@@ -152,6 +152,23 @@ pub enum DatagramError {
     ExtTooLong(usize),
 }
 
+impl DatagramError {
+    /// A stable identifier of the fault, used by the test vectors
+    /// (`spec/vectors/udp.json`) and by implementations in other languages.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::TooLong { .. } => "TooLong",
+            Self::BadMagic => "BadMagic",
+            Self::Version(_) => "Version",
+            Self::Type(_) => "Type",
+            Self::Body(_) => "Body",
+            Self::Trailing(_) => "Trailing",
+            Self::CheckCount { .. } => "CheckCount",
+            Self::ExtTooLong(_) => "ExtTooLong",
+        }
+    }
+}
+
 fn encode<T: serde::Serialize>(kind: u8, body: &T) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     out.extend_from_slice(&MAGIC);

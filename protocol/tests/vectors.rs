@@ -31,7 +31,7 @@ use connectoid_protocol::rand_core::{TryCryptoRng, TryRng};
 use connectoid_protocol::safety::{SYMBOLS, SafetyCode};
 use connectoid_protocol::seal::{self, OpenError, Purpose};
 use connectoid_protocol::udp::{
-    CheckRequest, CheckResponse, CheckStatus, DatagramError, MailboxCheck, ObservedAddr,
+    CheckRequest, CheckResponse, CheckStatus, MailboxCheck, ObservedAddr,
 };
 use connectoid_protocol::{At, Request, Response, b64, limits};
 use serde_json::{Value, json};
@@ -172,17 +172,6 @@ fn secret_from(v: &Value, key: &str) -> SecretKey {
 
 const P384_ORDER_HEX: &str = "ffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973";
 
-fn key_error_name(e: &KeyError) -> &'static str {
-    match e {
-        KeyError::Base64(_) => "Base64",
-        KeyError::WrongLength { .. } => "WrongLength",
-        KeyError::NotCompressed(_) => "NotCompressed",
-        KeyError::NotOnCurve => "NotOnCurve",
-        KeyError::InvalidScalar => "InvalidScalar",
-        other => panic!("unnamed key error {other:?}"),
-    }
-}
-
 fn build_keys() -> Value {
     let mut one = [0u8; 48];
     one[47] = 1;
@@ -314,21 +303,11 @@ fn check_keys(v: &Value) {
     }
     for vector in arr(v, "invalid_public") {
         let error = st(vector, "text").parse::<PublicKey>().unwrap_err();
-        assert_eq!(
-            key_error_name(&error),
-            st(vector, "error"),
-            "{}",
-            name(vector)
-        );
+        assert_eq!(error.code(), st(vector, "error"), "{}", name(vector));
     }
     for vector in arr(v, "invalid_secret") {
         let error = SecretKey::from_bytes(&hx(vector, "secret_hex")).unwrap_err();
-        assert_eq!(
-            key_error_name(&error),
-            st(vector, "error"),
-            "{}",
-            name(vector)
-        );
+        assert_eq!(error.code(), st(vector, "error"), "{}", name(vector));
     }
 }
 
@@ -892,38 +871,6 @@ fn envelope_from_json(v: &Value) -> Envelope {
     }
 }
 
-fn open_error_name(e: &OpenError) -> &'static str {
-    match e {
-        OpenError::TooShort { .. } => "TooShort",
-        OpenError::BadEncappedKey => "BadEncappedKey",
-        OpenError::Decrypt => "Decrypt",
-        OpenError::Padding => "Padding",
-        OpenError::WrongLength { .. } => "WrongLength",
-        other => panic!("unnamed open error {other:?}"),
-    }
-}
-
-fn envelope_error_name(e: &EnvelopeError) -> String {
-    match e {
-        EnvelopeError::Open(inner) => format!("Open::{}", open_error_name(inner)),
-        EnvelopeError::Seal(_) => "Seal".into(),
-        EnvelopeError::SignerMismatch => "SignerMismatch".into(),
-        EnvelopeError::From(_) => "From".into(),
-        EnvelopeError::Jws(_) => "Jws".into(),
-        EnvelopeError::Header(_) => "Header".into(),
-        EnvelopeError::Payload(_) => "Payload".into(),
-        EnvelopeError::Version(_) => "Version".into(),
-        EnvelopeError::UnknownKind(_) => "UnknownKind".into(),
-        EnvelopeError::BadSignature => "BadSignature".into(),
-        EnvelopeError::WrongRecipient => "WrongRecipient".into(),
-        EnvelopeError::Expired { .. } => "Expired".into(),
-        EnvelopeError::FromFuture { .. } => "FromFuture".into(),
-        EnvelopeError::MissingProof => "MissingProof".into(),
-        EnvelopeError::BadProof => "BadProof".into(),
-        other => panic!("unnamed envelope error {other:?}"),
-    }
-}
-
 struct ValidEnvelope<'a> {
     label: &'a str,
     sender: SecretKey,
@@ -1016,7 +963,7 @@ fn rejected_vector(case: Rejected<'_>) -> Value {
         "sealed_hex": hex::encode(&sealed),
         "now_ms": case.now_ms,
         "link_secret_hex": case.link_secret.as_ref().map(|s| hex::encode(s.0)),
-        "error": envelope_error_name(&error),
+        "error": error.code(),
     })
 }
 
@@ -1461,12 +1408,8 @@ fn check_envelopes(v: &Value) {
             .map(|s| LinkSecret(hex::decode(s).unwrap().try_into().unwrap()));
         let error = open_and_check(&recipient, &sealed, num(vector, "now_ms"), secret.as_ref())
             .expect_err(label);
-        assert_eq!(
-            envelope_error_name(&error),
-            st(vector, "error"),
-            "{label}: {error}"
-        );
-        errors.insert(envelope_error_name(&error));
+        assert_eq!(error.code(), st(vector, "error"), "{label}: {error}");
+        errors.insert(error.code());
     }
     for expected in [
         "Open::TooShort",
@@ -2026,20 +1969,6 @@ fn udp_response_from(v: &Value) -> CheckResponse {
     }
 }
 
-fn datagram_error_name(e: &DatagramError) -> &'static str {
-    match e {
-        DatagramError::TooLong { .. } => "TooLong",
-        DatagramError::BadMagic => "BadMagic",
-        DatagramError::Version(_) => "Version",
-        DatagramError::Type(_) => "Type",
-        DatagramError::Body(_) => "Body",
-        DatagramError::Trailing(_) => "Trailing",
-        DatagramError::CheckCount { .. } => "CheckCount",
-        DatagramError::ExtTooLong(_) => "ExtTooLong",
-        other => panic!("unnamed datagram error {other:?}"),
-    }
-}
-
 fn build_udp() -> Value {
     let nonce: [u8; 16] = sha2::Sha256::digest(b"connectoid test vector nonce")[..16]
         .try_into()
@@ -2203,7 +2132,7 @@ fn build_udp() -> Value {
                 "request" => CheckRequest::decode(bytes).map(|_| ()).unwrap_err(),
                 _ => CheckResponse::decode(bytes).map(|_| ()).unwrap_err(),
             };
-            json!({"name": label, "decoder": decoder, "hex": hex::encode(bytes), "error": datagram_error_name(&error)})
+            json!({"name": label, "decoder": decoder, "hex": hex::encode(bytes), "error": error.code()})
         })
         .collect();
     json!({
@@ -2254,7 +2183,7 @@ fn check_udp(v: &Value) {
             other => panic!("unknown decoder {other}"),
         };
         assert_eq!(
-            datagram_error_name(&error),
+            error.code(),
             st(vector, "error"),
             "{}: {error}",
             name(vector)

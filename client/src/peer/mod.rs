@@ -82,7 +82,7 @@ pub enum PeerError {
     #[error(transparent)]
     Profile(#[from] ProfileError),
     /// The UDP socket could not be bound or set up.
-    #[error("peer link socket: {0}")]
+    #[error("peer link socket")]
     Io(#[from] std::io::Error),
     /// The TLS or QUIC configuration could not be made.
     #[error("peer link TLS: {0}")]

@@ -249,7 +249,7 @@ pub enum StoreError {
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     /// The data directory could not be used.
-    #[error("data directory {path}: {source}")]
+    #[error("data directory {path}")]
     Io {
         /// The path involved.
         path: std::path::PathBuf,
