@@ -339,9 +339,14 @@ pub struct RelayProbe {
 }
 
 impl RelayProbe {
-    /// Whether the relay answered with an information document for protocol 1.
+    /// Whether the relay answered with an information document for
+    /// [`PROTOCOL_VERSION`](connectoid_protocol::api::PROTOCOL_VERSION).
     pub fn is_healthy(&self) -> bool {
-        self.error.is_none() && self.info.as_ref().is_some_and(|i| i.protocol == 1)
+        self.error.is_none()
+            && self
+                .info
+                .as_ref()
+                .is_some_and(|i| i.protocol == connectoid_protocol::api::PROTOCOL_VERSION)
     }
 }
 

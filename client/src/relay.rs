@@ -14,7 +14,9 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use connectoid_protocol::api::{ApiError, ErrorCode, Operation, RelayInfo, Request, Response};
+use connectoid_protocol::api::{
+    ApiError, ErrorCode, INFO_PATH, Operation, RelayInfo, Request, Response,
+};
 use connectoid_protocol::link::{RelayEntry, RelayUrl};
 
 use crate::client::SendWait;
@@ -22,8 +24,6 @@ use crate::client::SendWait;
 /// The largest answer body the client reads, in bytes: a full `receive` of
 /// 100 largest messages fits.
 pub(crate) const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
-/// The path of the relay information document, relative to the relay URL.
-pub(crate) const INFO_PATH: &str = ".well-known/connectoid";
 
 /// What went wrong with one relay. Each relay of a fan-out gets its own.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -133,7 +133,7 @@ impl Transport {
     /// Fetches the relay information document and measures how long it took.
     pub(crate) async fn info(&self, relay: &RelayUrl) -> Result<(RelayInfo, Duration), RelayError> {
         let url = reqwest::Url::parse(relay.as_str())
-            .and_then(|base| base.join(INFO_PATH))
+            .and_then(|base| base.join(INFO_PATH.trim_start_matches('/')))
             .map_err(|e| RelayError::Connect(format!("bad relay URL: {e}")))?;
         let started = Instant::now();
         let (status, bytes) = self

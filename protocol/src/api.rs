@@ -783,7 +783,17 @@ mod tests {
     }
 }
 
-/// The relay information document, served at `GET /.well-known/connectoid`
+/// The protocol version this crate speaks: the `protocol` member of
+/// [`RelayInfo`] (`spec/protocol.md` is version 1).
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The path of the relay information document, `/.well-known/connectoid`,
+/// on a relay served at the root of its host. A client resolves it without
+/// the leading `/` against the relay URL (`spec/protocol.md` §7.9), so a
+/// relay URL with a path prefix finds the document under that prefix.
+pub const INFO_PATH: &str = "/.well-known/connectoid";
+
+/// The relay information document, served at [`INFO_PATH`]
 /// (in the spirit of nostr's NIP-11). Clients read it to find the UDP check
 /// port, the limits and the federation peers.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -792,7 +802,7 @@ pub struct RelayInfo {
     pub software: String,
     /// The relay software's version.
     pub version: String,
-    /// The protocol version the relay speaks (1).
+    /// The protocol version the relay speaks ([`PROTOCOL_VERSION`]).
     pub protocol: u32,
     /// Limits a client must respect.
     pub limits: InfoLimits,

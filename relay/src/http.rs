@@ -34,6 +34,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{any, get};
+use connectoid_protocol::api::INFO_PATH;
 use connectoid_protocol::{ApiError, ErrorCode, Response, limits};
 use http_body_util::BodyExt as _;
 use tower::ServiceExt as _;
@@ -65,7 +66,7 @@ pub fn router(relay: Arc<Relay>) -> RelayRouter {
     let rest = Router::new()
         // `POST /` never gets here; this answers the other methods.
         .route("/", any(method_not_allowed))
-        .route("/.well-known/connectoid", get(info))
+        .route(INFO_PATH, get(info))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)

@@ -39,8 +39,8 @@ use crate::store::{
     Bucket, Deleted, MailboxId, Question, SourcePrefix, Store, StoreError, SweepReport,
 };
 
-/// The protocol version this relay speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The protocol version this relay speaks (defined by the protocol crate).
+pub use connectoid_protocol::api::PROTOCOL_VERSION;
 
 /// The relay's behaviour, shared by the HTTP and UDP front ends.
 pub struct Relay {

@@ -120,7 +120,10 @@ impl FakeRelay {
         };
         let requests = state.requests.clone();
         let app = axum::Router::new()
-            .route("/.well-known/connectoid", axum::routing::get(fake_info))
+            .route(
+                connectoid_protocol::api::INFO_PATH,
+                axum::routing::get(fake_info),
+            )
             .route("/", axum::routing::post(fake_api))
             .with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -422,7 +425,7 @@ async fn proxy(
     let Ok(bytes) = response.bytes().await else {
         return StatusCode::BAD_GATEWAY.into_response();
     };
-    if uri.path() == "/.well-known/connectoid"
+    if uri.path() == connectoid_protocol::api::INFO_PATH
         && let Ok(mut info) = serde_json::from_slice::<RelayInfo>(&bytes)
     {
         // The proxy and the relay share 127.0.0.1, so the relay's own UDP
