@@ -12,7 +12,8 @@
 //! - `vec-*`: values taken from `spec/vectors/*.json` when that directory
 //!   exists: every string of a link vector file, every hex string (datagrams
 //!   to `udp_datagram`, other bytes to `envelope_open`), every JWS text, and
-//!   every JSON request or response body.
+//!   every JSON request or response body; every hex value (frames) and
+//!   string (JSON messages) of `peer.json` to `peer_link`.
 //!
 //! Files named otherwise (such as those libFuzzer names by hash after a
 //! `-merge=1`) are left alone.
@@ -27,6 +28,7 @@ use connectoid_protocol::api::{
 use connectoid_protocol::envelope::{Envelope, Kind, LinkProof, seal_envelope};
 use connectoid_protocol::fuzzing;
 use connectoid_protocol::link::{Link, LinkSecret, RelayEntry, RelayUrl};
+use connectoid_protocol::peer::{self, ChallengeMessage, Fingerprint, ProofMessage, QuicOffer};
 use connectoid_protocol::udp::{
     CheckRequest, CheckResponse, CheckStatus, MailboxCheck, ObservedAddr,
 };
@@ -438,6 +440,46 @@ fn hex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// Peer-link seeds: frames of each message kind, several frames in a row,
+/// bare JSON messages, and near misses (short, over the limit).
+fn peer_seeds(corpus: &mut Corpus) {
+    let (alice, bob) = (key(1), key(2));
+    let (ours, theirs) = (Fingerprint([1; 32]), Fingerprint([2; 32]));
+    let challenge = ChallengeMessage { challenge: [3; 32] }.to_json();
+    let rotating = ProofMessage::sign(&alice, &[4; 32], &ours, &theirs, Some(bob.public_key()));
+    let rotated = ProofMessage::sign(&alice, &[4; 32], &ours, &theirs, None);
+    let offer = QuicOffer::new(
+        "c2Vzc2lvbi1pZC0xMjM0NQ".to_owned(),
+        ours,
+        vec![
+            "127.0.0.1:41000".parse().expect("address"),
+            "[2001:db8::7]:41000".parse().expect("address"),
+        ],
+    )
+    .to_body()
+    .to_string();
+    let frame = |bytes: &[u8]| peer::encode_frame(bytes).expect("small frame");
+    let messages = [
+        ("challenge", challenge.clone()),
+        ("proof-rotating", rotating.to_json()),
+        ("proof-rotated", rotated.to_json()),
+        ("offer", offer.clone()),
+    ];
+    for (name, message) in &messages {
+        corpus.add("peer_link", format!("lib-frame-{name}"), frame(message.as_bytes()));
+        corpus.add("peer_link", format!("lib-json-{name}"), message.as_bytes());
+    }
+    let mut conversation = frame(challenge.as_bytes());
+    conversation.extend(frame(rotating.to_json().as_bytes()));
+    conversation.extend(frame(b""));
+    corpus.add("peer_link", "lib-conversation", conversation);
+    let mut short = frame(offer.as_bytes());
+    short.pop();
+    corpus.add("peer_link", "lib-short-frame", short);
+    let over = u32::try_from(peer::MAX_FRAME_LEN + 1).expect("fits");
+    corpus.add("peer_link", "lib-over-limit", over.to_be_bytes());
+}
+
 /// Seeds from the spec's vectors: every string of a link vector file; hex
 /// datagrams (they start with `CNID`); sealed values (fields named
 /// `sealed*`, hex or base64url) and JWS texts; JSON request and response
@@ -481,7 +523,10 @@ fn vector_seeds(corpus: &mut Corpus, dir: &Path) -> usize {
                     .then(|| b64::decode(s).ok())
                     .flatten()
             });
-            if let Some(bytes) = bytes {
+            if stem == "peer" {
+                let bytes = bytes.unwrap_or_else(|| s.as_bytes().to_vec());
+                add("peer_link", bytes);
+            } else if let Some(bytes) = bytes {
                 if bytes.starts_with(b"CNID") {
                     add("udp_datagram", bytes);
                 } else if field.contains("sealed") {
@@ -513,6 +558,7 @@ fn main() {
     response_seeds(&mut corpus);
     datagram_seeds(&mut corpus);
     envelope_seeds(&mut corpus);
+    peer_seeds(&mut corpus);
     let vectors = root.join("../spec/vectors");
     let from_vectors = vector_seeds(&mut corpus, &vectors);
     if from_vectors == 0 {

@@ -17,6 +17,7 @@ use crate::api::{Action, Request, Response};
 use crate::envelope::{Envelope, open_envelope};
 use crate::keys::{PublicKey, SecretKey};
 use crate::link::Link;
+use crate::peer::{self, ChallengeMessage, ProofMessage, QuicOffer};
 use crate::udp::{CheckRequest, CheckResponse, CheckStatus, ObservedAddr};
 
 /// The secret scalar of the fixed recipient that [`envelope_open`] opens
@@ -173,6 +174,53 @@ pub fn envelope_open(data: &[u8]) {
     }
 }
 
+/// `peer_link`: the bytes as a stream of peer-link frames
+/// ([`peer::decode_frame`] until they run out or fail); each frame
+/// re-encodes to exactly the bytes it was read from. Each message, and the
+/// whole input, also goes to [`ChallengeMessage::from_json`],
+/// [`ProofMessage::from_json`] and, as JSON, [`QuicOffer::from_body`]; what
+/// decodes re-encodes to a value that decodes to the same message.
+pub fn peer_link(data: &[u8]) {
+    let mut rest = data;
+    let mut frames = 0;
+    while !rest.is_empty() && frames < 64 {
+        let Ok((message, after)) = peer::decode_frame(rest) else {
+            break;
+        };
+        let consumed = &rest[..rest.len() - after.len()];
+        assert_eq!(peer::encode_frame(message).as_deref(), Ok(consumed));
+        peer_message(message);
+        rest = after;
+        frames += 1;
+    }
+    peer_message(data);
+}
+
+fn peer_message(message: &[u8]) {
+    if let Ok(challenge) = ChallengeMessage::from_json(message) {
+        let json = challenge.to_json();
+        assert_eq!(
+            ChallengeMessage::from_json(json.as_bytes()),
+            Ok(challenge),
+            "{json}"
+        );
+    }
+    if let Ok(proof) = ProofMessage::from_json(message) {
+        let json = proof.to_json();
+        assert_eq!(
+            ProofMessage::from_json(json.as_bytes()),
+            Ok(proof),
+            "{json}"
+        );
+    }
+    if let Ok(body) = serde_json::from_slice::<serde_json::Value>(message)
+        && let Ok(offer) = QuicOffer::from_body(&body)
+    {
+        let body = offer.to_body();
+        assert_eq!(QuicOffer::from_body(&body), Ok(offer), "{body}");
+    }
+}
+
 fn check_envelope(envelope: &Envelope) {
     assert!(envelope.from.secret.is_none());
     assert_eq!(envelope.from.validate(), Ok(()));
@@ -225,12 +273,13 @@ mod tests {
     /// passes its target, so a crash once found stays fixed.
     #[test]
     fn fuzz_corpus_passes() {
-        let targets: [Target; 5] = [
+        let targets: [Target; 6] = [
             ("link_decode", link_decode),
             ("http_request", http_request),
             ("http_response", http_response),
             ("udp_datagram", udp_datagram),
             ("envelope_open", envelope_open),
+            ("peer_link", peer_link),
         ];
         for (target, run) in targets {
             for (path, data) in corpus(target) {

@@ -12,6 +12,7 @@
 //! - [`envelope`]: the signed JWS plaintext peers exchange, link proofs;
 //! - [`api`]: the relay's HTTP request and response bodies and error strings;
 //! - [`udp`]: the UDP check datagrams;
+//! - [`peer`]: the peer link's QUIC offer, framing and challenge-response;
 //! - [`at`]: message positions; [`safety`]: safety codes; [`limits`]: every limit.
 //!
 //! It does no I/O, reads no clock and draws no randomness of its own: callers
@@ -39,6 +40,7 @@ mod fuzzing;
 pub mod keys;
 pub mod limits;
 pub mod link;
+pub mod peer;
 pub mod safety;
 pub mod seal;
 pub mod udp;

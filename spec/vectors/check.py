@@ -433,9 +433,165 @@ def check_links():
     return len(v["valid"])
 
 
+def parse_candidate(text):
+    """`ip:port` as Rust's SocketAddr reads it: a dotted IPv4 address or a
+    bracketed IPv6 one, then a decimal port."""
+    import ipaddress
+    if not isinstance(text, str):
+        raise ValueError("malformed")
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:([0-9]{1,5})|([0-9.]+):([0-9]{1,5})", text)
+    if not m:
+        raise ValueError("malformed")
+    host, port = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError("malformed")
+    if int(port) > 65535:
+        raise ValueError("malformed")
+    return text
+
+
+def read_offer(body, limits):
+    """The checks of spec/protocol.md §15.1, in order; returns the error code."""
+    if not isinstance(body, dict) or "quic" not in body:
+        raise ValueError("no-quic")
+    quic = body["quic"]
+    if not isinstance(quic, dict):
+        raise ValueError("malformed")
+    for member, kind in (("session", str), ("fingerprint", str), ("candidates", list)):
+        if not isinstance(quic.get(member), kind):
+            raise ValueError("malformed")
+    for c in quic["candidates"]:
+        parse_candidate(c)
+    if len(quic["candidates"]) > limits["max_candidates"]:
+        raise ValueError("too-many-candidates")
+    if not 0 < len(quic["session"].encode()) <= limits["max_session_len"]:
+        raise ValueError("session")
+    try:
+        fingerprint = b64d(quic["fingerprint"])
+    except ValueError:
+        raise ValueError("fingerprint")
+    if len(fingerprint) != limits["fingerprint_len"]:
+        raise ValueError("fingerprint")
+    return quic["session"], fingerprint, quic["candidates"]
+
+
+def read_frame(data: bytes, limits):
+    if len(data) < 4:
+        raise ValueError("truncated")
+    n = int.from_bytes(data[:4], "big")
+    if n > limits["max_frame_len"]:
+        raise ValueError("too-long")
+    if len(data) < 4 + n:
+        raise ValueError("truncated")
+    return data[4 : 4 + n], data[4 + n :]
+
+
+def read_auth_message(kind, text):
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise ValueError("malformed")
+    if not isinstance(value, dict):
+        raise ValueError("malformed")
+    member, length = ("challenge", 32) if kind == "challenge" else ("signature", 96)
+    if not isinstance(value.get(member), str):
+        raise ValueError("malformed")
+    key = value.get("key")
+    if kind == "proof" and key is not None and not isinstance(key, str):
+        raise ValueError("malformed")
+    try:
+        raw = b64d(value[member])
+    except ValueError:
+        raise ValueError(member)
+    if len(raw) != length:
+        raise ValueError(member)
+    if kind == "proof" and key is not None:
+        try:
+            parse_public_text(key)
+        except ValueError:
+            raise ValueError("key")
+    return raw, key
+
+
+def check_peer():
+    v = load("peer.json")
+    limits = v["limits"]
+    label = limits["auth_label"].encode()
+    assert label == b"connectoid/v1 peer link"
+    count = 0
+    for f in v["frames"]:
+        message = bytes.fromhex(f["message_hex"])
+        frame = len(message).to_bytes(4, "big") + message
+        assert frame.hex() == f["frame_hex"], f["name"]
+        assert read_frame(frame, limits) == (message, b"")
+        count += 1
+    for f in v["invalid_frames"]:
+        try:
+            read_frame(bytes.fromhex(f["hex"]), limits)
+            raise AssertionError(f["name"] + " read")
+        except ValueError as e:
+            assert str(e) == f["error"], (f["name"], e)
+        count += 1
+    for f in v["fingerprints"]:
+        digest = hashlib.sha256(bytes.fromhex(f["certificate_hex"])).digest()
+        assert digest.hex() == f["fingerprint_hex"] and b64e(digest) == f["fingerprint_b64"]
+        count += 1
+    for o in v["offers"]:
+        session, fingerprint, candidates = read_offer(o["body"], limits)
+        expected = o["offer"]
+        assert session == expected["session"] and fingerprint.hex() == expected["fingerprint_hex"]
+        assert candidates == expected["candidates"], o["name"]
+        count += 1
+    for o in v["invalid_offers"]:
+        try:
+            read_offer(o["body"], limits)
+            raise AssertionError(o["name"] + " read")
+        except ValueError as e:
+            assert str(e) == o["error"], (o["name"], e)
+        count += 1
+    eve = compress(secret_key(hashlib.sha384(b"connectoid test vector key eve").digest()).public_key())
+    for p in v["proofs"]:
+        sk = secret_key(bytes.fromhex(p["signer_secret_hex"]))
+        public = compress(sk.public_key())
+        assert b64e(public) == p["signer_public_b64"]
+        new_key = p["new_key_b64"]
+        signing_input = (
+            label
+            + bytes.fromhex(p["challenge_hex"])
+            + bytes.fromhex(p["signer_fingerprint_hex"])
+            + bytes.fromhex(p["verifier_fingerprint_hex"])
+            + (b"\x00" if new_key is None else b"\x01" + parse_public_text(new_key))
+        )
+        assert signing_input.hex() == p["signing_input_hex"], p["name"]
+        signature = sign(sk, signing_input)
+        assert signature.hex() == p["signature_hex"], p["name"]
+        assert verify(public, signing_input, signature)
+        assert not verify(eve, signing_input, signature)
+        challenge = json.dumps({"challenge": b64e(bytes.fromhex(p["challenge_hex"]))}, separators=(",", ":"))
+        assert challenge == p["challenge_json"]
+        proof = {"signature": b64e(signature)}
+        if new_key is not None:
+            proof["key"] = new_key
+        assert json.dumps(proof, separators=(",", ":")) == p["proof_json"], p["name"]
+        assert read_auth_message("proof", p["proof_json"]) == (signature, new_key)
+        count += 1
+    for m in v["invalid_messages"]:
+        try:
+            read_auth_message(m["message"], m["json"])
+            raise AssertionError(m["name"] + " read")
+        except ValueError as e:
+            assert str(e) == m["error"], (m["name"], e)
+        count += 1
+    return count
+
+
 def main():
     total = 0
-    for check in (check_keys, check_hpke, check_envelopes, check_udp, check_safety, check_links):
+    for check in (
+        check_keys, check_hpke, check_envelopes, check_udp, check_safety, check_links, check_peer
+    ):
         count = check()
         print(f"{check.__name__}: {count} vectors ok")
         total += count

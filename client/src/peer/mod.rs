@@ -35,7 +35,6 @@ use std::time::Duration;
 use connectoid_protocol::b64;
 use connectoid_protocol::envelope::Kind;
 use rand_core::Rng as _;
-use serde::{Deserialize, Serialize};
 
 use crate::client::Client;
 use crate::error::ClientError;
@@ -49,10 +48,10 @@ use tls::Identity;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default QUIC idle timeout of a peer link: 10 seconds.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest message [`PeerLink::send`] and [`PeerLink::recv`] carry: 16 MiB.
-pub const MAX_MESSAGE_LEN: usize = 16 * 1024 * 1024;
-/// Most candidate addresses read from an offer or answer.
-pub const MAX_CANDIDATES: usize = 16;
+/// Longest message [`PeerLink::send`] and [`PeerLink::recv`] carry: 16 MiB
+/// (the protocol's frame limit).
+pub const MAX_MESSAGE_LEN: usize = connectoid_protocol::peer::MAX_FRAME_LEN;
+pub use connectoid_protocol::peer::{Fingerprint, MAX_CANDIDATES, QuicOffer};
 
 /// Counts one live peer-link socket of a client while it exists.
 #[derive(Debug)]
@@ -112,67 +111,8 @@ pub enum PeerError {
     Link(String),
 }
 
-/// The SHA-256 fingerprint of a DER certificate; base64url in JSON.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Fingerprint(pub [u8; 32]);
-
-impl Fingerprint {
-    /// Parses the base64url form (43 characters).
-    pub fn parse(text: &str) -> Result<Self, PeerError> {
-        let bytes = b64::decode(text).map_err(|e| PeerError::BadOffer(e.to_string()))?;
-        bytes
-            .try_into()
-            .map(Self)
-            .map_err(|_| PeerError::BadOffer("fingerprint must be 32 bytes".to_owned()))
-    }
-}
-
-impl std::fmt::Display for Fingerprint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&b64::encode(&self.0))
-    }
-}
-
-impl std::fmt::Debug for Fingerprint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Fingerprint({self})")
-    }
-}
-
-/// The `quic` member of an offer or answer body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct QuicOffer {
-    /// A random session id (base64url of 16 bytes); the answer repeats it.
-    pub session: String,
-    /// The fingerprint of the sender's certificate for this session.
-    pub fingerprint: String,
-    /// Where the sender listens.
-    pub candidates: Vec<SocketAddr>,
-}
-
-impl QuicOffer {
-    /// Reads the `quic` member of an envelope body.
-    pub fn from_body(body: &serde_json::Value) -> Result<Self, PeerError> {
-        let quic = body
-            .get("quic")
-            .ok_or_else(|| PeerError::BadOffer("no \"quic\" member".to_owned()))?;
-        let offer: Self =
-            serde_json::from_value(quic.clone()).map_err(|e| PeerError::BadOffer(e.to_string()))?;
-        if offer.candidates.len() > MAX_CANDIDATES {
-            return Err(PeerError::BadOffer("too many candidates".to_owned()));
-        }
-        if offer.session.is_empty() || offer.session.len() > 64 {
-            return Err(PeerError::BadOffer("bad session id".to_owned()));
-        }
-        Fingerprint::parse(&offer.fingerprint)?;
-        Ok(offer)
-    }
-
-    /// This offer as an envelope body.
-    pub fn to_body(&self) -> serde_json::Value {
-        serde_json::json!({ "quic": self })
-    }
+fn bad_offer(error: connectoid_protocol::peer::OfferError) -> PeerError {
+    PeerError::BadOffer(error.to_string())
 }
 
 /// How peer links bind, advertise and wait.
@@ -270,11 +210,11 @@ impl Side {
         }
         candidates.retain(|c| options.allows(c));
         candidates.dedup();
-        Ok(QuicOffer {
-            session: self.session.clone(),
-            fingerprint: self.identity.fingerprint.to_string(),
+        Ok(QuicOffer::new(
+            self.session.clone(),
+            self.identity.fingerprint,
             candidates,
-        })
+        ))
     }
 }
 
@@ -322,7 +262,7 @@ impl PendingLink {
         client: &Client,
         answer: &serde_json::Value,
     ) -> Result<PeerLink, PeerError> {
-        let answer = QuicOffer::from_body(answer)?;
+        let answer = QuicOffer::from_body(answer).map_err(bad_offer)?;
         if answer.session != self.side.session {
             return Err(PeerError::BadOffer(
                 "the answer is for another session".to_owned(),
@@ -366,7 +306,7 @@ impl Client {
         offer: &serde_json::Value,
         options: &PeerLinkOptions,
     ) -> Result<PeerLink, PeerError> {
-        let offer = QuicOffer::from_body(offer)?;
+        let offer = QuicOffer::from_body(offer).map_err(bad_offer)?;
         let side = Side::bind(self, options, Some(offer.session.clone()))?;
         let answer = side.offer(options)?;
         self.send(nickname, Kind::Answer, answer.to_body()).await?;
@@ -453,7 +393,7 @@ async fn connect(
     their: &QuicOffer,
     options: &PeerLinkOptions,
 ) -> Result<PeerLink, PeerError> {
-    let their_fp = Fingerprint::parse(&their.fingerprint)?;
+    let their_fp = their.fingerprint;
     let our_fp = side.identity.fingerprint;
     let fail = |reason: String| PeerError::Connect {
         nickname: nickname.to_owned(),

@@ -16,7 +16,6 @@ use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
-use sha2::Digest as _;
 
 use super::{Fingerprint, PeerError};
 
@@ -39,7 +38,7 @@ impl Identity {
             .map_err(|e| PeerError::Tls(e.to_string()))?;
         let cert = certified.cert.der().clone();
         let key = PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
-        let fingerprint = Fingerprint::of(&cert);
+        let fingerprint = Fingerprint::of_certificate(&cert);
         Ok(Self {
             cert,
             key,
@@ -112,13 +111,6 @@ fn transport(idle: Duration) -> Result<Arc<quinn::TransportConfig>, PeerError> {
     Ok(Arc::new(transport))
 }
 
-impl Fingerprint {
-    /// SHA-256 of a DER certificate.
-    pub(crate) fn of(cert: &[u8]) -> Self {
-        Self(sha2::Sha256::digest(cert).into())
-    }
-}
-
 /// Accepts exactly one certificate, by fingerprint; checks handshake
 /// signatures with the provider's algorithms.
 #[derive(Debug)]
@@ -140,7 +132,7 @@ impl Pinned {
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
     ) -> Result<(), rustls::Error> {
-        if intermediates.is_empty() && Fingerprint::of(end_entity) == self.fingerprint {
+        if intermediates.is_empty() && Fingerprint::of_certificate(end_entity) == self.fingerprint {
             Ok(())
         } else {
             Err(rustls::Error::InvalidCertificate(
