@@ -796,7 +796,7 @@ async fn udp_round(
             .iter()
             .map(|&i| MailboxCheck {
                 key: *mailboxes[i].key.public_key().as_bytes(),
-                at: mailboxes[i].after.0,
+                at: mailboxes[i].after,
             })
             .collect();
         udp.check(host, port, ext.clone(), checks)

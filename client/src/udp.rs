@@ -194,7 +194,7 @@ mod tests {
         (0..n)
             .map(|i| MailboxCheck {
                 key: [i as u8; PUBLIC_KEY_LEN],
-                at: 0,
+                at: connectoid_protocol::At(0),
             })
             .collect()
     }

@@ -275,7 +275,7 @@ fn datagram_seeds(corpus: &mut Corpus) {
         (0..n)
             .map(|i| MailboxCheck {
                 key: *key(i as u8 + 1).public_key().as_bytes(),
-                at: 1_700_000_000_000_000 + i as u64,
+                at: At(1_700_000_000_000_000 + i as u64),
             })
             .collect()
     };

@@ -204,8 +204,26 @@ impl fmt::Display for Action {
 
 /// The answer to a relay question: 32 bytes derived from the secret the
 /// question sealed and the relay's URL ([`Answer::for_relay`]).
-#[derive(Clone, Copy, PartialEq, Eq)]
+///
+/// It compares only in constant time (`==` and [`subtle::ConstantTimeEq`]).
+#[derive(Clone, Copy)]
 pub struct Answer(pub [u8; QUESTION_SECRET_LEN]);
+
+impl subtle::ConstantTimeEq for Answer {
+    fn ct_eq(&self, other: &Self) -> subtle::Choice {
+        self.0.ct_eq(&other.0)
+    }
+}
+
+/// Equality in constant time ([`subtle::ConstantTimeEq`]): a secret-bearing
+/// value is never compared byte by byte with an early exit.
+impl PartialEq for Answer {
+    fn eq(&self, other: &Self) -> bool {
+        subtle::ConstantTimeEq::ct_eq(self, other).into()
+    }
+}
+
+impl Eq for Answer {}
 
 impl fmt::Debug for Answer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -235,16 +253,11 @@ impl Answer {
         mac.update(relay.as_str().as_bytes());
         Self(mac.finalize().into_bytes().into())
     }
-
-    /// Compares in constant time.
-    pub fn ct_eq(&self, other: &Self) -> bool {
-        use subtle::ConstantTimeEq as _;
-        self.0.ct_eq(&other.0).into()
-    }
 }
 
 /// A request's action with its fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Operation {
     /// `send`: store the sealed message `data`.
     Send {
@@ -513,6 +526,7 @@ pub struct Message {
 
 /// A successful answer, or an error.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Response {
     /// `{"ok": true}`: a `send` stored, or a `delete` done.
     Done,
@@ -775,6 +789,26 @@ mod tests {
         );
     }
 
+    /// `==` and `ConstantTimeEq` agree on secret-bearing values, equal
+    /// or differing in the first or the last byte.
+    #[test]
+    fn secrets_compare_in_constant_time_by_value() {
+        use subtle::ConstantTimeEq as _;
+        let a = Answer([5; QUESTION_SECRET_LEN]);
+        let mut first = a;
+        first.0[0] ^= 1;
+        let mut last = a;
+        last.0[QUESTION_SECRET_LEN - 1] ^= 1;
+        assert!(a == Answer([5; QUESTION_SECRET_LEN]) && bool::from(a.ct_eq(&a)));
+        for other in [first, last] {
+            assert!(a != other && !bool::from(a.ct_eq(&other)));
+        }
+        let secret = crate::LinkSecret([1; 16]);
+        assert!(secret == crate::LinkSecret([1; 16]) && secret != crate::LinkSecret([2; 16]));
+        let proof = crate::LinkProof([1; 32]);
+        assert!(proof == crate::LinkProof([1; 32]) && proof != crate::LinkProof([2; 32]));
+    }
+
     #[test]
     fn error_strings_are_unique() {
         for code in ErrorCode::ALL {
@@ -797,6 +831,7 @@ pub const INFO_PATH: &str = "/.well-known/connectoid";
 /// (in the spirit of nostr's NIP-11). Clients read it to find the UDP check
 /// port, the limits and the federation peers.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct RelayInfo {
     /// The relay software's name, such as `"connectoid-relay"`.
     pub software: String,
@@ -824,6 +859,7 @@ pub struct RelayInfo {
 
 /// The limits part of [`RelayInfo`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct InfoLimits {
     /// Largest sealed message (decoded `data`) in bytes.
     pub max_message_bytes: u64,
@@ -837,6 +873,7 @@ pub struct InfoLimits {
 
 /// The retention part of [`RelayInfo`], in seconds.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct InfoRetention {
     /// A message lives this long after it arrives.
     pub message_seconds: u64,
@@ -844,4 +881,58 @@ pub struct InfoRetention {
     pub question_seconds: u64,
     /// A mailbox with no check for this long is deleted.
     pub mailbox_idle_seconds: u64,
+}
+
+impl RelayInfo {
+    /// A document for [`PROTOCOL_VERSION`] with no UDP port, no API key
+    /// required, no contact and no peers; set those fields after.
+    pub fn new(
+        software: impl Into<String>,
+        version: impl Into<String>,
+        limits: InfoLimits,
+        retention: InfoRetention,
+    ) -> Self {
+        Self {
+            software: software.into(),
+            version: version.into(),
+            protocol: PROTOCOL_VERSION,
+            limits,
+            retention,
+            udp_port: None,
+            api_key_required: false,
+            contact: None,
+            peers: Vec::new(),
+        }
+    }
+}
+
+impl InfoLimits {
+    /// Limits of `max_message_bytes` bytes per message, `max_receive_limit`
+    /// messages per `receive`, `max_pending_per_mailbox` messages per
+    /// mailbox and `max_checks_per_datagram` mailboxes per UDP check.
+    pub fn new(
+        max_message_bytes: u64,
+        max_receive_limit: u32,
+        max_pending_per_mailbox: u32,
+        max_checks_per_datagram: u32,
+    ) -> Self {
+        Self {
+            max_message_bytes,
+            max_receive_limit,
+            max_pending_per_mailbox,
+            max_checks_per_datagram,
+        }
+    }
+}
+
+impl InfoRetention {
+    /// Retention of `message_seconds` per message, `question_seconds` per
+    /// question and `mailbox_idle_seconds` per unchecked mailbox.
+    pub fn new(message_seconds: u64, question_seconds: u64, mailbox_idle_seconds: u64) -> Self {
+        Self {
+            message_seconds,
+            question_seconds,
+            mailbox_idle_seconds,
+        }
+    }
 }

@@ -77,8 +77,26 @@ impl Kind {
 ///
 /// `HMAC-SHA-256(key = secret, LINK_PROOF_LABEL || 0x00 || to || from_key)`,
 /// where `to` and `from_key` are the 49-byte compressed keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// It compares only in constant time (`==` and [`subtle::ConstantTimeEq`]).
+#[derive(Debug, Clone, Copy)]
 pub struct LinkProof(pub [u8; LINK_PROOF_LEN]);
+
+impl subtle::ConstantTimeEq for LinkProof {
+    fn ct_eq(&self, other: &Self) -> subtle::Choice {
+        self.0.ct_eq(&other.0)
+    }
+}
+
+/// Equality in constant time ([`subtle::ConstantTimeEq`]): a secret-bearing
+/// value is never compared byte by byte with an early exit.
+impl PartialEq for LinkProof {
+    fn eq(&self, other: &Self) -> bool {
+        subtle::ConstantTimeEq::ct_eq(self, other).into()
+    }
+}
+
+impl Eq for LinkProof {}
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 

@@ -59,6 +59,9 @@ pub use udp::{CheckRequest, CheckResponse, CheckStatus, MailboxCheck, ObservedAd
 
 /// Re-exported so that callers name the same RNG traits this crate takes.
 pub use rand_core;
+/// Re-exported so that callers name the same `ConstantTimeEq` that
+/// [`Answer`], [`LinkSecret`] and [`LinkProof`] implement.
+pub use subtle;
 
 #[cfg(test)]
 mod error_chain_tests {

@@ -355,8 +355,26 @@ impl RelayEntry {
 ///
 /// The first message sent on a link proves possession of it (see
 /// [`crate::envelope::LinkProof`]).
-#[derive(Clone, PartialEq, Eq)]
+///
+/// It compares only in constant time (`==` and [`subtle::ConstantTimeEq`]).
+#[derive(Clone)]
 pub struct LinkSecret(pub [u8; LINK_SECRET_LEN]);
+
+impl subtle::ConstantTimeEq for LinkSecret {
+    fn ct_eq(&self, other: &Self) -> subtle::Choice {
+        self.0.ct_eq(&other.0)
+    }
+}
+
+/// Equality in constant time ([`subtle::ConstantTimeEq`]): a secret-bearing
+/// value is never compared byte by byte with an early exit.
+impl PartialEq for LinkSecret {
+    fn eq(&self, other: &Self) -> bool {
+        subtle::ConstantTimeEq::ct_eq(self, other).into()
+    }
+}
+
+impl Eq for LinkSecret {}
 
 impl LinkSecret {
     /// Draws a fresh secret from the caller's RNG.

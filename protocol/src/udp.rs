@@ -21,6 +21,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use crate::at::At;
 use crate::keys::PUBLIC_KEY_LEN;
 use crate::limits;
 use crate::serde_bytes::FixedBytes;
@@ -44,8 +45,9 @@ pub struct MailboxCheck {
     /// The mailbox key's 49 compressed bytes.
     #[serde(with = "raw_key")]
     pub key: [u8; PUBLIC_KEY_LEN],
-    /// The cursor: is there a message after this `at`?
-    pub at: u64,
+    /// The cursor: is there a message after this `at`? On the wire a
+    /// postcard varint, as a bare `u64` would be.
+    pub at: At,
 }
 
 /// A check request.
@@ -62,6 +64,7 @@ pub struct CheckRequest {
 
 /// The answer for one mailbox. Postcard writes the variant index as one byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub enum CheckStatus {
     /// 0: nothing after `at` (HTTP `"found": false`).
     NotFound,
@@ -75,6 +78,7 @@ pub enum CheckStatus {
 
 /// The source address the relay observed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub enum ObservedAddr {
     /// 0: IPv4 address bytes and port.
     V4([u8; 4], u16),
@@ -305,7 +309,7 @@ mod tests {
             checks: (0..n)
                 .map(|i| MailboxCheck {
                     key: [i as u8; PUBLIC_KEY_LEN],
-                    at: 1_700_000_000_000_000 + i as u64,
+                    at: At(1_700_000_000_000_000 + i as u64),
                 })
                 .collect(),
         }
@@ -369,7 +373,7 @@ mod tests {
     fn largest_request_fits_the_datagram_limit() {
         let mut req = request(limits::MAX_CHECKS_PER_DATAGRAM);
         for check in &mut req.checks {
-            check.at = u64::MAX;
+            check.at = At(u64::MAX);
         }
         req.ext = Some("x".repeat(limits::MAX_DATAGRAM_EXT_LEN));
         assert!(

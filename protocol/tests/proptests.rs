@@ -34,6 +34,7 @@ use connectoid_protocol::{At, limits};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use serde_json::Value;
+use subtle::ConstantTimeEq as _;
 
 // ---------------------------------------------------------------------------
 // Test support: a deterministic RNG, a key pool, configurations.
@@ -317,7 +318,8 @@ fn response() -> impl Strategy<Value = (Action, Response)> {
 }
 
 fn mailbox_check() -> impl Strategy<Value = MailboxCheck> {
-    (any::<[u8; PUBLIC_KEY_LEN]>(), any::<u64>()).prop_map(|(key, at)| MailboxCheck { key, at })
+    (any::<[u8; PUBLIC_KEY_LEN]>(), any::<u64>())
+        .prop_map(|(key, at)| MailboxCheck { key, at: At(at) })
 }
 
 /// `ext` of a datagram: up to [`limits::MAX_DATAGRAM_EXT_LEN`] bytes.
@@ -727,10 +729,10 @@ proptest! {
         b in relay_url(),
     ) {
         let answer = connectoid_protocol::Answer::for_relay(&secret, &a);
-        prop_assert!(answer.ct_eq(&connectoid_protocol::Answer::for_relay(&secret, &a)));
+        prop_assert!(bool::from(answer.ct_eq(&connectoid_protocol::Answer::for_relay(&secret, &a))));
         let other = connectoid_protocol::Answer::for_relay(&secret, &b);
-        prop_assert_eq!(a == b, answer.ct_eq(&other));
-        prop_assert_eq!(answer == other, answer.ct_eq(&other));
+        prop_assert_eq!(a == b, bool::from(answer.ct_eq(&other)));
+        prop_assert_eq!(answer == other, bool::from(answer.ct_eq(&other)));
     }
 }
 

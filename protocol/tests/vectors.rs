@@ -1469,6 +1469,7 @@ fn request_json(request: &Request) -> Value {
         Operation::Delete { answer } => {
             out["answer_hex"] = answer.map(|a| hex::encode(a.0)).into();
         }
+        other => panic!("no vector form for {other:?}"),
     }
     out
 }
@@ -1522,6 +1523,7 @@ fn response_json(response: &Response) -> Value {
         Response::Error(e) => {
             json!({"type": "error", "error": e.code.as_str(), "detail": e.detail})
         }
+        other => panic!("no vector form for {other:?}"),
     }
 }
 
@@ -1907,6 +1909,7 @@ fn status_name(status: CheckStatus) -> &'static str {
         CheckStatus::Found => "found",
         CheckStatus::TooOften => "too-often",
         CheckStatus::Forbidden => "forbidden",
+        other => panic!("no vector form for {other:?}"),
     }
 }
 
@@ -1938,7 +1941,7 @@ fn udp_request_from(v: &Value) -> CheckRequest {
             .iter()
             .map(|c| MailboxCheck {
                 key: hx(c, "key_hex").try_into().unwrap(),
-                at: num(c, "at"),
+                at: At(num(c, "at")),
             })
             .collect(),
     }
@@ -1979,7 +1982,10 @@ fn build_udp() -> Value {
     let one = CheckRequest {
         nonce,
         ext: None,
-        checks: vec![MailboxCheck { key: alice, at: 0 }],
+        checks: vec![MailboxCheck {
+            key: alice,
+            at: At(0),
+        }],
     };
     let two = CheckRequest {
         nonce,
@@ -1987,11 +1993,11 @@ fn build_udp() -> Value {
         checks: vec![
             MailboxCheck {
                 key: alice,
-                at: 1_700_000_000_000_123,
+                at: At(1_700_000_000_000_123),
             },
             MailboxCheck {
                 key: bob,
-                at: u64::MAX,
+                at: At(u64::MAX),
             },
         ],
     };
@@ -2001,7 +2007,7 @@ fn build_udp() -> Value {
         checks: (0..limits::MAX_CHECKS_PER_DATAGRAM as u8)
             .map(|i| MailboxCheck {
                 key: [i; 49],
-                at: u64::MAX,
+                at: At(u64::MAX),
             })
             .collect(),
     };
@@ -2072,7 +2078,13 @@ fn build_udp() -> Value {
     }
     .encode();
     let seventeen = CheckRequest {
-        checks: vec![MailboxCheck { key: alice, at: 0 }; 17],
+        checks: vec![
+            MailboxCheck {
+                key: alice,
+                at: At(0)
+            };
+            17
+        ],
         ..one.clone()
     }
     .encode();

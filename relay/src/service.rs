@@ -27,7 +27,7 @@ use connectoid_protocol::limits as protocol_limits;
 use connectoid_protocol::seal::{QUESTION_SECRET_LEN, seal_question};
 use connectoid_protocol::udp::{CheckRequest, CheckResponse, CheckStatus};
 use connectoid_protocol::{
-    Answer, ApiError, At, ErrorCode, Operation, PublicKey, RelayInfo, RelayUrl, Request, Response,
+    Answer, ApiError, ErrorCode, Operation, PublicKey, RelayInfo, RelayUrl, Request, Response,
 };
 
 use crate::clock::Clock;
@@ -92,26 +92,25 @@ impl Relay {
     pub fn new(config: &Config, store: Arc<dyn Store>, udp_port: Option<u16>) -> Self {
         let limits = config.limits.clone();
         let seconds = |d: std::time::Duration| d.as_secs();
-        let info = RelayInfo {
-            software: env!("CARGO_PKG_NAME").to_owned(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            protocol: PROTOCOL_VERSION,
-            limits: InfoLimits {
-                max_message_bytes: limits.max_message_bytes as u64,
-                max_receive_limit: limits.max_receive_limit,
-                max_pending_per_mailbox: limits.max_pending_per_mailbox,
-                max_checks_per_datagram: protocol_limits::MAX_CHECKS_PER_DATAGRAM as u32,
-            },
-            retention: InfoRetention {
-                message_seconds: seconds(config.retention.message),
-                question_seconds: seconds(config.retention.question),
-                mailbox_idle_seconds: seconds(config.retention.mailbox_idle),
-            },
-            udp_port,
-            api_key_required: !config.api_keys.is_empty(),
-            contact: config.contact.clone(),
-            peers: config.peers.clone(),
-        };
+        let mut info = RelayInfo::new(
+            env!("CARGO_PKG_NAME"),
+            env!("CARGO_PKG_VERSION"),
+            InfoLimits::new(
+                limits.max_message_bytes as u64,
+                limits.max_receive_limit,
+                limits.max_pending_per_mailbox,
+                protocol_limits::MAX_CHECKS_PER_DATAGRAM as u32,
+            ),
+            InfoRetention::new(
+                seconds(config.retention.message),
+                seconds(config.retention.question),
+                seconds(config.retention.mailbox_idle),
+            ),
+        );
+        info.udp_port = udp_port;
+        info.api_key_required = !config.api_keys.is_empty();
+        info.contact = config.contact.clone();
+        info.peers = config.peers.clone();
         Self {
             store,
             clock: Arc::clone(&config.clock),
@@ -303,6 +302,9 @@ impl Relay {
                     }
                 }
             }
+            // An action a later protocol crate decodes that this relay does
+            // not implement yet.
+            _ => Err(ApiError::from(ErrorCode::UnknownAction)),
         }
     }
 
@@ -369,7 +371,7 @@ impl Relay {
             })?;
         // Every URL is tried (no early exit), each comparison in constant time.
         let matches = self.urls.iter().fold(false, |found, url| {
-            found | Answer::for_relay(&question.secret, url).ct_eq(answer)
+            found | (Answer::for_relay(&question.secret, url) == *answer)
         });
         if matches {
             Ok(())
@@ -421,7 +423,7 @@ impl Relay {
                 {
                     Ok(true) => {
                         asked.push(i);
-                        pairs.push((mailbox, At(check.at)));
+                        pairs.push((mailbox, check.at));
                     }
                     Ok(false) => {
                         self.metrics.rate_limited("check_per_mailbox");

@@ -23,7 +23,7 @@ fn request(nonce: u8, checks: &[(&PublicKey, u64)]) -> CheckRequest {
             .iter()
             .map(|(key, at)| MailboxCheck {
                 key: *key.as_bytes(),
-                at: *at,
+                at: connectoid_protocol::At(*at),
             })
             .collect(),
     }
@@ -258,7 +258,7 @@ proptest! {
                 .enumerate()
                 .map(|(i, (is_known, at))| MailboxCheck {
                     key: if *is_known { *known.as_bytes() } else { [i as u8; 49] },
-                    at: if *is_known { *at % 2 } else { *at },
+                    at: connectoid_protocol::At(if *is_known { *at % 2 } else { *at }),
                 })
                 .collect(),
         };

@@ -157,26 +157,19 @@ impl Drop for FakeRelay {
 
 /// A plausible information document without UDP.
 pub fn info_document(udp_port: Option<u16>) -> RelayInfo {
-    RelayInfo {
-        software: "fake".to_owned(),
-        version: "0".to_owned(),
-        protocol: 1,
-        limits: InfoLimits {
-            max_message_bytes: limits::MAX_MESSAGE_BYTES as u64,
-            max_receive_limit: limits::MAX_RECEIVE_LIMIT,
-            max_pending_per_mailbox: 100,
-            max_checks_per_datagram: limits::MAX_CHECKS_PER_DATAGRAM as u32,
-        },
-        retention: InfoRetention {
-            message_seconds: 3600,
-            question_seconds: 60,
-            mailbox_idle_seconds: 30 * 86400,
-        },
-        udp_port,
-        api_key_required: false,
-        contact: None,
-        peers: Vec::new(),
-    }
+    let mut info = RelayInfo::new(
+        "fake",
+        "0",
+        InfoLimits::new(
+            limits::MAX_MESSAGE_BYTES as u64,
+            limits::MAX_RECEIVE_LIMIT,
+            100,
+            limits::MAX_CHECKS_PER_DATAGRAM as u32,
+        ),
+        InfoRetention::new(3600, 60, 30 * 86400),
+    );
+    info.udp_port = udp_port;
+    info
 }
 
 async fn fake_info(State(state): State<FakeState>) -> HttpResponse {
@@ -231,6 +224,7 @@ fn forge(state: &FakeState, request: Request) -> Response {
                 .cloned()
                 .collect(),
         ),
+        _ => Response::Error(connectoid_protocol::ErrorCode::UnknownAction.into()),
     }
 }
 

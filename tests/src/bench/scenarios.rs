@@ -228,7 +228,7 @@ fn udp_datagram(keys: &[PublicKey], count: usize) -> Vec<u8> {
         checks: (0..count)
             .map(|i| MailboxCheck {
                 key: *keys[i % keys.len()].as_bytes(),
-                at: FAR_CURSOR,
+                at: connectoid_protocol::At(FAR_CURSOR),
             })
             .collect(),
     }

@@ -259,7 +259,7 @@ async fn a_flood_from_one_source_leaves_other_sources_served() -> anyhow::Result
                 .iter()
                 .map(|k| MailboxCheck {
                     key: *k.as_bytes(),
-                    at: 0,
+                    at: connectoid_protocol::At(0),
                 })
                 .collect(),
         }
