@@ -9,7 +9,7 @@
 //! Failures are persisted in `protocol/proptest-regressions/proptests.txt`,
 //! which is committed so every later run replays them first.
 //!
-//! This file does not check the spec's byte-exact vectors (`tests/vectors.rs`
+//! This file does not check the spec's byte-exact vectors (`tests/vectors/`
 //! does) and does no I/O besides proptest's regression file.
 
 use std::collections::BTreeMap;
