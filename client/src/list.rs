@@ -21,12 +21,16 @@ use rand_core::Rng as _;
 use serde::{Deserialize, Serialize};
 
 use crate::client::Client;
+use crate::clock::{Clock as _, SystemClock};
 use crate::event::PeerStatus;
 use crate::peer::{PeerError, PeerLink, PeerLinkOptions, Rendezvous};
-use crate::rng::{now_ms, system_rng};
+use crate::rng::system_rng;
 
 /// The list file's name inside the profile directory.
 pub const LIST_FILE: &str = "shopping-list.json";
+/// The lock file that [`update`] holds while it reads, changes and writes
+/// the list, inside the profile directory.
+pub const LIST_LOCK_FILE: &str = "shopping-list.lock";
 
 /// A list operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -273,6 +277,21 @@ pub fn save(profile_dir: &Path, list: &ShoppingList) -> Result<(), ListError> {
     std::fs::rename(&tmp, &path).map_err(io(&path))
 }
 
+/// Reads, changes and writes the list in `profile_dir` under its lock
+/// ([`LIST_LOCK_FILE`]), so that two processes (`list add` while
+/// `sync --watch` runs) never lose each other's changes. Blocks: call it
+/// off the async runtime's threads.
+pub fn update<T>(
+    profile_dir: &Path,
+    change: impl FnOnce(&mut ShoppingList) -> Result<T, ListError>,
+) -> Result<T, ListError> {
+    let _lock = crate::store::lock_file(&profile_dir.join(LIST_LOCK_FILE), profile_dir)?;
+    let mut list = load(profile_dir)?;
+    let out = change(&mut list)?;
+    save(profile_dir, &list)?;
+    Ok(out)
+}
+
 /// Syncs the list file of `client`'s profile over an open link: sends ours,
 /// applies theirs, saves, closes the link. Returns how many items changed.
 pub async fn exchange(client: &Client, mut link: PeerLink) -> Result<usize, ListError> {
@@ -287,10 +306,12 @@ pub async fn exchange(client: &Client, mut link: PeerLink) -> Result<usize, List
         .ok_or_else(|| ListError::Corrupt("the peer sent no list".to_owned()))?;
     let theirs: SyncMessage =
         serde_json::from_slice(&theirs).map_err(|e| ListError::Corrupt(e.to_string()))?;
-    // Re-read: the file may have changed while the link was up.
-    let mut list = load(&dir)?;
-    let changed = list.apply(&nickname, &theirs);
-    save(&dir, &list)?;
+    // Re-read under the lock: the file may have changed while the link was up.
+    let changed = tokio::task::spawn_blocking(move || {
+        update(&dir, |list| Ok(list.apply(&nickname, &theirs)))
+    })
+    .await
+    .map_err(|e| ListError::Corrupt(format!("the list task failed: {e}")))??;
     link.close().await?;
     Ok(changed)
 }
@@ -401,7 +422,7 @@ async fn run(client: &Client, options: &SyncOptions, offer: bool) -> Result<Sync
 
 /// The current time for list edits, in ms since the Unix epoch.
 pub fn now() -> u64 {
-    now_ms()
+    SystemClock.now_ms()
 }
 
 #[cfg(test)]

@@ -205,17 +205,16 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn list_command(client: &Client, command: ListCommand, json: bool) -> anyhow::Result<()> {
     let dir = client.profile_dir().to_owned();
-    let mut shopping = list::load(&dir)?;
-    match command {
-        ListCommand::Add { item } => {
+    let shopping = match command {
+        ListCommand::Add { item } => list::update(&dir, |shopping| {
             shopping.add(&item, list::new_id(), list::now())?;
-            list::save(&dir, &shopping)?;
-        }
-        ListCommand::Remove { item } => {
+            Ok(shopping.clone())
+        })?,
+        ListCommand::Remove { item } => list::update(&dir, |shopping| {
             shopping.remove(&item, list::now())?;
-            list::save(&dir, &shopping)?;
-        }
-        ListCommand::Show => {}
+            Ok(shopping.clone())
+        })?,
+        ListCommand::Show => list::load(&dir)?,
         ListCommand::Share {
             nickname,
             read_only,
@@ -229,8 +228,10 @@ async fn list_command(client: &Client, command: ListCommand, json: bool) -> anyh
             } else {
                 list::Access::ReadWrite
             };
-            shopping.shared_with.insert(nickname.clone(), access);
-            list::save(&dir, &shopping)?;
+            list::update(&dir, |shopping| {
+                shopping.shared_with.insert(nickname.clone(), access);
+                Ok(())
+            })?;
             if json {
                 print_json(
                     &json!({ "link": link.encode(), "nickname": nickname, "access": access }),
@@ -241,7 +242,7 @@ async fn list_command(client: &Client, command: ListCommand, json: bool) -> anyh
             }
             return Ok(());
         }
-    }
+    };
     let items = shopping.visible();
     if json {
         print_json(&json!({ "items": items, "readOnly": shopping.is_read_only() }));
@@ -343,20 +344,13 @@ async fn poll(client: &Client, watch: bool, interval: f64, json: bool) -> anyhow
     let mut link_used = false;
     if !watch {
         let poll = client.poll_once().await?;
-        for relay in &poll.report.relays {
-            for error in &relay.errors {
-                eprintln!("{}: {error}", relay.relay);
-            }
-            for rejected in &relay.rejected {
-                eprintln!("{}: rejected a message: {}", relay.relay, rejected.reason);
-            }
-        }
-        if poll.report.all_failed() {
-            bail!("every relay failed");
-        }
+        print_poll_problems(&poll.report);
         for delivery in &poll.deliveries {
             link_used |= print_delivery(delivery, json);
             client.ack(delivery).await?;
+        }
+        if poll.report.all_failed() {
+            bail!("every relay failed");
         }
         if poll.deliveries.is_empty() {
             eprintln!("nothing new");
@@ -388,6 +382,25 @@ async fn poll(client: &Client, watch: bool, interval: f64, json: bool) -> anyhow
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Prints what went wrong at each relay: its own errors, the mailboxes it
+/// refused and the messages rejected.
+fn print_poll_problems(report: &connectoid::PollReport) {
+    for relay in &report.relays {
+        for error in &relay.errors {
+            eprintln!("{}: {error}", relay.relay);
+        }
+        for refusal in &relay.refused {
+            eprintln!(
+                "{}: mailbox for {} refused: {}",
+                relay.relay, refusal.nickname, refusal.error
+            );
+        }
+        for rejected in &relay.rejected {
+            eprintln!("{}: rejected a message: {}", relay.relay, rejected.reason);
+        }
+    }
 }
 
 /// Prints one event; returns whether it was the "link already used" error.
