@@ -27,7 +27,7 @@ use crate::core::{Followup, Outgoing, PeerBook, check_nickname};
 use crate::error::{BuildError, ClientError, PollError};
 use crate::event::{Delivery, PeerInfo, Poll, RelayProbe, SendReport, UnshareReport};
 use crate::poll::{EventStream, Fetcher, PollOptions, event_stream};
-use crate::profile::{ProfileData, ProfileError};
+use crate::profile::{MailboxRecord, ProfileData, ProfileError};
 use crate::relay::{RelayOutcome, SendWait, Transport, delete_mailbox, send_fan_out};
 use crate::rng::system_rng;
 use crate::store::{DirectoryStore, ProfileLock, ProfileStore};
@@ -639,7 +639,7 @@ impl Client {
         };
         let mut deleted = Vec::new();
         for mailbox in &plan.mailboxes {
-            deleted.extend(delete_mailbox(&self.inner.transport, mailbox, self.now_ms()).await);
+            deleted.extend(self.delete_mailbox(mailbox).await);
         }
         self.update::<_, ClientError>(|book, _| {
             book.forget(&plan.key);
@@ -686,9 +686,7 @@ impl Client {
             }
             Followup::DeleteMailboxes(mailboxes) => {
                 for mailbox in &mailboxes {
-                    let outcomes =
-                        delete_mailbox(&self.inner.transport, mailbox, self.now_ms()).await;
-                    for outcome in outcomes {
+                    for outcome in self.delete_mailbox(mailbox).await {
                         if let Err(e) = outcome.result {
                             tracing::warn!(relay = %outcome.relay, "could not delete a mailbox after unshare: {e}");
                         }
@@ -698,6 +696,20 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// Deletes `mailbox` at its relays and at its retired relays still in
+    /// grace.
+    async fn delete_mailbox(&self, mailbox: &MailboxRecord) -> Vec<RelayOutcome> {
+        let relays: Vec<(RelayEntry, Option<String>)> = mailbox
+            .relays_to_check(self.now_ms())
+            .into_iter()
+            .map(|entry| {
+                let ext = mailbox.ext_for(&entry);
+                (entry, ext)
+            })
+            .collect();
+        delete_mailbox(&self.inner.transport, &mailbox.key.0, &relays).await
     }
 
     /// Marks a delivery as processed: remembers its id (so no copy of it is

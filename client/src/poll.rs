@@ -388,6 +388,38 @@ async fn udp_round(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Event;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_poll_where_every_relay_failed_still_hands_over_its_deliveries() {
+        let relay = RelayUrl::parse("http://127.0.0.1:1/").unwrap();
+        let failed = move || {
+            let mut relay_poll = RelayPoll::new(relay.clone());
+            relay_poll
+                .errors
+                .push(RelayError::Connect("reset".to_owned()));
+            let poll = Poll {
+                deliveries: vec![Delivery {
+                    event: Event::PeerUnshared {
+                        nickname: "Bob".to_owned(),
+                    },
+                    id: [7; 32],
+                    sources: Vec::new(),
+                }],
+                report: PollReport {
+                    relays: vec![relay_poll],
+                },
+            };
+            async move { Ok(poll) }
+        };
+        let mut events = event_stream(PollOptions::every(Duration::from_secs(1)), failed);
+        assert!(matches!(
+            events.next().await,
+            Some(Err(PollError::AllRelaysFailed(_)))
+        ));
+        let delivery = events.next().await.unwrap().unwrap();
+        assert_eq!(delivery.event.nickname(), "Bob");
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_maximum() {

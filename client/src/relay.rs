@@ -23,8 +23,6 @@ use connectoid_protocol::At;
 use connectoid_protocol::api::{ApiError, ErrorCode, Operation, RelayInfo, Request, Response};
 use connectoid_protocol::link::{RelayEntry, RelayUrl};
 
-use crate::profile::MailboxRecord;
-
 /// The largest answer body the client reads, in bytes: a full `receive` of
 /// 100 largest messages fits.
 pub(crate) const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
@@ -85,8 +83,8 @@ pub enum RelayError {
     #[error("the relay's question does not open with the mailbox key")]
     BadQuestion,
     /// The send returned before this relay answered (see
-    /// [`SendWait::FirstAcceptance`](crate::SendWait::FirstAcceptance)); the
-    /// request goes on in the background until the per-relay timeout.
+    /// [`SendWait::FirstAcceptance`]); the request goes on in the
+    /// background until the per-relay timeout.
     #[error("no answer yet; the request goes on in the background")]
     InFlight,
 }
@@ -317,17 +315,20 @@ pub(crate) fn answer_question(
     Ok(connectoid_protocol::Answer::for_relay(&secret, relay))
 }
 
-/// Deletes a mailbox at each of its relays (and its retired relays still
-/// in grace at `now_ms`): `check` for a question, then `delete` with the
-/// answer (or without, when the mailbox is empty).
+/// Deletes the mailbox of `mailbox` at each of `relays` (each with the ext
+/// to send it): `check` for a question, then `delete` with the answer (or
+/// without, when the mailbox is empty).
 pub(crate) async fn delete_mailbox(
     transport: &Transport,
-    mailbox: &MailboxRecord,
-    now_ms: u64,
+    mailbox: &connectoid_protocol::SecretKey,
+    relays: &[(RelayEntry, Option<String>)],
 ) -> Vec<RelayOutcome> {
-    let relays = mailbox.relays_to_check(now_ms);
-    let results = fan_out(&relays, |entry| async move {
-        let ext = mailbox.ext_for(&entry);
+    let entries: Vec<RelayEntry> = relays.iter().map(|(entry, _)| entry.clone()).collect();
+    let results = fan_out(&entries, |entry| async move {
+        let ext = relays
+            .iter()
+            .find(|(e, _)| e.url == entry.url)
+            .and_then(|(_, ext)| ext.clone());
         let key = mailbox.public_key();
         let mut last = None;
         // A message may arrive between the check and the delete; one
@@ -341,7 +342,7 @@ pub(crate) async fn delete_mailbox(
             let answer = match transport.call(&entry.url, &check).await? {
                 Response::NotFound => None,
                 Response::Found { question } => {
-                    Some(answer_question(&mailbox.key.0, &question, &entry.url)?)
+                    Some(answer_question(mailbox, &question, &entry.url)?)
                 }
                 other => return Err(unexpected(&other)),
             };
@@ -678,6 +679,43 @@ mod tests {
             Err(RelayError::Timeout(Duration::from_millis(300)))
         );
         assert_eq!(results[1].1, Ok(()));
+    }
+
+    #[test]
+    fn refusals_of_one_mailbox_are_told_apart_from_relay_failures() {
+        let api = |code, detail: Option<&str>| {
+            RelayError::Api(match detail {
+                Some(detail) => ApiError::new(code, detail),
+                None => ApiError::from(code),
+            })
+        };
+        for refusal in [
+            api(
+                ErrorCode::Forbidden,
+                Some("this relay requires an API key in ext"),
+            ),
+            api(ErrorCode::WrongAnswer, None),
+            api(ErrorCode::NoQuestion, None),
+            api(ErrorCode::MailboxFull, None),
+            api(ErrorCode::TooOften, Some("check_per_mailbox")),
+            RelayError::BadQuestion,
+        ] {
+            assert!(refusal.is_mailbox_refusal(), "{refusal}");
+        }
+        for failure in [
+            api(ErrorCode::TooOften, Some("check_per_ip")),
+            api(ErrorCode::TooOften, None),
+            api(ErrorCode::Unavailable, None),
+            api(ErrorCode::Internal, None),
+            RelayError::Timeout(Duration::from_secs(1)),
+            RelayError::Connect("refused".to_owned()),
+            RelayError::Malformed {
+                status: 200,
+                reason: "garbage".to_owned(),
+            },
+        ] {
+            assert!(!failure.is_mailbox_refusal(), "{failure}");
+        }
     }
 
     #[tokio::test]

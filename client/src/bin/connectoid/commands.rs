@@ -206,14 +206,20 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn list_command(client: &Client, command: ListCommand, json: bool) -> anyhow::Result<()> {
     let dir = client.profile_dir().to_owned();
     let shopping = match command {
-        ListCommand::Add { item } => list::update(&dir, |shopping| {
-            shopping.add(&item, list::new_id(), list::now())?;
-            Ok(shopping.clone())
-        })?,
-        ListCommand::Remove { item } => list::update(&dir, |shopping| {
-            shopping.remove(&item, list::now())?;
-            Ok(shopping.clone())
-        })?,
+        ListCommand::Add { item } => {
+            update_list(dir, move |shopping| {
+                shopping.add(&item, list::new_id(), list::now())?;
+                Ok(())
+            })
+            .await?
+        }
+        ListCommand::Remove { item } => {
+            update_list(dir, move |shopping| {
+                shopping.remove(&item, list::now())?;
+                Ok(())
+            })
+            .await?
+        }
         ListCommand::Show => list::load(&dir)?,
         ListCommand::Share {
             nickname,
@@ -228,10 +234,12 @@ async fn list_command(client: &Client, command: ListCommand, json: bool) -> anyh
             } else {
                 list::Access::ReadWrite
             };
-            list::update(&dir, |shopping| {
-                shopping.shared_with.insert(nickname.clone(), access);
+            let shared = nickname.clone();
+            update_list(dir, move |shopping| {
+                shopping.shared_with.insert(shared, access);
                 Ok(())
-            })?;
+            })
+            .await?;
             if json {
                 print_json(
                     &json!({ "link": link.encode(), "nickname": nickname, "access": access }),
@@ -252,6 +260,22 @@ async fn list_command(client: &Client, command: ListCommand, json: bool) -> anyh
         }
     }
     Ok(())
+}
+
+/// Changes the list under its lock (another process may be syncing it), off
+/// the runtime's threads; returns the list as written.
+async fn update_list(
+    dir: std::path::PathBuf,
+    change: impl FnOnce(&mut list::ShoppingList) -> Result<(), list::ListError> + Send + 'static,
+) -> anyhow::Result<list::ShoppingList> {
+    let written = tokio::task::spawn_blocking(move || {
+        list::update(&dir, |shopping| {
+            change(shopping)?;
+            Ok(shopping.clone())
+        })
+    })
+    .await??;
+    Ok(written)
 }
 
 async fn sync(
