@@ -775,6 +775,54 @@ mod tests {
         });
     }
 
+    /// A clock that says what the test sets.
+    #[derive(Debug, Default)]
+    struct SetClock(std::sync::atomic::AtomicU64);
+
+    impl Clock for SetClock {
+        fn now_ms(&self) -> u64 {
+            self.0.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    #[tokio::test]
+    async fn every_timestamp_comes_from_the_builders_clock() {
+        let store = crate::MemoryStore::new();
+        let clock = Arc::new(SetClock::default());
+        clock
+            .0
+            .store(1_234_567, std::sync::atomic::Ordering::SeqCst);
+        let client = Client::builder("unused")
+            .store(Arc::new(store.clone()))
+            .clock(Arc::clone(&clock) as Arc<dyn Clock>)
+            .build()
+            .unwrap();
+        let relay = RelayEntry::new(RelayUrl::parse("http://127.0.0.1:9/").unwrap());
+        let link = client
+            .share("Bob", ShareOptions::with_relays(vec![relay.clone()]))
+            .await
+            .unwrap();
+        // A retired relay's grace is counted from the clock too.
+        clock
+            .0
+            .store(2_000_000, std::sync::atomic::Ordering::SeqCst);
+        let other = RelayEntry::new(RelayUrl::parse("http://127.0.0.1:10/").unwrap());
+        assert!(
+            client
+                .set_relays("Bob", vec![other])
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let stored: serde_json::Value =
+            serde_json::from_slice(&store.read().unwrap().unwrap()).unwrap();
+        let peer = &stored["peers"][0];
+        assert_eq!(peer["created_ms"], 1_234_567);
+        let grace = limits::MESSAGE_TTL_US / 1000 + limits::ENVELOPE_MAX_SKEW_MS;
+        assert_eq!(peer["mailbox"]["retired"][0]["until_ms"], 2_000_000 + grace);
+        assert_eq!(link.relays, vec![relay]);
+    }
+
     #[tokio::test]
     async fn two_clients_on_one_store_see_each_others_changes() {
         let store: Arc<dyn ProfileStore> = Arc::new(crate::MemoryStore::new());
