@@ -71,12 +71,12 @@ mod rng;
 mod store;
 mod udp;
 
+pub use crate::core::MAX_NICKNAME_LEN;
 pub use client::{
     AcceptOptions, Client, ClientBuilder, DEFAULT_RECEIVE_LIMIT, DEFAULT_RELAY_TIMEOUT,
     DEFAULT_UDP_ATTEMPT_TIMEOUT, DEFAULT_UDP_ATTEMPTS, ShareOptions, probe_relay,
 };
 pub use clock::{Clock, SystemClock};
-pub use core::MAX_NICKNAME_LEN;
 pub use error::{BuildError, ClientError, PollError};
 pub use event::{
     Delivery, Event, LINK_ALREADY_USED, MailboxRefusal, PeerInfo, PeerStatus, Poll, PollReport,
