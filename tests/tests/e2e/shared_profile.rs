@@ -183,3 +183,63 @@ fn commands_run_while_poll_watch_holds_the_profile() {
         2
     );
 }
+
+/// A `connectoid sync --watch --loopback` on `profile`, its output unread.
+fn sync_watch(profile: &Path) -> Child {
+    Command::new(cli_binary().unwrap())
+        .arg("--profile")
+        .arg(profile)
+        .args(["sync", "--watch", "--loopback", "--interval", "0.2"])
+        .env_remove("CONNECTOID_PROFILE")
+        .env_remove("CONNECTOID_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Checks (bounded) until `profile`'s list shows `wanted`.
+fn wait_for_items(profile: &Path, wanted: &[&str]) {
+    let mut items = Vec::new();
+    for _ in 0..connectoid_tests::MAX_POLLS * 6 {
+        let shown = json_lines(profile, &["list", "show"]);
+        items = shown[0]["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["text"].as_str().unwrap().to_owned())
+            .collect();
+        if items == wanted {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("the list never became {wanted:?}: {items:?}");
+}
+
+#[test]
+fn list_changes_made_beside_two_sync_watchers_reach_the_peer() {
+    let relay = RelayProcess::start().unwrap();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (alice, bob) = (a.path(), b.path());
+    ok(alice, &["list", "add", "milk"]);
+    let link = ok(
+        alice,
+        &["list", "share", "Bob", "--relay", relay.url().as_str()],
+    );
+    ok(bob, &["accept", link.trim(), "Alice"]);
+
+    // Each side keeps syncing in its own terminal...
+    let mut watchers = [sync_watch(alice), sync_watch(bob)];
+    wait_for_items(bob, &["milk"]);
+    // ...while other commands change the same profiles.
+    ok(alice, &["list", "add", "bread"]);
+    ok(bob, &["list", "add", "eggs"]);
+    assert_eq!(json_lines(alice, &["peers"])[0][0]["status"], "connected");
+    wait_for_items(bob, &["bread", "eggs", "milk"]);
+    wait_for_items(alice, &["bread", "eggs", "milk"]);
+    for watcher in &mut watchers {
+        watcher.kill().unwrap();
+        watcher.wait().unwrap();
+    }
+}

@@ -295,16 +295,15 @@ async fn sync(
     }
     options.interval = Duration::from_secs_f64(interval);
     options.polls = if watch { 1 } else { polls.max(1) };
+    let mut syncer = list::Syncer::new(client.clone(), options.clone());
     let mut last = None;
     loop {
         let items = list::load(client.profile_dir())?.items;
         // In watch mode, offer only after local changes (or the first time);
-        // otherwise just answer.
-        let report = if !watch || last.as_ref() != Some(&items) {
-            list::sync(client, &options).await?
-        } else {
-            list::answer(client, &options).await?
-        };
+        // otherwise just answer. Offers stay pending from round to round.
+        let mut report = syncer
+            .round(!watch || last.as_ref() != Some(&items))
+            .await?;
         for (nickname, changed) in &report.synced {
             if json {
                 print_json(&json!({ "synced": nickname, "changed": changed }));
@@ -321,7 +320,10 @@ async fn sync(
             }
             return Ok(());
         }
-        last = Some(list::load(client.profile_dir())?.items);
+        // What the peer has: after a sync, the merge it made; otherwise
+        // what this round started from, so a change made during the round
+        // is offered in the next one.
+        last = Some(report.peer_items.take().unwrap_or(items));
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(()),
             () = tokio::time::sleep(options.interval) => {}
