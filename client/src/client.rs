@@ -31,6 +31,7 @@ use crate::profile::{MailboxRecord, ProfileData, ProfileError};
 use crate::relay::{RelayOutcome, SendWait, Transport, delete_mailbox, send_fan_out};
 use crate::rng::system_rng;
 use crate::store::{DirectoryStore, ProfileLock, ProfileStore};
+#[cfg(feature = "udp")]
 use crate::udp::UdpChecker;
 
 /// Default per-relay timeout of every HTTP request: 5 seconds.
@@ -106,7 +107,9 @@ impl ClientBuilder {
         self
     }
 
-    /// Whether to use the UDP check where a relay advertises it. Default on.
+    /// Whether to use the UDP check where a relay advertises it. Default on
+    /// (with the crate's `udp` feature, a default one; without it every
+    /// check is HTTP and this and the other `udp_*` settings do nothing).
     pub fn udp(mut self, enabled: bool) -> Self {
         self.udp = enabled;
         self
@@ -155,6 +158,7 @@ impl ClientBuilder {
             location: store.location().join(crate::PROFILE_FILE),
         };
         state.reload(store.read()?)?;
+        #[cfg(feature = "udp")]
         let udp = self
             .udp
             .then(|| UdpChecker::new(self.udp_attempt_timeout, self.udp_attempts));
@@ -165,9 +169,11 @@ impl ClientBuilder {
                 clock: self.clock,
                 state: tokio::sync::Mutex::new(state),
                 transport: Transport::new(http, self.relay_timeout),
+                #[cfg(feature = "udp")]
                 udp,
                 receive_limit: self.receive_limit,
                 send_wait: self.send_wait,
+                #[cfg(feature = "quic")]
                 peer_sockets: Arc::default(),
             }),
         })
@@ -281,10 +287,12 @@ pub(crate) struct Inner {
     clock: Arc<dyn Clock>,
     state: tokio::sync::Mutex<State>,
     transport: Transport,
+    #[cfg(feature = "udp")]
     udp: Option<UdpChecker>,
     receive_limit: u32,
     send_wait: SendWait,
     /// Live peer-link sockets (see `peer`).
+    #[cfg(feature = "quic")]
     pub(crate) peer_sockets: Arc<std::sync::atomic::AtomicUsize>,
 }
 
@@ -660,6 +668,7 @@ impl Client {
         let plans = self.view(|book, now| book.plan_poll(now)).await?;
         let fetcher = Fetcher {
             transport: &self.inner.transport,
+            #[cfg(feature = "udp")]
             udp: self.inner.udp.as_ref(),
             receive_limit: self.inner.receive_limit,
         };

@@ -62,13 +62,16 @@ mod clock;
 mod core;
 mod error;
 mod event;
+#[cfg(feature = "cli")]
 pub mod list;
+#[cfg(feature = "quic")]
 pub mod peer;
 mod poll;
 mod profile;
 mod relay;
 mod rng;
 mod store;
+#[cfg(feature = "udp")]
 mod udp;
 
 pub use crate::core::MAX_NICKNAME_LEN;
@@ -82,6 +85,7 @@ pub use event::{
     Delivery, Event, LINK_ALREADY_USED, MailboxRefusal, PeerInfo, PeerStatus, Poll, PollReport,
     Rejection, RelayPoll, RelayProbe, SendReport, UdpUse, UnshareReport,
 };
+#[cfg(feature = "quic")]
 pub use peer::{PeerError, PeerLink, PeerLinkOptions, PendingLink, Rendezvous};
 pub use poll::{EventStream, PollOptions};
 pub use profile::{LOCK_FILE, PROFILE_FILE, PROFILE_VERSION, ProfileError};

@@ -19,9 +19,11 @@ use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::time::Duration;
 
-use connectoid_protocol::api::{ApiError, ErrorCode, Operation, Request, Response};
+use connectoid_protocol::api::{ApiError, ErrorCode, Operation, RelayInfo, Request, Response};
+#[cfg(feature = "udp")]
 use connectoid_protocol::limits;
 use connectoid_protocol::link::RelayUrl;
+#[cfg(feature = "udp")]
 use connectoid_protocol::udp::{CheckStatus, MailboxCheck};
 use futures::stream::{BoxStream, StreamExt as _};
 
@@ -30,6 +32,7 @@ use crate::error::PollError;
 use crate::event::{Delivery, MailboxRefusal, Poll, PollReport, RelayPoll, UdpUse};
 use crate::relay::{RelayError, Transport, answer_question, unexpected};
 use crate::rng::jitter;
+#[cfg(feature = "udp")]
 use crate::udp::UdpChecker;
 
 /// Most `receive` pages fetched from one mailbox at one relay in one poll.
@@ -88,6 +91,7 @@ pub type EventStream = BoxStream<'static, Result<Delivery, PollError>>;
 /// limit.
 pub(crate) struct Fetcher<'a> {
     pub(crate) transport: &'a Transport,
+    #[cfg(feature = "udp")]
     pub(crate) udp: Option<&'a UdpChecker>,
     pub(crate) receive_limit: u32,
 }
@@ -114,6 +118,45 @@ impl Fetcher<'_> {
         (report, fetched)
     }
 
+    /// The UDP round at one relay, where the relay advertises UDP and the
+    /// client uses it: marks the mailboxes the relay says are empty as not
+    /// wanted.
+    #[cfg(feature = "udp")]
+    async fn udp_round(
+        &self,
+        relay: &RelayUrl,
+        info: Option<&RelayInfo>,
+        mailboxes: &[MailboxPlan],
+        wanted: &mut [bool],
+    ) -> UdpUse {
+        match (self.udp, info) {
+            (None, _) => UdpUse::Disabled,
+            (Some(_), None) => UdpUse::NotAdvertised,
+            (Some(udp), Some(info)) => match info.udp_port {
+                None => UdpUse::NotAdvertised,
+                Some(port) => {
+                    let per_datagram = usize::try_from(info.limits.max_checks_per_datagram)
+                        .unwrap_or(1)
+                        .clamp(1, limits::MAX_CHECKS_PER_DATAGRAM);
+                    check_by_udp(udp, relay, port, per_datagram, mailboxes, wanted).await
+                }
+            },
+        }
+    }
+
+    /// Without the `udp` feature every check is HTTP.
+    #[cfg(not(feature = "udp"))]
+    #[allow(clippy::unused_async)]
+    async fn udp_round(
+        &self,
+        _relay: &RelayUrl,
+        _info: Option<&RelayInfo>,
+        _mailboxes: &[MailboxPlan],
+        _wanted: &mut [bool],
+    ) -> UdpUse {
+        UdpUse::Disabled
+    }
+
     /// Polls the mailboxes at one relay: UDP first if advertised, then HTTP.
     async fn poll_relay(
         &self,
@@ -134,19 +177,9 @@ impl Fetcher<'_> {
         let limit = info.as_ref().map_or(self.receive_limit, |info| {
             self.receive_limit.min(info.limits.max_receive_limit).max(1)
         });
-        report.udp = match (self.udp, &info) {
-            (None, _) => UdpUse::Disabled,
-            (Some(_), None) => UdpUse::NotAdvertised,
-            (Some(udp), Some(info)) => match info.udp_port {
-                None => UdpUse::NotAdvertised,
-                Some(port) => {
-                    let per_datagram = usize::try_from(info.limits.max_checks_per_datagram)
-                        .unwrap_or(1)
-                        .clamp(1, limits::MAX_CHECKS_PER_DATAGRAM);
-                    udp_round(udp, &relay, port, per_datagram, &mailboxes, &mut wanted).await
-                }
-            },
-        };
+        report.udp = self
+            .udp_round(&relay, info.as_ref(), &mailboxes, &mut wanted)
+            .await;
         let mut fetched = Vec::new();
         for (plan, wanted) in mailboxes.iter().zip(wanted) {
             if !wanted {
@@ -307,7 +340,8 @@ where
 
 /// One UDP round at a relay: every wanted mailbox, batched by ext. Marks
 /// the mailboxes the relay says are empty as not wanted.
-async fn udp_round(
+#[cfg(feature = "udp")]
+async fn check_by_udp(
     udp: &UdpChecker,
     relay: &RelayUrl,
     port: u16,

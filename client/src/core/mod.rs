@@ -407,6 +407,8 @@ impl PeerBook {
 
     /// Our mailbox secret key, the peer's pinned key and whether we rotated
     /// already, for the challenge-response of a peer link.
+    // Used by the QUIC peer link (`quic` feature).
+    #[cfg_attr(not(feature = "quic"), allow(dead_code))]
     pub(crate) fn link_keys(
         &self,
         nickname: &str,
@@ -428,6 +430,8 @@ impl PeerBook {
     /// the peer's new key, and [`PeerStatus::Connected`]. Returns `false`,
     /// changing nothing, when `nickname`'s mailbox is no longer `old` (the
     /// peer changed during the link).
+    // Used by the QUIC peer link (`quic` feature).
+    #[cfg_attr(not(feature = "quic"), allow(dead_code))]
     pub(crate) fn commit_rotation(
         &mut self,
         nickname: &str,
