@@ -15,8 +15,9 @@ use std::time::Duration;
 use connectoid_protocol::RelayUrl;
 use connectoid_protocol::limits as protocol_limits;
 
+pub use crate::bucket::{Rate, RateParseError};
 use crate::clock::{Clock, SystemClock};
-use crate::store::{RedisTarget, RedisUrlError};
+use crate::store::{RedisTarget, RedisUrlError, StoreOptions};
 
 /// The default HTTP listen address: `127.0.0.1:8080`.
 pub const DEFAULT_HTTP: SocketAddr =
@@ -258,60 +259,6 @@ impl Default for RateLimits {
     }
 }
 
-/// A token bucket: `burst` tokens, refilled at `per_minute` tokens a minute.
-/// Written `PER_MINUTE:BURST` in flags and config files (`120:60`), or `off`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rate {
-    /// Tokens added per minute (at least 1).
-    pub per_minute: u32,
-    /// Bucket size: how many requests may come at once (at least 1).
-    pub burst: u32,
-}
-
-impl Rate {
-    /// A bucket of `burst` tokens refilled at `per_minute` a minute. Zeros
-    /// are raised to 1.
-    pub fn new(per_minute: u32, burst: u32) -> Self {
-        Self {
-            per_minute: per_minute.max(1),
-            burst: burst.max(1),
-        }
-    }
-}
-
-/// A rate could not be parsed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid rate {0:?}: expected PER_MINUTE:BURST (two positive integers, e.g. 120:60) or off"
-)]
-pub struct RateParseError(String);
-
-/// Parses `PER_MINUTE:BURST` or `PER_MINUTE` (burst = per minute); `off` is
-/// handled by the caller (it is `None`, not a `Rate`).
-impl FromStr for Rate {
-    type Err = RateParseError;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let err = || RateParseError(text.to_owned());
-        let (per_minute, burst) = match text.split_once(':') {
-            Some((rate, burst)) => (rate, burst),
-            None => (text, text),
-        };
-        let per_minute: u32 = per_minute.trim().parse().map_err(|_| err())?;
-        let burst: u32 = burst.trim().parse().map_err(|_| err())?;
-        if per_minute == 0 || burst == 0 {
-            return Err(err());
-        }
-        Ok(Self { per_minute, burst })
-    }
-}
-
-impl fmt::Display for Rate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.per_minute, self.burst)
-    }
-}
-
 /// How long things live. Defaults are the protocol's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
@@ -373,6 +320,37 @@ pub fn default_urls(http: SocketAddr, tls: bool) -> Vec<RelayUrl> {
         .collect()
 }
 
+/// The bridge from the relay's configuration to its store's options, kept
+/// here so that the store does not depend on the configuration.
+impl StoreOptions {
+    /// The options a relay with `config` gives its store.
+    pub fn from_config(config: &Config) -> Self {
+        let Limits {
+            max_pending_per_mailbox,
+            max_stored_bytes,
+            max_mailboxes,
+            max_commit_batch,
+            ..
+        } = config.limits;
+        Self {
+            message_ttl_us: micros(config.retention.message),
+            mailbox_idle_us: micros(config.retention.mailbox_idle),
+            check_persist_us: micros(config.retention.check_persist),
+            max_pending_per_mailbox,
+            max_stored_bytes,
+            max_mailboxes,
+            max_commit_batch,
+        }
+    }
+}
+
+/// The options of a relay with the default [`Config`].
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self::from_config(&Config::new("unused"))
+    }
+}
+
 /// A duration in microseconds, saturating.
 pub(crate) fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
@@ -381,15 +359,6 @@ pub(crate) fn micros(duration: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rates_parse() {
-        assert_eq!("120:60".parse::<Rate>().unwrap(), Rate::new(120, 60));
-        assert_eq!("5".parse::<Rate>().unwrap(), Rate::new(5, 5));
-        assert!("0:1".parse::<Rate>().is_err());
-        assert!("x".parse::<Rate>().is_err());
-        assert_eq!(Rate::new(7, 3).to_string(), "7:3");
-    }
 
     #[test]
     fn defaults_match_the_protocol() {

@@ -23,6 +23,7 @@
 //! given, and installs no signal handlers; the
 //! `connectoid-relay` binary parses flags, environment and a TOML file.
 
+mod bucket;
 pub mod clock;
 pub mod config;
 pub mod store;

@@ -29,8 +29,7 @@ use connectoid_protocol::keys::PUBLIC_KEY_LEN;
 use connectoid_protocol::seal::QUESTION_SECRET_LEN;
 use connectoid_protocol::{At, PublicKey};
 
-use crate::config::{Rate, micros};
-use crate::{Config, Limits};
+use crate::bucket::Rate;
 
 #[doc(hidden)]
 pub mod conformance;
@@ -86,6 +85,8 @@ impl fmt::Debug for Question {
 }
 
 /// What a store enforces and how long it keeps things, in microseconds.
+/// [`StoreOptions::from_config`] makes them from a relay's
+/// [`Config`](crate::Config); the default is that of the default `Config`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreOptions {
     /// A message is visible until `at + message_ttl_us`.
@@ -102,37 +103,9 @@ pub struct StoreOptions {
     pub max_stored_bytes: u64,
     /// Most mailboxes ([`StoreError::RelayFull`] for a new one past it).
     pub max_mailboxes: u64,
-    /// Most operations committed together ([`Limits::max_commit_batch`]);
+    /// Most operations committed together ([`Limits::max_commit_batch`](crate::Limits::max_commit_batch));
     /// backends without batched commits ignore it.
     pub max_commit_batch: usize,
-}
-
-impl StoreOptions {
-    /// The options a relay with `config` gives its store.
-    pub fn from_config(config: &Config) -> Self {
-        let Limits {
-            max_pending_per_mailbox,
-            max_stored_bytes,
-            max_mailboxes,
-            max_commit_batch,
-            ..
-        } = config.limits;
-        Self {
-            message_ttl_us: micros(config.retention.message),
-            mailbox_idle_us: micros(config.retention.mailbox_idle),
-            check_persist_us: micros(config.retention.check_persist),
-            max_pending_per_mailbox,
-            max_stored_bytes,
-            max_mailboxes,
-            max_commit_batch,
-        }
-    }
-}
-
-impl Default for StoreOptions {
-    fn default() -> Self {
-        Self::from_config(&Config::new("unused"))
-    }
 }
 
 /// How a [`Store::delete`] ended.

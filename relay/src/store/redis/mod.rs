@@ -83,7 +83,7 @@ pub use self::target::{RedisTarget, RedisUrlError};
 use super::{
     Bucket, Deleted, MailboxId, Question, Store, StoreError, StoreOptions, StoreStats, SweepReport,
 };
-use crate::config::Rate;
+use crate::bucket::Rate;
 
 /// How long after a mailbox is due for idle removal Redis drops its `meta`
 /// by itself, in case no relay swept it (normally the sweep removes it first).
