@@ -17,7 +17,9 @@ use connectoid_protocol::limits as protocol_limits;
 
 pub use crate::bucket::{Rate, RateParseError};
 use crate::clock::{Clock, SystemClock};
-use crate::store::{RedisTarget, RedisUrlError, StoreOptions};
+use crate::store::StoreOptions;
+#[cfg(feature = "redis")]
+use crate::store::{RedisTarget, RedisUrlError};
 
 /// The default HTTP listen address: `127.0.0.1:8080`.
 pub const DEFAULT_HTTP: SocketAddr =
@@ -123,6 +125,9 @@ impl Config {
     /// and [`Server::udp_addr`](crate::Server::udp_addr)), and **no rate
     /// limits** ([`RateLimits::off`]) so that tests sending many requests are
     /// never flaky. Tests of rate limiting set [`Limits::rate`] themselves.
+    ///
+    /// Only with the `testing` feature.
+    #[cfg(feature = "testing")]
     pub fn for_tests(data_dir: impl Into<PathBuf>) -> Self {
         let any_port = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
         let mut config = Self::new(data_dir);
@@ -141,24 +146,47 @@ pub enum StoreUrl {
     Redb,
     /// Redis (`redis://HOST:PORT`) or a Redis Cluster
     /// (`redis+cluster://HOST:PORT,HOST:PORT`), shared by several relay nodes;
-    /// see [`RedisTarget`].
+    /// see [`RedisTarget`]. Only with the `redis` feature (a default one).
+    #[cfg(feature = "redis")]
     Redis(RedisTarget),
     /// Any other URL (another scheme); not supported by this build. Starting
     /// with it fails cleanly.
     Other(String),
 }
 
+/// A store URL could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreUrlError {
+    /// A `redis://` or `redis+cluster://` URL is malformed.
+    #[cfg(feature = "redis")]
+    #[error(transparent)]
+    Redis(#[from] RedisUrlError),
+    /// A `redis://` or `redis+cluster://` URL, in a relay built without the
+    /// `redis` feature. (The URL is not repeated: it may hold a password.)
+    #[error(
+        "Redis store URLs need the relay's `redis` feature, which this build does not have; \
+         use `redb` or build the relay with `--features redis`"
+    )]
+    RedisNotBuilt,
+}
+
 /// `redb` (or empty) is the embedded store, `redis://` and
-/// `redis+cluster://` URLs are Redis (an invalid one is an error), anything
-/// else is [`StoreUrl::Other`].
+/// `redis+cluster://` URLs are Redis (an invalid one is an error, and so is
+/// any without the `redis` feature), anything else is [`StoreUrl::Other`].
 impl FromStr for StoreUrl {
-    type Err = RedisUrlError;
+    type Err = StoreUrlError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         Ok(match text {
             "redb" | "redb:" | "" => Self::Redb,
             redis if redis.starts_with("redis://") || redis.starts_with("redis+cluster://") => {
-                Self::Redis(redis.parse()?)
+                #[cfg(feature = "redis")]
+                {
+                    Self::Redis(redis.parse()?)
+                }
+                #[cfg(not(feature = "redis"))]
+                return Err(StoreUrlError::RedisNotBuilt);
             }
             other => Self::Other(other.to_owned()),
         })
@@ -169,6 +197,7 @@ impl fmt::Display for StoreUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Redb => f.write_str("redb"),
+            #[cfg(feature = "redis")]
             Self::Redis(target) => target.fmt(f),
             Self::Other(url) => f.write_str(url),
         }
@@ -371,6 +400,11 @@ mod tests {
             config.retention.mailbox_idle,
             Duration::from_secs(30 * 86_400)
         );
+    }
+
+    #[cfg(feature = "testing")]
+    #[test]
+    fn the_test_configuration_binds_any_port_without_rate_limits() {
         let tests = Config::for_tests("data");
         assert_eq!(tests.http.port(), 0);
         assert_eq!(tests.udp.map(|a| a.port()), Some(0));
@@ -407,6 +441,7 @@ mod tests {
         assert!(!format!("{config:?}").contains("secret-key"));
     }
 
+    #[cfg(feature = "redis")]
     #[test]
     fn store_urls() {
         assert_eq!("redb".parse::<StoreUrl>().unwrap(), StoreUrl::Redb);
@@ -423,5 +458,17 @@ mod tests {
             "postgres://x".parse::<StoreUrl>().unwrap(),
             StoreUrl::Other("postgres://x".into())
         );
+    }
+
+    #[cfg(not(feature = "redis"))]
+    #[test]
+    fn redis_urls_need_the_redis_feature() {
+        assert_eq!("redb".parse::<StoreUrl>().unwrap(), StoreUrl::Redb);
+        for url in ["redis://user:secret@x:1", "redis+cluster://x:1,y:2"] {
+            let error = url.parse::<StoreUrl>().unwrap_err();
+            assert_eq!(error, StoreUrlError::RedisNotBuilt);
+            assert!(error.to_string().contains("`redis` feature"));
+            assert!(!error.to_string().contains("secret"));
+        }
     }
 }

@@ -22,6 +22,14 @@
 //! files it is given, connects to no server other than the Redis it is
 //! given, and installs no signal handlers; the
 //! `connectoid-relay` binary parses flags, environment and a TOML file.
+//!
+//! **Cargo features.** `cli` (default): the `connectoid-relay` binary and
+//! what only it uses (clap, toml, tracing-subscriber, anyhow). `redis`
+//! (default): the Redis store, [`RedisStore`] and `redis://` store URLs
+//! (without it such a URL is a [`StoreUrlError::RedisNotBuilt`]). `testing`:
+//! what tests of the relay and of apps use ([`Config::for_tests`], the store
+//! conformance suite, launchers of relay and Redis processes). An app that
+//! embeds the relay can take `default-features = false`.
 
 mod bucket;
 pub mod clock;
@@ -37,8 +45,10 @@ mod service;
 mod udp;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{Config, Limits, Rate, RateLimits, Retention, StoreUrl, TlsConfig};
+pub use config::{Config, Limits, Rate, RateLimits, Retention, StoreUrl, StoreUrlError, TlsConfig};
 pub use http::{RelayRouter, router};
 pub use server::{Server, ShutdownError, SpawnError};
 pub use service::{PROTOCOL_VERSION, Relay};
-pub use store::{RedbStore, RedisStore, RedisTarget, Store, StoreError, StoreOptions};
+pub use store::{RedbStore, Store, StoreError, StoreOptions};
+#[cfg(feature = "redis")]
+pub use store::{RedisStore, RedisTarget};

@@ -31,12 +31,15 @@ use connectoid_protocol::{At, PublicKey};
 
 use crate::bucket::Rate;
 
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod conformance;
 mod redb;
+#[cfg(feature = "redis")]
 mod redis;
 
 pub use self::redb::RedbStore;
+#[cfg(feature = "redis")]
 pub use self::redis::{RedisStore, RedisTarget, RedisUrlError};
 
 /// A mailbox as the store names it: the 49 bytes of its compressed key. The
