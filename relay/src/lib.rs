@@ -35,6 +35,8 @@ mod bucket;
 pub mod clock;
 pub mod config;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 mod http;
 mod key_cache;

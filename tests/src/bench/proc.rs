@@ -29,8 +29,12 @@ impl ServerProcess {
     /// print `listening http=ADDR` (when `http`) and `listening udp=ADDR`
     /// (when `udp`).
     pub fn spawn(command: Command, http: bool, udp: bool) -> anyhow::Result<Self> {
-        let (child, http, udp) = crate::process::spawn_listening(command, http, udp)?;
-        Ok(Self { child, http, udp })
+        let listening = crate::process::spawn_listening(command, http, udp)?;
+        Ok(Self {
+            child: listening.child,
+            http: listening.http,
+            udp: listening.udp,
+        })
     }
 
     /// The process id.
