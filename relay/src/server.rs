@@ -34,10 +34,10 @@ pub enum SpawnError {
     )]
     UnsupportedStore(String),
     /// The store could not be opened (data directory, lock, corruption).
-    #[error("cannot open the store: {0}")]
+    #[error("cannot open the store")]
     Store(#[from] StoreError),
     /// The HTTP address could not be bound.
-    #[error("cannot listen for HTTP on {addr}: {source}")]
+    #[error("cannot listen for HTTP on {addr}")]
     BindHttp {
         /// The address asked for.
         addr: SocketAddr,
@@ -45,7 +45,7 @@ pub enum SpawnError {
         source: io::Error,
     },
     /// The UDP address could not be bound.
-    #[error("cannot listen for UDP on {addr}: {source}")]
+    #[error("cannot listen for UDP on {addr}")]
     BindUdp {
         /// The address asked for.
         addr: SocketAddr,
@@ -65,7 +65,7 @@ pub enum ShutdownError {
     #[error("HTTP server: {0}")]
     Http(io::Error),
     /// The store could not write what it kept in memory.
-    #[error("closing the store: {0}")]
+    #[error("closing the store")]
     Store(#[from] StoreError),
 }
 

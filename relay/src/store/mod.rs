@@ -203,7 +203,9 @@ impl From<IpAddr> for SourcePrefix {
     }
 }
 
-/// A storage operation failed.
+/// A storage operation failed. Each cause is said once: a variant with a
+/// `source` does not repeat it in its message (print the chain, as
+/// `{:#}` of `anyhow` does, to see it).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -225,7 +227,7 @@ pub enum StoreError {
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     /// The data directory could not be used.
-    #[error("data directory {path}: {source}")]
+    #[error("data directory {path}")]
     Io {
         /// The path involved.
         path: std::path::PathBuf,

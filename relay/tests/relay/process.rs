@@ -198,3 +198,61 @@ fn exit_codes_and_help() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown parameter"));
 }
 
+/// The `connectoid-relay: ...` line a failed start printed on stderr.
+fn error_line(output: &std::process::Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    stderr
+        .lines()
+        .find(|line| line.starts_with("connectoid-relay: "))
+        .unwrap_or_else(|| panic!("no error line in {stderr:?}"))
+        .to_owned()
+}
+
+/// Asserts that no part of an error chain (`a: b: c`) comes twice.
+fn assert_each_cause_once(line: &str) {
+    let parts: Vec<&str> = line.split(": ").collect();
+    for (i, part) in parts.iter().enumerate() {
+        assert!(
+            !parts[i + 1..].contains(part),
+            "{part:?} is said twice in {line:?}"
+        );
+    }
+}
+
+#[test]
+fn a_failed_start_names_each_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = relay_command().data_dir(dir.path()).start().unwrap();
+
+    // A second relay on the first one's port (its own data directory).
+    let other = tempfile::tempdir().unwrap();
+    let port_taken = relay_bin()
+        .args(["--http", &first.http_addr().to_string(), "--data"])
+        .arg(other.path())
+        .output()
+        .unwrap();
+    assert_eq!(port_taken.status.code(), Some(1));
+    let line = error_line(&port_taken);
+    assert!(
+        line.contains(&format!(
+            "cannot listen for HTTP on {}: ",
+            first.http_addr()
+        )),
+        "{line}"
+    );
+    assert_eq!(line.matches("in use").count(), 1, "{line}");
+    assert_each_cause_once(&line);
+
+    // A second relay on the first one's data directory (locked).
+    let locked = relay_bin()
+        .args(["--http", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(locked.status.code(), Some(1));
+    let line = error_line(&locked);
+    assert!(line.contains("cannot open the store: "), "{line}");
+    assert_eq!(line.matches("storage unavailable").count(), 1, "{line}");
+    assert_eq!(line.matches("lock").count(), 1, "{line}");
+    assert_each_cause_once(&line);
+}
