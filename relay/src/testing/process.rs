@@ -349,18 +349,25 @@ impl RelayCommand {
         self
     }
 
-    /// The command this would run, for tests that want to start it
-    /// themselves (and read its output or exit code).
+    /// The command this would run, for callers that start and watch the
+    /// process themselves (the benchmark measures its CPU time). Needs
+    /// [`RelayCommand::data_dir`]: a temporary directory would not outlive
+    /// this call.
     pub fn command(&self) -> Result<Command, LaunchError> {
+        let data = self.data.as_deref().ok_or_else(|| {
+            LaunchError::NotReady("RelayCommand::command needs a data_dir".into())
+        })?;
+        self.command_on(data)
+    }
+
+    /// The command, with its data in `data`.
+    fn command_on(&self, data: &Path) -> Result<Command, LaunchError> {
         let binary = match &self.binary {
             Some(binary) => binary.clone(),
             None => relay_binary()?,
         };
         let mut command = Command::new(binary);
-        command.args(["--http", &self.http]);
-        if let Some(data) = &self.data {
-            command.arg("--data").arg(data);
-        }
+        command.args(["--http", &self.http]).arg("--data").arg(data);
         if let Some(udp) = &self.udp {
             command.args(["--udp", udp]);
         }
@@ -374,14 +381,16 @@ impl RelayCommand {
 
     /// Starts the relay and waits for its addresses.
     pub fn start(&self) -> Result<RelayProcess, LaunchError> {
-        let temp = match &self.data {
-            Some(_) => None,
-            None => Some(tempfile::tempdir().map_err(LaunchError::io("making a data directory"))?),
+        let (temp, data) = match &self.data {
+            Some(data) => (None, data.clone()),
+            None => {
+                let temp =
+                    tempfile::tempdir().map_err(LaunchError::io("making a data directory"))?;
+                let path = temp.path().to_owned();
+                (Some(temp), path)
+            }
         };
-        let mut command = self.command()?;
-        if let Some(temp) = &temp {
-            command.arg("--data").arg(temp.path());
-        }
+        let command = self.command_on(&data)?;
         let listening = spawn_listening(command, true, self.udp.is_some())?;
         let http = listening
             .http
