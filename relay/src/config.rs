@@ -29,7 +29,8 @@ pub const DEFAULT_HTTP: SocketAddr =
 pub const DEFAULT_DATA_DIR: &str = "connectoid-data";
 
 /// Everything a relay needs to start. Build it with [`Config::new`] (the
-/// defaults) or [`Config::for_tests`] and change fields as needed.
+/// defaults) or `Config::for_tests` (feature `testing`) and change fields
+/// as needed.
 #[derive(Clone)]
 pub struct Config {
     /// HTTP (or HTTPS with [`Config::tls`]) listen address. Default `127.0.0.1:8080`.

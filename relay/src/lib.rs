@@ -14,8 +14,8 @@
 //!   bind, limits, retention, TLS;
 //! - [`Relay`]: the protocol logic shared by HTTP ([`router`]) and UDP;
 //! - [`store`]: the [`Store`] trait, the embedded [`RedbStore`], the shared
-//!   [`RedisStore`] (several relay nodes) and the conformance suite every
-//!   backend passes;
+//!   `RedisStore` (several relay nodes; feature `redis`) and the conformance
+//!   suite every backend passes (feature `testing`);
 //! - [`Clock`]: the time source, [`ManualClock`] for tests.
 //!
 //! The library reads no files other than the data directory and the TLS
@@ -25,9 +25,9 @@
 //!
 //! **Cargo features.** `cli` (default): the `connectoid-relay` binary and
 //! what only it uses (clap, toml, tracing-subscriber, anyhow). `redis`
-//! (default): the Redis store, [`RedisStore`] and `redis://` store URLs
+//! (default): the Redis store, `RedisStore` and `redis://` store URLs
 //! (without it such a URL is a [`StoreUrlError::RedisNotBuilt`]). `testing`:
-//! what tests of the relay and of apps use ([`Config::for_tests`], the store
+//! what tests of the relay and of apps use (`Config::for_tests`, the store
 //! conformance suite, launchers of relay and Redis processes). An app that
 //! embeds the relay can take `default-features = false`.
 

@@ -8,7 +8,8 @@
 //! expired data on every read, and reclaims it in [`Store::sweep`].
 //!
 //! Backends: the embedded [`RedbStore`] (one relay process) and the shared
-//! [`RedisStore`] (several relay nodes on one Redis or Redis Cluster).
+//! `RedisStore` (feature `redis`: several relay nodes on one Redis or Redis
+//! Cluster).
 //!
 //! A store does not parse requests, check answers, make questions (no
 //! cryptography), apply rate limits of its own unless it shares them across
@@ -16,7 +17,8 @@
 //! takes `now_us` from the relay's [`Clock`](crate::Clock), so that retention
 //! is testable with a manual clock.
 //!
-//! [`conformance`] is the test suite every backend must pass.
+//! `conformance` (feature `testing`) is the test suite every backend must
+//! pass.
 
 use std::fmt;
 use std::net::IpAddr;
