@@ -19,7 +19,9 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::config::{Config, StoreUrl, TlsConfig};
 use crate::http::router;
 use crate::service::Relay;
-use crate::store::{RedbStore, RedisStore, Store, StoreError, StoreOptions};
+#[cfg(feature = "redis")]
+use crate::store::RedisStore;
+use crate::store::{RedbStore, Store, StoreError, StoreOptions};
 
 /// A relay could not start.
 #[derive(Debug, thiserror::Error)]
@@ -32,10 +34,10 @@ pub enum SpawnError {
     )]
     UnsupportedStore(String),
     /// The store could not be opened (data directory, lock, corruption).
-    #[error("cannot open the store: {0}")]
+    #[error("cannot open the store")]
     Store(#[from] StoreError),
     /// The HTTP address could not be bound.
-    #[error("cannot listen for HTTP on {addr}: {source}")]
+    #[error("cannot listen for HTTP on {addr}")]
     BindHttp {
         /// The address asked for.
         addr: SocketAddr,
@@ -43,7 +45,7 @@ pub enum SpawnError {
         source: io::Error,
     },
     /// The UDP address could not be bound.
-    #[error("cannot listen for UDP on {addr}: {source}")]
+    #[error("cannot listen for UDP on {addr}")]
     BindUdp {
         /// The address asked for.
         addr: SocketAddr,
@@ -63,7 +65,7 @@ pub enum ShutdownError {
     #[error("HTTP server: {0}")]
     Http(io::Error),
     /// The store could not write what it kept in memory.
-    #[error("closing the store: {0}")]
+    #[error("closing the store")]
     Store(#[from] StoreError),
 }
 
@@ -93,6 +95,7 @@ impl Server {
                 tracing::info!(path = %store.path().display(), "store open");
                 Arc::new(store)
             }
+            #[cfg(feature = "redis")]
             StoreUrl::Redis(target) => {
                 let store = RedisStore::connect(target, StoreOptions::from_config(&config)).await?;
                 tracing::info!(redis = %target, "store connected");
