@@ -5,7 +5,7 @@
 use connectoid::Event;
 use connectoid::protocol::RelayEntry;
 use connectoid::protocol::api::ErrorCode;
-use connectoid_tests::RelayProcess;
+use connectoid_tests::RelayCommand;
 use serde_json::Value;
 
 use crate::cli::{json_lines, ok, run};
@@ -14,7 +14,11 @@ const API_KEY: &str = "paid-up";
 
 #[test]
 fn a_share_without_the_api_key_does_not_stop_the_others_on_its_relay() {
-    let relay = RelayProcess::start_with(true, &["--api-key", API_KEY]).unwrap();
+    let relay = RelayCommand::new()
+        .udp()
+        .args(["--api-key", API_KEY])
+        .start()
+        .unwrap();
     let url = relay.url();
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (alice, bob) = (a.path(), b.path());
