@@ -1,36 +1,37 @@
-//! [`ClientBuilder`] and [`Client`]: the seed's Share, Connect and Unshare
-//! over several relays, on one locked profile.
+//! [`ClientBuilder`] and [`Client`]: the async shell around the core's
+//! [`PeerBook`]. The seed's Share, Connect and Unshare over several relays,
+//! polling and acknowledgement, on a profile other processes may share.
+//!
+//! Every operation that changes the profile is one read-modify-write: take
+//! the store's lock, re-read the profile (another process may have changed
+//! it), let the core decide, write the profile back, release the lock. The
+//! store's blocking calls run on tokio's blocking threads. Network work is
+//! done outside the lock, so a slow relay never blocks another operation
+//! or another process.
 //!
 //! A `Client` is cheap to clone (it is an `Arc`); clones share the profile,
-//! the HTTP connection pool and the in-memory delivery state. Every change
-//! to the profile is written to disk before the operation returns. Network
-//! work is done without holding the profile lock, so a slow relay never
-//! blocks other operations.
-//!
-//! Polling, message checks and acknowledgements are in the `poll` module.
-//! This module does not interpret messages.
+//! the HTTP connection pool and the in-memory delivery state. This module
+//! takes no protocol decision itself: those are the core's.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use connectoid_protocol::api::{ApiError, ErrorCode, Operation, RelayInfo, Request, Response};
-use connectoid_protocol::envelope::{self, Envelope, Kind, LinkProof};
-use connectoid_protocol::link::{Link, LinkSecret, RelayEntry, RelayUrl};
-use connectoid_protocol::{At, PublicKey, SafetyCode, SecretKey, limits};
+use connectoid_protocol::envelope::Kind;
+use connectoid_protocol::link::{Link, RelayEntry, RelayUrl};
+use connectoid_protocol::{SafetyCode, limits};
+use sha2::Digest as _;
 
-use crate::error::{BuildError, ClientError};
-use crate::event::{PeerInfo, PeerStatus, RelayProbe, SendReport, UnshareReport, relay_urls};
-use crate::poll::Inflight;
-use crate::profile::{
-    MailboxRecord, PeerRecord, ProfileData, ProfileError, ProfileStore, RetiredRelay, Role, Status,
-    StoredKey, StoredReply, StoredSecret,
-};
-use crate::relay::{
-    RelayError, RelayOutcome, Transport, answer_question, fan_out, send_fan_out, unexpected,
-};
-use crate::rng::{now_ms, system_rng};
+use crate::clock::{Clock, SystemClock};
+use crate::core::{Followup, Outgoing, PeerBook, check_nickname};
+use crate::error::{BuildError, ClientError, PollError};
+use crate::event::{Delivery, PeerInfo, Poll, RelayProbe, SendReport, UnshareReport};
+use crate::poll::{EventStream, Fetcher, PollOptions, event_stream};
+use crate::profile::{MailboxRecord, ProfileData, ProfileError};
+use crate::relay::{RelayOutcome, SendWait, Transport, delete_mailbox, send_fan_out};
+use crate::rng::system_rng;
+use crate::store::{DirectoryStore, ProfileLock, ProfileStore};
+#[cfg(feature = "udp")]
 use crate::udp::UdpChecker;
 
 /// Default per-relay timeout of every HTTP request: 5 seconds.
@@ -41,12 +42,6 @@ pub const DEFAULT_UDP_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(300);
 pub const DEFAULT_UDP_ATTEMPTS: u32 = 2;
 /// Default `limit` of a `receive`: 20 messages.
 pub const DEFAULT_RECEIVE_LIMIT: u32 = 20;
-/// Longest nickname, in characters.
-pub const MAX_NICKNAME_LEN: usize = 64;
-/// How long a relay information document is reused, once read.
-const INFO_TTL: Duration = Duration::from_secs(600);
-/// How long "this relay serves no information document" is remembered.
-const NO_INFO_TTL: Duration = Duration::from_secs(60);
 
 /// Builds a [`Client`]. Only the profile directory is required.
 #[derive(Debug)]
@@ -59,35 +54,13 @@ pub struct ClientBuilder {
     receive_limit: u32,
     root_certificates: Vec<Vec<u8>>,
     send_wait: SendWait,
-}
-
-/// How long a send waits for the relays of its fan-out.
-///
-/// Either way each relay's request runs as its own task: a send whose future
-/// is dropped still completes at the relays already asked (each request is
-/// bounded by the per-relay timeout), so a message the app gave up on may
-/// still arrive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum SendWait {
-    /// Wait for every relay's answer or its per-relay timeout, so the report
-    /// says what happened at each relay. A blackholed relay makes every send
-    /// take the full per-relay timeout. The default.
-    #[default]
-    AllRelays,
-    /// Return shortly after the first relay accepts: once one has, wait at
-    /// most a fifth of the time that took for the others (nothing, beyond
-    /// taking the answers already in, when that is under a millisecond,
-    /// the resolution of tokio's timers), then return. The
-    /// requests still under way go on in the background (each bounded by the
-    /// per-relay timeout) and are reported as [`RelayError::InFlight`]. For
-    /// apps that want low latency more than a complete report.
-    FirstAcceptance,
+    clock: Arc<dyn Clock>,
+    store: Option<Arc<dyn ProfileStore>>,
 }
 
 impl ClientBuilder {
     /// A builder for the profile in `profile_dir` (created, mode 0700, if
-    /// missing).
+    /// missing, when the client is built with the directory store).
     pub fn new(profile_dir: impl Into<PathBuf>) -> Self {
         Self {
             profile_dir: profile_dir.into(),
@@ -98,7 +71,26 @@ impl ClientBuilder {
             receive_limit: DEFAULT_RECEIVE_LIMIT,
             root_certificates: Vec::new(),
             send_wait: SendWait::AllRelays,
+            clock: Arc::new(SystemClock),
+            store: None,
         }
+    }
+
+    /// Keeps the profile in `store` instead of the profile directory (an
+    /// app's own database, or a [`MemoryStore`](crate::MemoryStore) in
+    /// tests). The directory is then only what
+    /// [`Client::profile_dir`] reports. Default: a
+    /// [`DirectoryStore`] on the directory.
+    pub fn store(mut self, store: Arc<dyn ProfileStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The clock of every timestamp and age the client uses. Default
+    /// [`SystemClock`].
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// How long a send waits for the relays of its fan-out. Default
@@ -115,7 +107,9 @@ impl ClientBuilder {
         self
     }
 
-    /// Whether to use the UDP check where a relay advertises it. Default on.
+    /// Whether to use the UDP check where a relay advertises it. Default on
+    /// (with the crate's `udp` feature, a default one; without it every
+    /// check is HTTP and this and the other `udp_*` settings do nothing).
     pub fn udp(mut self, enabled: bool) -> Self {
         self.udp = enabled;
         self
@@ -149,25 +143,37 @@ impl ClientBuilder {
         self
     }
 
-    /// Opens (or creates) the profile, takes its lock and sets up HTTP.
+    /// Opens (or creates) the profile, reads it once (so a corrupt or newer
+    /// profile is reported here) and sets up HTTP. Takes no lock beyond
+    /// that read: other processes may use the profile meanwhile.
     pub fn build(self) -> Result<Client, BuildError> {
         let http = http_client(&self.root_certificates)?;
-        let (store, data) = ProfileStore::open(&self.profile_dir)?;
+        let store: Arc<dyn ProfileStore> = match self.store {
+            Some(store) => store,
+            None => Arc::new(DirectoryStore::open(&self.profile_dir)?),
+        };
+        let mut state = State {
+            book: PeerBook::default(),
+            digest: None,
+            location: store.location().join(crate::PROFILE_FILE),
+        };
+        state.reload(store.read()?)?;
+        #[cfg(feature = "udp")]
         let udp = self
             .udp
             .then(|| UdpChecker::new(self.udp_attempt_timeout, self.udp_attempts));
         Ok(Client {
             inner: Arc::new(Inner {
+                profile_dir: self.profile_dir,
                 store,
-                state: tokio::sync::Mutex::new(State {
-                    data,
-                    inflight: Inflight::default(),
-                }),
+                clock: self.clock,
+                state: tokio::sync::Mutex::new(state),
                 transport: Transport::new(http, self.relay_timeout),
+                #[cfg(feature = "udp")]
                 udp,
-                infos: std::sync::Mutex::new(HashMap::new()),
                 receive_limit: self.receive_limit,
                 send_wait: self.send_wait,
+                #[cfg(feature = "quic")]
                 peer_sockets: Arc::default(),
             }),
         })
@@ -201,7 +207,7 @@ pub async fn probe_relay(
     root_certificates_pem: &[Vec<u8>],
 ) -> Result<RelayProbe, BuildError> {
     let transport = Transport::new(http_client(root_certificates_pem)?, timeout);
-    Ok(match transport.info(relay).await {
+    Ok(match transport.probe(relay).await {
         Ok((info, latency)) => RelayProbe {
             relay: relay.clone(),
             latency: Some(latency),
@@ -248,21 +254,45 @@ pub struct AcceptOptions {
     pub relays: Option<Vec<RelayEntry>>,
 }
 
-pub(crate) struct State {
-    pub(crate) data: ProfileData,
-    pub(crate) inflight: Inflight,
+/// The book and what it was last read from.
+struct State {
+    book: PeerBook,
+    /// SHA-256 of the stored bytes the book reflects (`None`: unknown, so
+    /// the next read is applied whatever it holds).
+    digest: Option<[u8; 32]>,
+    /// The profile file (or the store's location), for error messages.
+    location: PathBuf,
+}
+
+impl State {
+    /// Applies the stored bytes, unless they are what the book already holds.
+    fn reload(&mut self, bytes: Option<Vec<u8>>) -> Result<(), ProfileError> {
+        let digest = bytes.as_deref().map(|b| sha2::Sha256::digest(b).into());
+        if digest.is_some() && digest == self.digest {
+            return Ok(());
+        }
+        let data = match bytes {
+            Some(bytes) => ProfileData::from_bytes(&bytes, &self.location)?,
+            None => ProfileData::default(),
+        };
+        self.book.replace_data(data);
+        self.digest = digest;
+        Ok(())
+    }
 }
 
 pub(crate) struct Inner {
-    pub(crate) store: ProfileStore,
-    pub(crate) state: tokio::sync::Mutex<State>,
-    pub(crate) transport: Transport,
-    pub(crate) udp: Option<UdpChecker>,
-    /// Relay information documents: `None` = the relay serves none.
-    pub(crate) infos: std::sync::Mutex<HashMap<RelayUrl, (Option<RelayInfo>, Instant)>>,
-    pub(crate) receive_limit: u32,
-    pub(crate) send_wait: SendWait,
+    profile_dir: PathBuf,
+    store: Arc<dyn ProfileStore>,
+    clock: Arc<dyn Clock>,
+    state: tokio::sync::Mutex<State>,
+    transport: Transport,
+    #[cfg(feature = "udp")]
+    udp: Option<UdpChecker>,
+    receive_limit: u32,
+    send_wait: SendWait,
     /// Live peer-link sockets (see `peer`).
+    #[cfg(feature = "quic")]
     pub(crate) peer_sockets: Arc<std::sync::atomic::AtomicUsize>,
 }
 
@@ -275,25 +305,23 @@ pub struct Client {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("profile", &self.inner.store.dir())
+            .field("profile", &self.inner.profile_dir)
+            .field("store", &self.inner.store)
             .finish_non_exhaustive()
     }
 }
 
-fn check_nickname(nickname: &str) -> Result<(), ClientError> {
-    let len = nickname.chars().count();
-    if len == 0 || len > MAX_NICKNAME_LEN || nickname.chars().any(char::is_control) {
-        return Err(ClientError::BadNickname(nickname.to_owned()));
-    }
-    Ok(())
-}
-
-impl State {
-    /// Saves the profile after dropping expired seen ids.
-    pub(crate) fn save(&mut self, store: &ProfileStore) -> Result<(), ProfileError> {
-        self.data.expire_seen(now_ms());
-        store.save(&self.data)
-    }
+/// Runs a blocking store call on tokio's blocking threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ProfileError> + Send + 'static,
+) -> Result<T, ProfileError> {
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
+        Err(ProfileError::Io {
+            action: "run a blocking store task",
+            path: PathBuf::new(),
+            source: std::io::Error::other(e.to_string()),
+        })
+    })
 }
 
 impl Client {
@@ -302,54 +330,123 @@ impl Client {
         ClientBuilder::new(profile_dir)
     }
 
-    /// The profile directory.
+    /// The profile directory (given to the builder; other files of the app,
+    /// such as the demo's shopping list, live there too).
     pub fn profile_dir(&self) -> &Path {
-        self.inner.store.dir()
+        &self.inner.profile_dir
+    }
+
+    /// Now, from the client's clock, in ms since the Unix epoch.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.inner.clock.now_ms()
+    }
+
+    /// One read-modify-write of the profile: takes the store's lock,
+    /// re-reads the profile, runs `change` on the book with `now`, and
+    /// writes the profile back if it changed. When `change` fails nothing
+    /// is written.
+    pub(crate) async fn update<T, E: From<ProfileError>>(
+        &self,
+        change: impl FnOnce(&mut PeerBook, u64) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut state = self.inner.state.lock().await;
+        let store = Arc::clone(&self.inner.store);
+        let (lock, bytes): (ProfileLock, _) = blocking(move || {
+            let lock = store.lock()?;
+            let bytes = store.read()?;
+            Ok((lock, bytes))
+        })
+        .await?;
+        state.reload(bytes)?;
+        let now = self.now_ms();
+        let result = change(&mut state.book, now);
+        let out = match result {
+            Ok(out) => out,
+            Err(e) => {
+                // The book may hold a half-made change: read it again next time.
+                state.digest = None;
+                return Err(e);
+            }
+        };
+        state.book.expire_seen(now);
+        let bytes = state.book.data().to_bytes(&state.location)?;
+        let digest: [u8; 32] = sha2::Sha256::digest(&bytes).into();
+        if state.digest != Some(digest) {
+            state.digest = None;
+            let store = Arc::clone(&self.inner.store);
+            blocking(move || {
+                store.write(&bytes)?;
+                drop(lock);
+                Ok(())
+            })
+            .await?;
+            state.digest = Some(digest);
+        }
+        Ok(out)
+    }
+
+    /// Reads the book, first taking in what other processes wrote (without
+    /// the store's lock: a read sees one complete write).
+    pub(crate) async fn view<T>(
+        &self,
+        look: impl FnOnce(&PeerBook, u64) -> T,
+    ) -> Result<T, ProfileError> {
+        let mut state = self.inner.state.lock().await;
+        let store = Arc::clone(&self.inner.store);
+        let bytes = blocking(move || store.read()).await?;
+        state.reload(bytes)?;
+        Ok(look(&state.book, self.now_ms()))
+    }
+
+    /// Like [`Client::view`] for reads that cannot fail: when the store
+    /// cannot be read (or holds something unreadable), the last profile
+    /// read is used and the error logged.
+    async fn snapshot<T>(&self, look: impl FnOnce(&PeerBook, u64) -> T) -> T {
+        let mut state = self.inner.state.lock().await;
+        let store = Arc::clone(&self.inner.store);
+        match blocking(move || store.read()).await {
+            Ok(bytes) => {
+                if let Err(e) = state.reload(bytes) {
+                    tracing::warn!("using the profile as last read: {e}");
+                }
+            }
+            Err(e) => tracing::warn!("using the profile as last read: {e}"),
+        }
+        look(&state.book, self.now_ms())
+    }
+
+    /// Changes only the in-memory state of the book (nothing stored).
+    async fn in_memory<T>(&self, change: impl FnOnce(&mut PeerBook) -> T) -> T {
+        change(&mut self.inner.state.lock().await.book)
     }
 
     // ----- relays -----
 
     /// The profile's relay list (what `share` uses by default).
     pub async fn relays(&self) -> Vec<RelayEntry> {
-        self.inner.state.lock().await.data.relays.clone()
+        self.snapshot(|book, _| book.relays().to_vec()).await
     }
 
     /// Adds a relay to the profile's list; `false` if it was there already.
     pub async fn add_relay(&self, entry: RelayEntry) -> Result<bool, ClientError> {
-        let mut state = self.inner.state.lock().await;
-        if state.data.relays.iter().any(|e| e.url == entry.url) {
-            return Ok(false);
-        }
-        state.data.relays.push(entry);
-        state.save(&self.inner.store)?;
-        Ok(true)
+        self.update(|book, _| Ok(book.add_relay(entry))).await
     }
 
     /// Removes a relay from the profile's list; `false` if it was not there.
     /// Peers already using it keep it until their relay set is changed.
     pub async fn remove_relay(&self, url: &RelayUrl) -> Result<bool, ClientError> {
-        let mut state = self.inner.state.lock().await;
-        let before = state.data.relays.len();
-        state.data.relays.retain(|e| &e.url != url);
-        if state.data.relays.len() == before {
-            return Ok(false);
-        }
-        state.save(&self.inner.store)?;
-        Ok(true)
+        self.update(|book, _| Ok(book.remove_relay(url))).await
     }
 
     /// Reads one relay's information document and measures the time it took.
     pub async fn probe(&self, relay: &RelayUrl) -> RelayProbe {
-        match self.inner.transport.info(relay).await {
-            Ok((info, latency)) => {
-                self.remember_info(relay, Some(info.clone()));
-                RelayProbe {
-                    relay: relay.clone(),
-                    latency: Some(latency),
-                    info: Some(info),
-                    error: None,
-                }
-            }
+        match self.inner.transport.probe(relay).await {
+            Ok((info, latency)) => RelayProbe {
+                relay: relay.clone(),
+                latency: Some(latency),
+                info: Some(info),
+                error: None,
+            },
             Err(error) => RelayProbe {
                 relay: relay.clone(),
                 latency: None,
@@ -367,45 +464,6 @@ impl Client {
 
     async fn probe_all(&self, relays: &[RelayEntry]) -> Vec<RelayProbe> {
         futures::future::join_all(relays.iter().map(|e| self.probe(&e.url))).await
-    }
-
-    fn remember_info(&self, relay: &RelayUrl, info: Option<RelayInfo>) {
-        if let Ok(mut infos) = self.inner.infos.lock() {
-            infos.insert(relay.clone(), (info, Instant::now()));
-        }
-    }
-
-    /// The relay's information document from the cache, or fetched.
-    /// `Err` only when the relay is unreachable; `Ok(None)` when it serves
-    /// no (valid) document.
-    pub(crate) async fn cached_info(
-        &self,
-        relay: &RelayUrl,
-    ) -> Result<Option<RelayInfo>, RelayError> {
-        if let Ok(infos) = self.inner.infos.lock()
-            && let Some((info, fetched)) = infos.get(relay)
-        {
-            let ttl = if info.is_some() {
-                INFO_TTL
-            } else {
-                NO_INFO_TTL
-            };
-            if fetched.elapsed() < ttl {
-                return Ok(info.clone());
-            }
-        }
-        match self.inner.transport.info(relay).await {
-            Ok((info, _)) => {
-                self.remember_info(relay, Some(info.clone()));
-                Ok(Some(info))
-            }
-            Err(e) if e.is_unreachable() => Err(e),
-            Err(e) => {
-                tracing::debug!(%relay, "no information document: {e}");
-                self.remember_info(relay, None);
-                Ok(None)
-            }
-        }
     }
 
     // ----- share, accept, send -----
@@ -439,40 +497,10 @@ impl Client {
             }
             relays = probes.into_iter().take(wanted).map(|(e, _)| e).collect();
         }
-        let key = SecretKey::generate(&mut system_rng());
-        let secret = LinkSecret::generate(&mut system_rng());
-        let link = Link {
-            key: key.public_key(),
-            relays: relays.clone(),
-            ext: options.ext.clone(),
-            secret: Some(secret.clone()),
-        };
-        link.validate()?;
-        let mut state = self.inner.state.lock().await;
-        if state.data.peer(nickname).is_some() {
-            return Err(ClientError::NicknameTaken(nickname.to_owned()));
-        }
-        state.data.peers.push(PeerRecord {
-            nickname: nickname.to_owned(),
-            role: Role::Sharer {
-                secret: StoredSecret(secret),
-                link: link.encode(),
-            },
-            status: Status::Waiting,
-            mailbox: MailboxRecord {
-                key: StoredKey(key),
-                relays,
-                ext: options.ext,
-                cursors: Default::default(),
-                retired: Vec::new(),
-            },
-            their: None,
-            their_ts: 0,
-            created_ms: now_ms(),
-            rotated: false,
-            spent_link: None,
-        });
-        state.save(&self.inner.store)?;
+        let ext = options.ext;
+        let link = self
+            .update(|book, now| book.share(now, &mut system_rng(), nickname, relays, ext))
+            .await?;
         tracing::info!(nickname, "shared a link");
         Ok(link)
     }
@@ -488,78 +516,18 @@ impl Client {
         body: serde_json::Value,
         options: AcceptOptions,
     ) -> Result<SendReport, ClientError> {
-        check_nickname(nickname)?;
-        link.validate()?;
-        let (relays, ext) = match options.relays {
-            Some(relays) => (relays, None),
-            None => (link.relays.clone(), link.ext.clone()),
-        };
-        let key = SecretKey::generate(&mut system_rng());
-        let mailbox = MailboxRecord {
-            key: StoredKey(key.clone()),
-            relays,
-            ext,
-            cursors: Default::default(),
-            retired: Vec::new(),
-        };
-        let their = Link {
-            secret: None,
-            ..link.clone()
-        };
-        let hello = Envelope {
-            kind: Kind::Hello,
-            to: link.key,
-            from: mailbox.reply_value(),
-            ts: now_ms(),
-            proof: link
-                .secret
-                .as_ref()
-                .map(|s| LinkProof::compute(s, &link.key, &key.public_key())),
-            body,
-        };
-        let sealed = envelope::seal_envelope(&mut system_rng(), &key, &hello)?;
-        {
-            let mut state = self.inner.state.lock().await;
-            if state.data.peer(nickname).is_some() {
-                return Err(ClientError::NicknameTaken(nickname.to_owned()));
-            }
-            if state
-                .data
-                .peers
-                .iter()
-                .any(|p| p.mailbox.public_key() == link.key)
-            {
-                return Err(ClientError::OwnLink);
-            }
-            if let Some(peer) = state
-                .data
-                .peers
-                .iter()
-                .find(|p| p.their.as_ref().is_some_and(|t| t.0.key == link.key))
-            {
-                return Err(ClientError::AlreadyAccepted(peer.nickname.clone()));
-            }
-            // Stored before sending: a reply may come before we return.
-            state.data.peers.push(PeerRecord {
-                nickname: nickname.to_owned(),
-                role: Role::Acceptor,
-                status: Status::Accepted,
-                mailbox,
-                their: Some(StoredReply(their.clone())),
-                their_ts: 0,
-                created_ms: now_ms(),
-                rotated: false,
-                spent_link: None,
-            });
-            state.save(&self.inner.store)?;
-        }
-        let report = self.send_sealed(&their, sealed).await;
+        let (key, hello) = self
+            .update(|book, now| {
+                book.accept(now, &mut system_rng(), link, nickname, body, options.relays)
+            })
+            .await?;
+        let report = self.send_sealed(&hello).await;
         if !report.is_success() {
-            let mut state = self.inner.state.lock().await;
-            state.data.peers.retain(|p| {
-                !(p.nickname == nickname && p.mailbox.public_key() == key.public_key())
-            });
-            state.save(&self.inner.store)?;
+            self.update::<_, ClientError>(|book, _| {
+                book.abandon(nickname, &key);
+                Ok(())
+            })
+            .await?;
             return Err(ClientError::NoRelayAccepted(report));
         }
         tracing::info!(
@@ -581,46 +549,15 @@ impl Client {
         if !matches!(kind, Kind::Offer | Kind::Answer | Kind::App) {
             return Err(ClientError::KindNotAllowed(kind));
         }
-        let peer = self.connected_peer(nickname).await?;
-        self.send_envelope(&peer, kind, body).await
+        let outgoing = self
+            .view(|book, now| book.seal_to(now, &mut system_rng(), nickname, kind, body))
+            .await??;
+        self.deliver(&outgoing).await
     }
 
-    /// The peer, if it can be sent to.
-    async fn connected_peer(&self, nickname: &str) -> Result<PeerRecord, ClientError> {
-        let state = self.inner.state.lock().await;
-        let peer = state
-            .data
-            .peer(nickname)
-            .ok_or_else(|| ClientError::UnknownPeer(nickname.to_owned()))?;
-        match peer.status {
-            Status::LinkUsed => Err(ClientError::LinkAlreadyUsed {
-                nickname: nickname.to_owned(),
-            }),
-            Status::Waiting => Err(ClientError::NotConnected(nickname.to_owned())),
-            Status::Accepted | Status::Connected => Ok(peer.clone()),
-        }
-    }
-
-    async fn send_envelope(
-        &self,
-        peer: &PeerRecord,
-        kind: Kind,
-        body: serde_json::Value,
-    ) -> Result<SendReport, ClientError> {
-        let their = peer
-            .their
-            .as_ref()
-            .ok_or_else(|| ClientError::NotConnected(peer.nickname.clone()))?;
-        let envelope = Envelope {
-            kind,
-            to: their.0.key,
-            from: peer.mailbox.reply_value(),
-            ts: now_ms(),
-            proof: None,
-            body,
-        };
-        let sealed = envelope::seal_envelope(&mut system_rng(), &peer.mailbox.key.0, &envelope)?;
-        let report = self.send_sealed(&their.0, sealed).await;
+    /// Sends `outgoing`; an error when no relay accepted it.
+    async fn deliver(&self, outgoing: &Outgoing) -> Result<SendReport, ClientError> {
+        let report = self.send_sealed(outgoing).await;
         if report.is_success() {
             Ok(report)
         } else {
@@ -628,10 +565,11 @@ impl Client {
         }
     }
 
-    /// Sends a sealed message to every relay of `target` concurrently, and
-    /// waits for them as [`SendWait`] says.
-    pub(crate) async fn send_sealed(&self, target: &Link, sealed: Vec<u8>) -> SendReport {
-        let sealed = Arc::new(sealed);
+    /// Sends a sealed message to every relay of its target concurrently,
+    /// and waits for them as [`SendWait`] says.
+    async fn send_sealed(&self, outgoing: &Outgoing) -> SendReport {
+        let target = &outgoing.to;
+        let sealed = Arc::new(outgoing.sealed.clone());
         let results = send_fan_out(&target.relays, self.inner.send_wait, |entry| {
             let transport = self.inner.transport.clone();
             let ext = entry.ext.clone().or_else(|| target.ext.clone());
@@ -659,56 +597,25 @@ impl Client {
         nickname: &str,
         relays: Vec<RelayEntry>,
     ) -> Result<Option<SendReport>, ClientError> {
-        let peer = {
-            let mut state = self.inner.state.lock().await;
-            let peer = state
-                .data
-                .peer_mut(nickname)
-                .ok_or_else(|| ClientError::UnknownPeer(nickname.to_owned()))?;
-            let candidate = Link {
-                relays: relays.clone(),
-                ..peer.mailbox.reply_value()
-            };
-            candidate.validate()?;
-            let until_ms = now_ms() + limits::MESSAGE_TTL_US / 1000 + limits::ENVELOPE_MAX_SKEW_MS;
-            let dropped: Vec<RelayEntry> = peer
-                .mailbox
-                .relays
-                .iter()
-                .filter(|old| !relays.iter().any(|new| new.url == old.url))
-                .cloned()
-                .collect();
-            peer.mailbox
-                .retired
-                .retain(|r| !relays.iter().any(|new| new.url == r.entry.url));
-            for entry in dropped {
-                peer.mailbox.retired.push(RetiredRelay { entry, until_ms });
-            }
-            peer.mailbox.relays = relays;
-            let peer = peer.clone();
-            state.save(&self.inner.store)?;
-            peer
-        };
-        if peer.their.is_none() || peer.status == Status::LinkUsed {
-            return Ok(None);
+        let notice = self
+            .update(|book, now| book.set_relays(now, &mut system_rng(), nickname, relays))
+            .await?;
+        match notice {
+            Some(notice) => self.deliver(&notice).await.map(Some),
+            None => Ok(None),
         }
-        self.send_envelope(&peer, Kind::Relays, serde_json::Value::Null)
-            .await
-            .map(Some)
     }
 
     // ----- peers -----
 
     /// Every peer and pending share, in the order they were made.
     pub async fn peers(&self) -> Vec<PeerInfo> {
-        let state = self.inner.state.lock().await;
-        state.data.peers.iter().map(peer_info).collect()
+        self.snapshot(|book, _| book.peers()).await
     }
 
     /// The peer named `nickname`.
     pub async fn peer(&self, nickname: &str) -> Option<PeerInfo> {
-        let state = self.inner.state.lock().await;
-        state.data.peer(nickname).map(peer_info)
+        self.snapshot(|book, _| book.peer(nickname)).await
     }
 
     /// The safety code both sides can compare for `nickname`.
@@ -725,134 +632,128 @@ impl Client {
     /// envelope), deletes our mailbox at its relays, and deletes our keys.
     /// The keys are deleted even when relays fail; the report says which did.
     pub async fn unshare(&self, nickname: &str) -> Result<UnshareReport, ClientError> {
-        let peer = {
-            let state = self.inner.state.lock().await;
-            state
-                .data
-                .peer(nickname)
-                .cloned()
-                .ok_or_else(|| ClientError::UnknownPeer(nickname.to_owned()))?
-        };
-        let notified = if peer.their.is_some() && peer.status != Status::LinkUsed {
-            match self
-                .send_envelope(&peer, Kind::Unshare, serde_json::Value::Null)
-                .await
-            {
-                Ok(report) => Some(report),
-                Err(ClientError::NoRelayAccepted(report)) => {
+        let plan = self
+            .view(|book, now| book.unshare_plan(now, &mut system_rng(), nickname))
+            .await??;
+        let notified = match &plan.notice {
+            Some(notice) => {
+                let report = self.send_sealed(notice).await;
+                if !report.is_success() {
                     tracing::warn!(nickname, "no relay took the unshare notice: {report}");
-                    Some(report)
                 }
-                Err(e) => return Err(e),
+                Some(report)
             }
-        } else {
-            None
+            None => None,
         };
-        let mut deleted = self.delete_mailbox(&peer.mailbox).await;
-        if let Some(spent) = &peer.spent_link {
-            deleted.extend(self.delete_mailbox(spent).await);
+        let mut deleted = Vec::new();
+        for mailbox in &plan.mailboxes {
+            deleted.extend(self.delete_mailbox(mailbox).await);
         }
-        self.forget_peer(&peer).await?;
+        self.update::<_, ClientError>(|book, _| {
+            book.forget(&plan.key);
+            Ok(())
+        })
+        .await?;
         tracing::info!(nickname, "unshared");
         Ok(UnshareReport { notified, deleted })
     }
 
-    /// Removes the peer record (matched by nickname and mailbox key) and its
-    /// in-memory delivery state, and saves.
-    pub(crate) async fn forget_peer(&self, peer: &PeerRecord) -> Result<(), ProfileError> {
-        let key = peer.mailbox.public_key();
-        let mut state = self.inner.state.lock().await;
-        state.data.peers.retain(|p| p.mailbox.public_key() != key);
-        state.inflight.forget_mailbox(&key);
-        state.save(&self.inner.store)
+    // ----- polling -----
+
+    /// Polls every mailbox at every relay once. Returns the new deliveries
+    /// (acknowledge each with [`Client::ack`]) and what each relay did.
+    /// Relay failures and per-mailbox refusals are in the report, not
+    /// errors.
+    pub async fn poll_once(&self) -> Result<Poll, PollError> {
+        let plans = self.view(|book, now| book.plan_poll(now)).await?;
+        let fetcher = Fetcher {
+            transport: &self.inner.transport,
+            #[cfg(feature = "udp")]
+            udp: self.inner.udp.as_ref(),
+            receive_limit: self.inner.receive_limit,
+        };
+        let (mut report, fetched) = fetcher.fetch_all(plans).await;
+        let handled = self
+            .update::<_, PollError>(|book, now| {
+                Ok(book.handle_fetched(now, &mut system_rng(), fetched, &mut report))
+            })
+            .await?;
+        for followup in handled.followups {
+            self.follow_up(followup).await;
+        }
+        Ok(Poll {
+            deliveries: handled.deliveries,
+            report,
+        })
     }
 
-    /// Deletes a mailbox at each of its relays: `check` for a question, then
-    /// `delete` with the answer (or without, when the mailbox is empty).
-    pub(crate) async fn delete_mailbox(&self, mailbox: &MailboxRecord) -> Vec<RelayOutcome> {
-        let transport = &self.inner.transport;
-        let relays = mailbox.relays_to_check(now_ms());
-        let results = fan_out(&relays, |entry| async move {
-            let ext = mailbox.ext_for(&entry);
-            let key = mailbox.public_key();
-            let mut last = None;
-            // A message may arrive between the check and the delete; one
-            // more round covers it.
-            for _ in 0..2 {
-                let check = Request {
-                    key,
-                    ext: ext.clone(),
-                    op: Operation::Check { at: At::ZERO },
-                };
-                let answer = match transport.call(&entry.url, &check).await? {
-                    Response::NotFound => None,
-                    Response::Found { question } => {
-                        Some(answer_question(&mailbox.key.0, &question, &entry.url)?)
+    async fn follow_up(&self, followup: Followup) {
+        match followup {
+            Followup::Send(outgoing) => {
+                let report = self.send_sealed(&outgoing).await;
+                tracing::info!(to = %outgoing.to.key, "told a later user of a spent link: {report}");
+            }
+            Followup::DeleteMailboxes(mailboxes) => {
+                for mailbox in &mailboxes {
+                    for outcome in self.delete_mailbox(mailbox).await {
+                        if let Err(e) = outcome.result {
+                            tracing::warn!(relay = %outcome.relay, "could not delete a mailbox after unshare: {e}");
+                        }
                     }
-                    other => return Err(unexpected(&other)),
-                };
-                let delete = Request {
-                    key,
-                    ext: ext.clone(),
-                    op: Operation::Delete { answer },
-                };
-                match transport.call(&entry.url, &delete).await {
-                    Ok(Response::Done) => return Ok(()),
-                    Ok(other) => return Err(unexpected(&other)),
-                    Err(RelayError::Api(ApiError {
-                        code: ErrorCode::AnswerRequired | ErrorCode::NoQuestion,
-                        detail,
-                    })) => last = detail,
-                    Err(e) => return Err(e),
+                    let key = mailbox.public_key();
+                    self.in_memory(|book| book.forget_inflight(&key)).await;
                 }
             }
-            Err(RelayError::Api(ApiError {
-                code: ErrorCode::AnswerRequired,
-                detail: last,
-            }))
-        })
-        .await;
-        results
-            .into_iter()
-            .map(|(entry, result)| RelayOutcome {
-                relay: entry.url,
-                result,
-            })
-            .collect()
+        }
     }
-}
 
-fn peer_info(peer: &PeerRecord) -> PeerInfo {
-    let our_key = peer.mailbox.public_key();
-    let their_key: Option<PublicKey> = peer.their.as_ref().map(|t| t.0.key);
-    PeerInfo {
-        nickname: peer.nickname.clone(),
-        status: match peer.status {
-            Status::Waiting => PeerStatus::Waiting,
-            Status::Accepted => PeerStatus::Accepted,
-            Status::Connected => PeerStatus::Connected,
-            Status::LinkUsed => PeerStatus::LinkUsed,
-        },
-        shared_by_us: matches!(peer.role, Role::Sharer { .. }),
-        our_key,
-        our_relays: relay_urls(&peer.mailbox.relays),
-        their_key,
-        their_relays: peer
-            .their
-            .as_ref()
-            .map(|t| relay_urls(&t.0.relays))
-            .unwrap_or_default(),
-        safety_code: their_key.map(|k| SafetyCode::new(&our_key, &k)),
-        link: match (&peer.role, peer.status) {
-            (Role::Sharer { link, .. }, Status::Waiting) => Some(link.clone()),
-            _ => None,
-        },
+    /// Deletes `mailbox` at its relays and at its retired relays still in
+    /// grace.
+    async fn delete_mailbox(&self, mailbox: &MailboxRecord) -> Vec<RelayOutcome> {
+        let relays: Vec<(RelayEntry, Option<String>)> = mailbox
+            .relays_to_check(self.now_ms())
+            .into_iter()
+            .map(|entry| {
+                let ext = mailbox.ext_for(&entry);
+                (entry, ext)
+            })
+            .collect();
+        delete_mailbox(&self.inner.transport, &mailbox.key.0, &relays).await
+    }
+
+    /// Marks a delivery as processed: remembers its id (so no copy of it is
+    /// delivered again, even after a restart) and moves the cursors past it.
+    pub async fn ack(&self, delivery: &Delivery) -> Result<(), ProfileError> {
+        self.update(|book, now| {
+            book.ack(now, delivery);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Gives a delivery back unprocessed: it is fetched and delivered again
+    /// at the next poll.
+    pub async fn release(&self, delivery: &Delivery) {
+        self.in_memory(|book| book.release(delivery)).await;
+    }
+
+    /// Polls forever, with `options`' interval, jitter and backoff, and
+    /// yields each delivery. A poll where every relay failed yields an
+    /// error and backs off; the stream goes on. Acknowledge each delivery
+    /// with [`Client::ack`].
+    pub fn events(&self, options: PollOptions) -> EventStream {
+        let client = self.clone();
+        event_stream(options, move || {
+            let client = client.clone();
+            async move { client.poll_once().await }
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::MAX_NICKNAME_LEN;
 
     #[test]
     fn builds_outside_a_runtime_and_validates_nicknames() {
@@ -881,5 +782,94 @@ mod tests {
                 .unwrap_err();
             assert!(matches!(err, ClientError::KindNotAllowed(Kind::Hello)));
         });
+    }
+
+    /// A clock that says what the test sets.
+    #[derive(Debug, Default)]
+    struct SetClock(std::sync::atomic::AtomicU64);
+
+    impl Clock for SetClock {
+        fn now_ms(&self) -> u64 {
+            self.0.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    #[tokio::test]
+    async fn every_timestamp_comes_from_the_builders_clock() {
+        let store = crate::MemoryStore::new();
+        let clock = Arc::new(SetClock::default());
+        clock
+            .0
+            .store(1_234_567, std::sync::atomic::Ordering::SeqCst);
+        let client = Client::builder("unused")
+            .store(Arc::new(store.clone()))
+            .clock(Arc::clone(&clock) as Arc<dyn Clock>)
+            .build()
+            .unwrap();
+        let relay = RelayEntry::new(RelayUrl::parse("http://127.0.0.1:9/").unwrap());
+        let link = client
+            .share("Bob", ShareOptions::with_relays(vec![relay.clone()]))
+            .await
+            .unwrap();
+        // A retired relay's grace is counted from the clock too.
+        clock
+            .0
+            .store(2_000_000, std::sync::atomic::Ordering::SeqCst);
+        let other = RelayEntry::new(RelayUrl::parse("http://127.0.0.1:10/").unwrap());
+        assert!(
+            client
+                .set_relays("Bob", vec![other])
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let stored: serde_json::Value =
+            serde_json::from_slice(&store.read().unwrap().unwrap()).unwrap();
+        let peer = &stored["peers"][0];
+        assert_eq!(peer["created_ms"], 1_234_567);
+        let grace = limits::MESSAGE_TTL_US / 1000 + limits::ENVELOPE_MAX_SKEW_MS;
+        assert_eq!(peer["mailbox"]["retired"][0]["until_ms"], 2_000_000 + grace);
+        assert_eq!(link.relays, vec![relay]);
+    }
+
+    #[tokio::test]
+    async fn two_clients_on_one_store_see_each_others_changes() {
+        let store: Arc<dyn ProfileStore> = Arc::new(crate::MemoryStore::new());
+        let open = || {
+            Client::builder("unused")
+                .store(Arc::clone(&store))
+                .build()
+                .unwrap()
+        };
+        let (one, two) = (open(), open());
+        let relay = |port: u16| {
+            RelayEntry::new(RelayUrl::parse(&format!("http://127.0.0.1:{port}/")).unwrap())
+        };
+        let adds = (1..=20).map(|port| {
+            let client = if port % 2 == 0 {
+                one.clone()
+            } else {
+                two.clone()
+            };
+            async move { client.add_relay(relay(port)).await.unwrap() }
+        });
+        assert!(
+            futures::future::join_all(adds)
+                .await
+                .into_iter()
+                .all(|added| added)
+        );
+        assert_eq!(one.relays().await.len(), 20);
+        assert_eq!(two.relays().await.len(), 20);
+        let link = one
+            .share("Bob", ShareOptions::with_relays(vec![relay(1)]))
+            .await
+            .unwrap();
+        assert_eq!(two.peer("Bob").await.unwrap().link, Some(link.encode()));
+        let err = two
+            .share("Bob", ShareOptions::with_relays(vec![relay(1)]))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ClientError::NicknameTaken(_)), "{err}");
     }
 }

@@ -2,10 +2,10 @@
 //! building a client, acting on peers (share, accept, send, unshare...),
 //! and polling.
 //!
-//! Transport faults of a single relay are [`RelayError`]s and never fail an
-//! operation on their own: they are reported per relay inside
-//! [`SendReport`] and [`PollReport`]. Only when no relay at all did what
-//! was asked does an operation fail.
+//! Transport faults of a single relay are [`RelayError`](crate::RelayError)s
+//! and never fail an operation on their own: they are reported per relay
+//! (or per mailbox) inside [`SendReport`] and [`PollReport`]. Only when no
+//! relay at all did what was asked does an operation fail.
 
 use connectoid_protocol::envelope::{EnvelopeError, Kind};
 use connectoid_protocol::link::LinkError;

@@ -1,8 +1,9 @@
 //! What the client hands to the app: events from peers, deliveries to
 //! acknowledge, peer summaries, and per-relay reports of each operation.
 //!
-//! These are plain data. Producing them (polling, checking messages) is in
-//! the `poll` module; acting on them (ack, release) is on the client.
+//! These are plain data. Deciding them (checking messages, peer status) is
+//! in the `core` module, fetching in `poll`; acting on them (ack, release)
+//! is on the client.
 
 use std::time::Duration;
 
@@ -117,8 +118,10 @@ impl Delivery {
     }
 }
 
-/// Where a peer relationship stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Where a peer relationship stands. The profile stores it by the names of
+/// [`PeerStatus::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum PeerStatus {
     /// We shared a link and nobody has used it yet.
@@ -277,8 +280,25 @@ pub struct RelayPoll {
     pub duplicates: u32,
     /// Fetched messages refused.
     pub rejected: Vec<Rejection>,
-    /// Errors from this relay; the poll went on with the others.
+    /// Mailboxes this relay refused to serve (no API key, "Wrong answer",
+    /// "Too often" for that mailbox...). The relay's other mailboxes were
+    /// polled normally; a refusal does not make the relay count as failed.
+    pub refused: Vec<MailboxRefusal>,
+    /// Errors of the relay as a whole (unreachable, broken answers); the
+    /// poll went on with the other relays.
     pub errors: Vec<RelayError>,
+}
+
+/// One mailbox a relay refused to serve during a poll.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MailboxRefusal {
+    /// The nickname of the peer (or pending share) the mailbox is for.
+    pub nickname: String,
+    /// The mailbox key.
+    pub mailbox: PublicKey,
+    /// What the relay said.
+    pub error: RelayError,
 }
 
 impl RelayPoll {
@@ -290,6 +310,7 @@ impl RelayPoll {
             fetched: 0,
             duplicates: 0,
             rejected: Vec::new(),
+            refused: Vec::new(),
             errors: Vec::new(),
         }
     }
@@ -308,7 +329,8 @@ impl PollReport {
         self.relays.iter().find(|r| &r.relay == relay)
     }
 
-    /// Whether relays were polled and every one of them failed.
+    /// Whether relays were polled and every one of them failed as a whole.
+    /// Refusals of single mailboxes ([`RelayPoll::refused`]) do not count.
     pub fn all_failed(&self) -> bool {
         !self.relays.is_empty() && self.relays.iter().all(|r| !r.errors.is_empty())
     }

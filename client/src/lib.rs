@@ -38,8 +38,14 @@
 //!   acknowledgement.
 //! - Every relay operation fans out to all relays of a mailbox concurrently,
 //!   each with its own timeout; reports say what each relay did.
-//! - The profile (keys, peers, cursors, seen ids) is one JSON file written
-//!   atomically with mode 0600 and locked against a second process.
+//! - The profile (keys, peers, cursors, seen ids) is kept by a
+//!   [`ProfileStore`]: by default one JSON file in the profile directory,
+//!   written atomically with mode 0600. Several processes may use one
+//!   profile at once: each change is a locked read-modify-write.
+//! - The decisions (what a message means, de-duplication, cursors, peer
+//!   status, follow-ups) are made without I/O by the crate's core; the
+//!   async [`Client`] does the I/O around it and reads the time from one
+//!   [`Clock`].
 //!
 //! - Peer links ([`peer`]): after signaling, a direct QUIC connection pinned
 //!   to the certificate fingerprints in the offer and answer, a
@@ -52,30 +58,39 @@
 //! candidates or anything else.
 
 mod client;
+mod clock;
+mod core;
 mod error;
 mod event;
+#[cfg(feature = "cli")]
 pub mod list;
+#[cfg(feature = "quic")]
 pub mod peer;
 mod poll;
 mod profile;
 mod relay;
 mod rng;
+mod store;
+#[cfg(feature = "udp")]
 mod udp;
 
+pub use crate::core::MAX_NICKNAME_LEN;
 pub use client::{
     AcceptOptions, Client, ClientBuilder, DEFAULT_RECEIVE_LIMIT, DEFAULT_RELAY_TIMEOUT,
-    DEFAULT_UDP_ATTEMPT_TIMEOUT, DEFAULT_UDP_ATTEMPTS, MAX_NICKNAME_LEN, SendWait, ShareOptions,
-    probe_relay,
+    DEFAULT_UDP_ATTEMPT_TIMEOUT, DEFAULT_UDP_ATTEMPTS, ShareOptions, probe_relay,
 };
+pub use clock::{Clock, SystemClock};
 pub use error::{BuildError, ClientError, PollError};
 pub use event::{
-    Delivery, Event, LINK_ALREADY_USED, PeerInfo, PeerStatus, Poll, PollReport, Rejection,
-    RelayPoll, RelayProbe, SendReport, UdpUse, UnshareReport,
+    Delivery, Event, LINK_ALREADY_USED, MailboxRefusal, PeerInfo, PeerStatus, Poll, PollReport,
+    Rejection, RelayPoll, RelayProbe, SendReport, UdpUse, UnshareReport,
 };
+#[cfg(feature = "quic")]
 pub use peer::{PeerError, PeerLink, PeerLinkOptions, PendingLink, Rendezvous};
 pub use poll::{EventStream, PollOptions};
 pub use profile::{LOCK_FILE, PROFILE_FILE, PROFILE_VERSION, ProfileError};
-pub use relay::{RelayError, RelayOutcome};
+pub use relay::{RelayError, RelayOutcome, SendWait};
+pub use store::{DirectoryStore, LOCK_WAIT, MemoryStore, ProfileLock, ProfileStore};
 
 /// The protocol crate, re-exported so apps name the same types.
 pub use connectoid_protocol as protocol;

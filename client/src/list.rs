@@ -11,7 +11,8 @@
 //! nickname ignores that nickname's changes.
 //!
 //! [`ShoppingList`] is pure (no I/O, the caller passes times and ids);
-//! [`load`], [`save`] and [`sync`] do the file and network work.
+//! [`load`], [`save`], [`update`], [`sync`] and [`Syncer`] do the file and
+//! network work.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -21,12 +22,16 @@ use rand_core::Rng as _;
 use serde::{Deserialize, Serialize};
 
 use crate::client::Client;
+use crate::clock::{Clock as _, SystemClock};
 use crate::event::PeerStatus;
 use crate::peer::{PeerError, PeerLink, PeerLinkOptions, Rendezvous};
-use crate::rng::{now_ms, system_rng};
+use crate::rng::system_rng;
 
 /// The list file's name inside the profile directory.
 pub const LIST_FILE: &str = "shopping-list.json";
+/// The lock file that [`update`] holds while it reads, changes and writes
+/// the list, inside the profile directory.
+pub const LIST_LOCK_FILE: &str = "shopping-list.lock";
 
 /// A list operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -273,12 +278,39 @@ pub fn save(profile_dir: &Path, list: &ShoppingList) -> Result<(), ListError> {
     std::fs::rename(&tmp, &path).map_err(io(&path))
 }
 
+/// Reads, changes and writes the list in `profile_dir` under its lock
+/// ([`LIST_LOCK_FILE`]), so that two processes (`list add` while
+/// `sync --watch` runs) never lose each other's changes. Blocks: call it
+/// off the async runtime's threads.
+pub fn update<T>(
+    profile_dir: &Path,
+    change: impl FnOnce(&mut ShoppingList) -> Result<T, ListError>,
+) -> Result<T, ListError> {
+    let _lock = crate::store::lock_file(&profile_dir.join(LIST_LOCK_FILE), profile_dir)?;
+    let mut list = load(profile_dir)?;
+    let out = change(&mut list)?;
+    save(profile_dir, &list)?;
+    Ok(out)
+}
+
 /// Syncs the list file of `client`'s profile over an open link: sends ours,
 /// applies theirs, saves, closes the link. Returns how many items changed.
-pub async fn exchange(client: &Client, mut link: PeerLink) -> Result<usize, ListError> {
+pub async fn exchange(client: &Client, link: PeerLink) -> Result<usize, ListError> {
+    exchange_items(client, link)
+        .await
+        .map(|(changed, _)| changed)
+}
+
+/// [`exchange`], also returning the items the peer now has: ours as sent,
+/// merged with theirs.
+async fn exchange_items(
+    client: &Client,
+    mut link: PeerLink,
+) -> Result<(usize, BTreeMap<String, Item>), ListError> {
     let dir = client.profile_dir().to_owned();
     let nickname = link.nickname().to_owned();
-    let ours = load(&dir)?.message_for(&nickname);
+    let mut sent = load(&dir)?;
+    let ours = sent.message_for(&nickname);
     let bytes = serde_json::to_vec(&ours).map_err(|e| ListError::Corrupt(e.to_string()))?;
     link.send(&bytes).await?;
     let theirs = link
@@ -287,12 +319,15 @@ pub async fn exchange(client: &Client, mut link: PeerLink) -> Result<usize, List
         .ok_or_else(|| ListError::Corrupt("the peer sent no list".to_owned()))?;
     let theirs: SyncMessage =
         serde_json::from_slice(&theirs).map_err(|e| ListError::Corrupt(e.to_string()))?;
-    // Re-read: the file may have changed while the link was up.
-    let mut list = load(&dir)?;
-    let changed = list.apply(&nickname, &theirs);
-    save(&dir, &list)?;
+    sent.apply(&nickname, &theirs);
+    // Re-read under the lock: the file may have changed while the link was up.
+    let changed = tokio::task::spawn_blocking(move || {
+        update(&dir, |list| Ok(list.apply(&nickname, &theirs)))
+    })
+    .await
+    .map_err(|e| ListError::Corrupt(format!("the list task failed: {e}")))??;
     link.close().await?;
-    Ok(changed)
+    Ok((changed, sent.items))
 }
 
 /// How [`sync`] polls.
@@ -327,6 +362,10 @@ pub struct SyncReport {
     pub failed: Vec<(String, String)>,
     /// Other events seen while polling, as text (for the CLI to show).
     pub events: Vec<String>,
+    /// After the round's last exchange: the items the peer has (ours as
+    /// sent, merged with theirs). A local change since is one the peer does
+    /// not have yet.
+    pub peer_items: Option<BTreeMap<String, Item>>,
 }
 
 /// One sync with every connected peer: offers to each, answers their
@@ -338,70 +377,115 @@ pub async fn sync(client: &Client, options: &SyncOptions) -> Result<SyncReport, 
 }
 
 /// Like [`sync`] without offering: answers the offers that arrive during
-/// `polls` polls (for `sync --watch` when nothing changed here).
+/// `polls` polls.
 pub async fn answer(client: &Client, options: &SyncOptions) -> Result<SyncReport, ListError> {
     run(client, options, false).await
 }
 
 async fn run(client: &Client, options: &SyncOptions, offer: bool) -> Result<SyncReport, ListError> {
-    let mut rendezvous = Rendezvous::new(client.clone(), options.link.clone());
-    let mut report = SyncReport::default();
-    let mut done: HashSet<String> = HashSet::new();
-    for peer in client.peers().await {
-        if offer
-            && matches!(peer.status, PeerStatus::Connected | PeerStatus::Accepted)
-            && let Err(e) = rendezvous.offer(&peer.nickname).await
-        {
-            report.failed.push((peer.nickname.clone(), e.to_string()));
-            done.insert(peer.nickname);
+    Syncer::new(client.clone(), options.clone())
+        .round(offer)
+        .await
+}
+
+/// Syncs round after round with offers kept pending between rounds, for a
+/// process that keeps syncing (`sync --watch`): an offer made in one round
+/// is completed when its answer arrives in a later one, so two such
+/// processes sync with each other.
+pub struct Syncer {
+    client: Client,
+    options: SyncOptions,
+    rendezvous: Rendezvous,
+}
+
+impl std::fmt::Debug for Syncer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Syncer")
+            .field("rendezvous", &self.rendezvous)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Syncer {
+    /// A syncer for `client`'s list with `options`.
+    pub fn new(client: Client, options: SyncOptions) -> Self {
+        let rendezvous = Rendezvous::new(client.clone(), options.link.clone());
+        Self {
+            client,
+            options,
+            rendezvous,
         }
     }
-    for round in 0..options.polls {
-        if round > 0 {
-            tokio::time::sleep(options.interval).await;
-        }
-        let poll = client.poll_once().await?;
-        for delivery in &poll.deliveries {
-            let nickname = delivery.event.nickname().to_owned();
-            match rendezvous.handle(&delivery.event).await {
-                Ok(Some(link)) => match exchange(client, link).await {
-                    Ok(changed) => {
-                        report.synced.push((nickname.clone(), changed));
-                        done.insert(nickname);
-                    }
-                    Err(e) => {
-                        report.failed.push((nickname.clone(), e.to_string()));
-                        done.insert(nickname);
-                    }
-                },
-                Ok(None) => report.events.push(format!("{:?}", delivery.event)),
-                Err(e) => {
-                    tracing::warn!(%nickname, "peer link: {e}");
-                    report.failed.push((nickname.clone(), e.to_string()));
-                    rendezvous.cancel(&nickname);
-                    done.insert(nickname);
-                }
+
+    /// One round: offers to every connected peer when `offer` (replacing
+    /// offers still pending), then polls at most `options.polls` times,
+    /// answering offers, completing pending offers with their answers and
+    /// exchanging lists on every link that comes up. Every delivery polled
+    /// is acknowledged.
+    pub async fn round(&mut self, offer: bool) -> Result<SyncReport, ListError> {
+        let client = &self.client;
+        let rendezvous = &mut self.rendezvous;
+        let options = &self.options;
+        let mut report = SyncReport::default();
+        let mut done: HashSet<String> = HashSet::new();
+        for peer in client.peers().await {
+            if offer
+                && matches!(peer.status, PeerStatus::Connected | PeerStatus::Accepted)
+                && let Err(e) = rendezvous.offer(&peer.nickname).await
+            {
+                report.failed.push((peer.nickname.clone(), e.to_string()));
+                done.insert(peer.nickname);
             }
-            client.ack(delivery).await?;
         }
-        let open: Vec<String> = client
-            .peers()
-            .await
-            .into_iter()
-            .filter(|p| matches!(p.status, PeerStatus::Connected | PeerStatus::Accepted))
-            .map(|p| p.nickname)
-            .filter(|n| !done.contains(n))
-            .collect();
-        if (open.is_empty() && !done.is_empty()) || (!offer && rendezvous.pending().is_empty()) {
-            break;
+        for round in 0..options.polls {
+            if round > 0 {
+                tokio::time::sleep(options.interval).await;
+            }
+            let poll = client.poll_once().await?;
+            for delivery in &poll.deliveries {
+                let nickname = delivery.event.nickname().to_owned();
+                match rendezvous.handle(&delivery.event).await {
+                    Ok(Some(link)) => match exchange_items(client, link).await {
+                        Ok((changed, peer_items)) => {
+                            report.synced.push((nickname.clone(), changed));
+                            report.peer_items = Some(peer_items);
+                            done.insert(nickname);
+                        }
+                        Err(e) => {
+                            report.failed.push((nickname.clone(), e.to_string()));
+                            done.insert(nickname);
+                        }
+                    },
+                    Ok(None) => report.events.push(format!("{:?}", delivery.event)),
+                    Err(e) => {
+                        tracing::warn!(%nickname, "peer link: {e}");
+                        report.failed.push((nickname.clone(), e.to_string()));
+                        rendezvous.cancel(&nickname);
+                        done.insert(nickname);
+                    }
+                }
+                client.ack(delivery).await?;
+            }
+            let open: Vec<String> = client
+                .peers()
+                .await
+                .into_iter()
+                .filter(|p| matches!(p.status, PeerStatus::Connected | PeerStatus::Accepted))
+                .map(|p| p.nickname)
+                .filter(|n| !done.contains(n))
+                .collect();
+            if (open.is_empty() && !done.is_empty()) || (!offer && rendezvous.pending().is_empty())
+            {
+                break;
+            }
         }
+        Ok(report)
     }
-    Ok(report)
 }
 
 /// The current time for list edits, in ms since the Unix epoch.
 pub fn now() -> u64 {
-    now_ms()
+    SystemClock.now_ms()
 }
 
 #[cfg(test)]

@@ -1,47 +1,39 @@
-//! Checking and receiving: one poll of every mailbox at every relay, the
-//! checks each message must pass, delivery to the app, acknowledgement, and
-//! the polling loop as a stream.
+//! The network side of a poll: one round of checks and receives of every
+//! planned mailbox at every relay, and the polling loop as a stream.
 //!
 //! A poll runs all relays concurrently. At each relay it first asks about
 //! all mailboxes in one UDP datagram (where the relay advertises UDP), then
 //! uses HTTP `check` and `receive` (answering the relay's question) only for
 //! mailboxes that have something, or all of them when UDP is not available
-//! or stays silent. Messages are then processed one by one, oldest first:
+//! or stays silent. A relay that refuses one mailbox ("Forbidden" for a
+//! mailbox without the relay's API key, "Wrong answer", "Too often" for that
+//! mailbox...) is reported for that mailbox ([`MailboxRefusal`]) and its
+//! other mailboxes are polled normally; only an unreachable or broken relay
+//! counts as failed.
 //!
-//! - a message whose id (SHA-256 of the sealed bytes) was already processed
-//!   or is being delivered is a duplicate (the same message via another
-//!   relay, or a replay) and is skipped;
-//! - a message that does not open, is not a valid signed envelope for this
-//!   mailbox, is too old, or comes from a key that is not the pinned peer is
-//!   rejected with a logged reason; a `hello` on a shared link must carry a
-//!   valid link proof;
-//! - everything else becomes a [`Delivery`].
-//!
-//! Cursors move past a message only when it is processed: at once for
-//! duplicates and rejects, at [`Client::ack`] for deliveries, and only over
-//! a gap-free prefix, so nothing unprocessed is ever skipped.
-//!
-//! This module does not send app messages; the protocol replies it makes
-//! (`link-used`, mailbox deletion after an `unshare`) go through the client.
+//! What the fetched messages mean, which are duplicates and where cursors
+//! go is decided by the core (`PeerBook::handle_fetched`); this module only
+//! fetches.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
 use std::time::Duration;
 
-use connectoid_protocol::api::{ApiError, ErrorCode, Message, Operation, Request, Response};
-use connectoid_protocol::envelope::{self, Envelope, Kind};
-use connectoid_protocol::link::{Link, RelayUrl};
+use connectoid_protocol::api::{ApiError, ErrorCode, Operation, RelayInfo, Request, Response};
+#[cfg(feature = "udp")]
+use connectoid_protocol::limits;
+use connectoid_protocol::link::RelayUrl;
+#[cfg(feature = "udp")]
 use connectoid_protocol::udp::{CheckStatus, MailboxCheck};
-use connectoid_protocol::{At, PublicKey, SafetyCode, SecretKey, b64, limits, seal};
 use futures::stream::{BoxStream, StreamExt as _};
 
-use crate::client::{Client, State};
+use crate::core::{Fetched, MailboxPlan};
 use crate::error::PollError;
-use crate::event::{
-    Delivery, Event, LINK_ALREADY_USED, Poll, PollReport, Rejection, RelayPoll, Source, UdpUse,
-};
-use crate::profile::{MailboxRecord, PeerRecord, Role, Status, StoredReply};
-use crate::relay::{RelayError, answer_question, unexpected};
-use crate::rng::{jitter, now_ms, system_rng};
+use crate::event::{Delivery, MailboxRefusal, Poll, PollReport, RelayPoll, UdpUse};
+use crate::relay::{RelayError, Transport, answer_question, unexpected};
+use crate::rng::jitter;
+#[cfg(feature = "udp")]
+use crate::udp::UdpChecker;
 
 /// Most `receive` pages fetched from one mailbox at one relay in one poll.
 const MAX_PAGES: usize = 10;
@@ -92,72 +84,25 @@ impl PollOptions {
     }
 }
 
-/// The stream of deliveries from [`Client::events`].
+/// The stream of deliveries from [`Client::events`](crate::Client::events).
 pub type EventStream = BoxStream<'static, Result<Delivery, PollError>>;
 
-/// One slot of a mailbox's copy at one relay: a fetched message, processed or not.
-#[derive(Debug, Clone, Copy)]
-struct Slot {
-    done: bool,
+/// What a poll goes through: HTTP, UDP (when enabled) and the `receive`
+/// limit.
+pub(crate) struct Fetcher<'a> {
+    pub(crate) transport: &'a Transport,
+    #[cfg(feature = "udp")]
+    pub(crate) udp: Option<&'a UdpChecker>,
+    pub(crate) receive_limit: u32,
 }
 
-/// In-memory delivery state: what was fetched and not yet processed.
-#[derive(Debug, Default)]
-pub(crate) struct Inflight {
-    /// Per (mailbox, relay): fetched messages after the stored cursor.
-    slots: HashMap<(PublicKey, RelayUrl), BTreeMap<At, Slot>>,
-    /// Deliveries handed out and not yet acknowledged, by message id.
-    pending: HashMap<[u8; 32], Vec<Source>>,
-}
-
-impl Inflight {
-    pub(crate) fn forget_mailbox(&mut self, key: &PublicKey) {
-        self.slots.retain(|(mailbox, _), _| mailbox != key);
-        for sources in self.pending.values_mut() {
-            sources.retain(|s| &s.mailbox != key);
-        }
-    }
-}
-
-/// One mailbox to poll at one relay.
-#[derive(Clone)]
-struct MailboxPlan {
-    key: SecretKey,
-    ext: Option<String>,
-    /// Fetch after this: the stored cursor or the newest fetched message.
-    after: At,
-}
-
-/// A message as fetched.
-struct Fetched {
-    mailbox: PublicKey,
-    relay: RelayUrl,
-    message: Message,
-}
-
-/// Protocol work that a processed message calls for, done after the
-/// profile lock is released (always boxed inside a verdict).
-#[allow(clippy::large_enum_variant)]
-enum Followup {
-    /// Tell a later user of a spent link that it was used.
-    LinkUsed { from: MailboxRecord, to: Link },
-    /// Delete a mailbox at its relays (the peer unshared).
-    DeleteMailbox(PeerRecord),
-}
-
-/// What processing one message decided.
-enum Verdict {
-    Deliver(Event, Option<Box<Followup>>),
-    Reject(String),
-}
-
-impl Client {
-    /// Polls every mailbox at every relay once. Returns the new deliveries
-    /// (acknowledge each with [`Client::ack`]) and what each relay did.
-    /// Relay failures are in the report, not errors.
-    pub async fn poll_once(&self) -> Result<Poll, PollError> {
-        let now = now_ms();
-        let plans = self.plan(now).await;
+impl Fetcher<'_> {
+    /// Polls every planned mailbox at every relay concurrently. Returns the
+    /// report (without the core's counts yet) and the messages fetched.
+    pub(crate) async fn fetch_all(
+        &self,
+        plans: BTreeMap<RelayUrl, Vec<MailboxPlan>>,
+    ) -> (PollReport, Vec<Fetched>) {
         let results = futures::future::join_all(
             plans
                 .into_iter()
@@ -170,141 +115,46 @@ impl Client {
             report.relays.push(relay_report);
             fetched.extend(messages);
         }
-        let (deliveries, followups) = self.process(fetched, &mut report, now).await?;
-        for followup in followups {
-            self.follow_up(followup).await;
-        }
-        Ok(Poll { deliveries, report })
+        (report, fetched)
     }
 
-    /// Marks a delivery as processed: remembers its id (so no copy of it is
-    /// delivered again, even after a restart) and moves the cursors past it.
-    pub async fn ack(&self, delivery: &Delivery) -> Result<(), crate::ProfileError> {
-        let mut state = self.inner.state.lock().await;
-        let sources = state
-            .inflight
-            .pending
-            .remove(&delivery.id)
-            .unwrap_or_else(|| delivery.sources.clone());
-        let until = now_ms() + limits::ENVELOPE_MAX_AGE_MS + limits::ENVELOPE_MAX_SKEW_MS;
-        state.data.seen.insert(b64::encode(&delivery.id), until);
-        for source in &sources {
-            if let Some(slot) = state
-                .inflight
-                .slots
-                .get_mut(&(source.mailbox, source.relay.clone()))
-                .and_then(|slots| slots.get_mut(&source.at))
-            {
-                slot.done = true;
-            }
-            advance(&mut state, &source.mailbox, &source.relay);
-        }
-        state.save(&self.inner.store)
-    }
-
-    /// Gives a delivery back unprocessed: it is fetched and delivered again
-    /// at the next poll.
-    pub async fn release(&self, delivery: &Delivery) {
-        let mut state = self.inner.state.lock().await;
-        let sources = state
-            .inflight
-            .pending
-            .remove(&delivery.id)
-            .unwrap_or_else(|| delivery.sources.clone());
-        for source in sources {
-            if let Some(slots) = state
-                .inflight
-                .slots
-                .get_mut(&(source.mailbox, source.relay.clone()))
-            {
-                // Later slots go too, so the fetch position falls back to
-                // before this message.
-                slots.retain(|at, _| *at < source.at);
-            }
+    /// The UDP round at one relay, where the relay advertises UDP and the
+    /// client uses it: marks the mailboxes the relay says are empty as not
+    /// wanted.
+    #[cfg(feature = "udp")]
+    async fn udp_round(
+        &self,
+        relay: &RelayUrl,
+        info: Option<&RelayInfo>,
+        mailboxes: &[MailboxPlan],
+        wanted: &mut [bool],
+    ) -> UdpUse {
+        match (self.udp, info) {
+            (None, _) => UdpUse::Disabled,
+            (Some(_), None) => UdpUse::NotAdvertised,
+            (Some(udp), Some(info)) => match info.udp_port {
+                None => UdpUse::NotAdvertised,
+                Some(port) => {
+                    let per_datagram = usize::try_from(info.limits.max_checks_per_datagram)
+                        .unwrap_or(1)
+                        .clamp(1, limits::MAX_CHECKS_PER_DATAGRAM);
+                    check_by_udp(udp, relay, port, per_datagram, mailboxes, wanted).await
+                }
+            },
         }
     }
 
-    /// Polls forever, with `options`' interval, jitter and backoff, and
-    /// yields each delivery. A poll where every relay failed yields an
-    /// error and backs off; the stream goes on. Acknowledge each delivery
-    /// with [`Client::ack`].
-    pub fn events(&self, options: PollOptions) -> EventStream {
-        struct Loop {
-            client: Client,
-            options: PollOptions,
-            queue: VecDeque<Delivery>,
-            wait: Option<Duration>,
-            failures: u32,
-        }
-        let start = Loop {
-            client: self.clone(),
-            options,
-            queue: VecDeque::new(),
-            wait: None,
-            failures: 0,
-        };
-        futures::stream::unfold(start, |mut state| async move {
-            loop {
-                if let Some(delivery) = state.queue.pop_front() {
-                    return Some((Ok(delivery), state));
-                }
-                if let Some(wait) = state.wait.take() {
-                    tokio::time::sleep(wait).await;
-                }
-                let result = state.client.poll_once().await;
-                let result = match result {
-                    Ok(poll) if poll.report.all_failed() => {
-                        Err(PollError::AllRelaysFailed(poll.report))
-                    }
-                    other => other,
-                };
-                match result {
-                    Ok(poll) => {
-                        state.failures = 0;
-                        state.wait = Some(state.options.delay(0));
-                        state.queue.extend(poll.deliveries);
-                    }
-                    Err(error) => {
-                        state.failures = state.failures.saturating_add(1);
-                        state.wait = Some(state.options.delay(state.failures));
-                        return Some((Err(error), state));
-                    }
-                }
-            }
-        })
-        .boxed()
-    }
-
-    /// Which mailboxes to check at which relay, grouped by relay.
-    async fn plan(&self, now: u64) -> BTreeMap<RelayUrl, Vec<MailboxPlan>> {
-        let state = self.inner.state.lock().await;
-        let mut plans: BTreeMap<RelayUrl, Vec<MailboxPlan>> = BTreeMap::new();
-        for peer in &state.data.peers {
-            if peer.status == Status::LinkUsed {
-                continue;
-            }
-            for mailbox in std::iter::once(&peer.mailbox).chain(&peer.spent_link) {
-                let key = mailbox.public_key();
-                for entry in mailbox.relays_to_check(now) {
-                    let stored = mailbox.cursors.get(&entry.url).copied().unwrap_or(At::ZERO);
-                    let fetched = state
-                        .inflight
-                        .slots
-                        .get(&(key, entry.url.clone()))
-                        .and_then(|slots| slots.keys().next_back().copied())
-                        .unwrap_or(At::ZERO);
-                    plans
-                        .entry(entry.url.clone())
-                        .or_default()
-                        .push(MailboxPlan {
-                            key: mailbox.key.0.clone(),
-                            ext: mailbox.ext_for(&entry),
-                            after: stored.max(fetched),
-                        });
-                }
-            }
-        }
-        plans
+    /// Without the `udp` feature every check is HTTP.
+    #[cfg(not(feature = "udp"))]
+    #[allow(clippy::unused_async)]
+    async fn udp_round(
+        &self,
+        _relay: &RelayUrl,
+        _info: Option<&RelayInfo>,
+        _mailboxes: &[MailboxPlan],
+        _wanted: &mut [bool],
+    ) -> UdpUse {
+        UdpUse::Disabled
     }
 
     /// Polls the mailboxes at one relay: UDP first if advertised, then HTTP.
@@ -317,32 +167,19 @@ impl Client {
         let mut wanted: Vec<bool> = vec![true; mailboxes.len()];
         // The information document gives the UDP port and the relay's
         // limits; failing to reach it means the relay is down.
-        let info = match self.cached_info(&relay).await {
+        let info = match self.transport.cached_info(&relay).await {
             Ok(info) => info,
             Err(error) => {
                 report.errors.push(error);
                 return (report, Vec::new());
             }
         };
-        let limit = info.as_ref().map_or(self.inner.receive_limit, |info| {
-            self.inner
-                .receive_limit
-                .min(info.limits.max_receive_limit)
-                .max(1)
+        let limit = info.as_ref().map_or(self.receive_limit, |info| {
+            self.receive_limit.min(info.limits.max_receive_limit).max(1)
         });
-        report.udp = match (&self.inner.udp, &info) {
-            (None, _) => UdpUse::Disabled,
-            (Some(_), None) => UdpUse::NotAdvertised,
-            (Some(udp), Some(info)) => match info.udp_port {
-                None => UdpUse::NotAdvertised,
-                Some(port) => {
-                    let per_datagram = usize::try_from(info.limits.max_checks_per_datagram)
-                        .unwrap_or(1)
-                        .clamp(1, limits::MAX_CHECKS_PER_DATAGRAM);
-                    udp_round(udp, &relay, port, per_datagram, &mailboxes, &mut wanted).await
-                }
-            },
-        };
+        report.udp = self
+            .udp_round(&relay, info.as_ref(), &mailboxes, &mut wanted)
+            .await;
         let mut fetched = Vec::new();
         for (plan, wanted) in mailboxes.iter().zip(wanted) {
             if !wanted {
@@ -350,10 +187,20 @@ impl Client {
             }
             match self.fetch_mailbox(&relay, plan, limit, &mut report).await {
                 Ok(messages) => fetched.extend(messages),
+                Err(error) if error.is_mailbox_refusal() => {
+                    tracing::debug!(%relay, nickname = %plan.nickname, "mailbox refused: {error}");
+                    report.refused.push(MailboxRefusal {
+                        nickname: plan.nickname.clone(),
+                        mailbox: plan.key.public_key(),
+                        error,
+                    });
+                }
                 Err(error) => {
-                    let unreachable = error.is_unreachable();
+                    // Unreachable, or rate-limited as a whole: asking about
+                    // the other mailboxes now would only fail the same way.
+                    let stop = error.is_unreachable() || error.code() == Some(ErrorCode::TooOften);
                     report.errors.push(error);
-                    if unreachable {
+                    if stop {
                         break;
                     }
                 }
@@ -371,7 +218,7 @@ impl Client {
         limit: u32,
         report: &mut RelayPoll,
     ) -> Result<Vec<Fetched>, RelayError> {
-        let transport = &self.inner.transport;
+        let transport = self.transport;
         let key = plan.key.public_key();
         let mut after = plan.after;
         let mut out = Vec::new();
@@ -434,327 +281,68 @@ impl Client {
         }
         Ok(out)
     }
-
-    /// Processes fetched messages under the profile lock, oldest first.
-    async fn process(
-        &self,
-        mut fetched: Vec<Fetched>,
-        report: &mut PollReport,
-        now: u64,
-    ) -> Result<(Vec<Delivery>, Vec<Followup>), PollError> {
-        fetched.sort_by_key(|f| f.message.at);
-        let mut state = self.inner.state.lock().await;
-        let mut deliveries: Vec<Delivery> = Vec::new();
-        let mut followups = Vec::new();
-        let mut changed = false;
-        for item in fetched {
-            let relay_report = report.relays.iter_mut().find(|r| r.relay == item.relay);
-            let slot_key = (item.mailbox, item.relay.clone());
-            let stored = state
-                .data
-                .mailbox_mut(&item.mailbox)
-                .map(|m| m.cursors.get(&item.relay).copied().unwrap_or(At::ZERO));
-            let Some(stored) = stored else {
-                continue; // The peer was unshared earlier in this batch.
-            };
-            if item.message.at <= stored
-                || state
-                    .inflight
-                    .slots
-                    .get(&slot_key)
-                    .is_some_and(|s| s.contains_key(&item.message.at))
-            {
-                continue;
-            }
-            let id = seal::message_id(&item.message.data);
-            let source = Source {
-                mailbox: item.mailbox,
-                relay: item.relay.clone(),
-                at: item.message.at,
-            };
-            let done = if state.data.seen.contains_key(&b64::encode(&id)) {
-                if let Some(r) = relay_report {
-                    r.duplicates += 1;
-                }
-                true
-            } else if let Some(sources) = state.inflight.pending.get_mut(&id) {
-                sources.push(source.clone());
-                if let Some(delivery) = deliveries.iter_mut().find(|d| d.id == id) {
-                    delivery.sources.push(source);
-                }
-                if let Some(r) = relay_report {
-                    r.duplicates += 1;
-                }
-                false
-            } else {
-                changed = true;
-                let verdict = if let Some(peer) = state.data.peer_by_mailbox_mut(&item.mailbox) {
-                    judge(peer, &item.message.data, now)
-                } else if let Some(peer) = state.data.peer_by_spent_link_mut(&item.mailbox) {
-                    judge_spent_link(peer, &item.message.data, now)
-                } else {
-                    continue;
-                };
-                let nickname = state
-                    .data
-                    .peers
-                    .iter()
-                    .find(|p| {
-                        p.mailbox.public_key() == item.mailbox
-                            || p.spent_link
-                                .as_ref()
-                                .is_some_and(|m| m.public_key() == item.mailbox)
-                    })
-                    .map(|p| p.nickname.clone())
-                    .unwrap_or_default();
-                match verdict {
-                    Verdict::Reject(reason) => {
-                        tracing::warn!(relay = %item.relay, %nickname, "rejected a message: {reason}");
-                        if let Some(r) = relay_report {
-                            r.rejected.push(Rejection {
-                                relay: item.relay.clone(),
-                                reason,
-                            });
-                        }
-                        true
-                    }
-                    Verdict::Deliver(event, followup) => {
-                        if let Some(Followup::DeleteMailbox(gone)) = followup.as_deref() {
-                            let key = gone.mailbox.public_key();
-                            state.data.peers.retain(|p| p.mailbox.public_key() != key);
-                        }
-                        followups.extend(followup.map(|f| *f));
-                        state.inflight.pending.insert(id, vec![source.clone()]);
-                        deliveries.push(Delivery {
-                            event,
-                            id,
-                            sources: vec![source],
-                        });
-                        false
-                    }
-                }
-            };
-            state
-                .inflight
-                .slots
-                .entry(slot_key)
-                .or_default()
-                .insert(item.message.at, Slot { done });
-            changed |= advance(&mut state, &item.mailbox, &item.relay);
-        }
-        if changed {
-            state.save(&self.inner.store)?;
-        }
-        Ok((deliveries, followups))
-    }
-
-    async fn follow_up(&self, followup: Followup) {
-        match followup {
-            Followup::LinkUsed { from, to } => {
-                let envelope = Envelope {
-                    kind: Kind::LinkUsed,
-                    to: to.key,
-                    from: from.reply_value(),
-                    ts: now_ms(),
-                    proof: None,
-                    body: serde_json::json!({ "error": LINK_ALREADY_USED }),
-                };
-                match envelope::seal_envelope(&mut system_rng(), &from.key.0, &envelope) {
-                    Ok(sealed) => {
-                        let report = self.send_sealed(&to, sealed).await;
-                        tracing::info!(to = %to.key, "told a later user of a spent link: {report}");
-                    }
-                    Err(e) => tracing::warn!("cannot seal a link-used notice: {e}"),
-                }
-            }
-            Followup::DeleteMailbox(peer) => {
-                let mut outcomes = self.delete_mailbox(&peer.mailbox).await;
-                if let Some(spent) = &peer.spent_link {
-                    outcomes.extend(self.delete_mailbox(spent).await);
-                }
-                for outcome in outcomes {
-                    if let Err(e) = outcome.result {
-                        tracing::warn!(relay = %outcome.relay, "could not delete a mailbox after unshare: {e}");
-                    }
-                }
-                self.inner
-                    .state
-                    .lock()
-                    .await
-                    .inflight
-                    .forget_mailbox(&peer.mailbox.public_key());
-            }
-        }
-    }
 }
 
-/// Moves the stored cursor of (mailbox, relay) over the processed prefix of
-/// its fetched messages. Returns whether it moved.
-fn advance(state: &mut State, mailbox: &PublicKey, relay: &RelayUrl) -> bool {
-    let Some(slots) = state.inflight.slots.get_mut(&(*mailbox, relay.clone())) else {
-        return false;
-    };
-    let mut newest = None;
-    while let Some(entry) = slots.first_entry() {
-        if !entry.get().done {
-            break;
-        }
-        newest = Some(*entry.key());
-        entry.remove();
+/// Polls forever with `options`' interval, jitter and backoff, calling
+/// `poll` for each round, and yields each delivery. A round where every
+/// relay failed yields an error (after queueing whatever it delivered) and
+/// backs off; the stream goes on.
+pub(crate) fn event_stream<F, Fut>(options: PollOptions, poll: F) -> EventStream
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Poll, PollError>> + Send + 'static,
+{
+    struct Loop<F> {
+        poll: F,
+        options: PollOptions,
+        queue: VecDeque<Delivery>,
+        wait: Option<Duration>,
+        failures: u32,
     }
-    let Some(newest) = newest else {
-        return false;
+    let start = Loop {
+        poll,
+        options,
+        queue: VecDeque::new(),
+        wait: None,
+        failures: 0,
     };
-    if let Some(record) = state.data.mailbox_mut(mailbox) {
-        let cursor = record.cursors.entry(relay.clone()).or_default();
-        if newest > *cursor {
-            *cursor = newest;
-            return true;
-        }
-    }
-    false
-}
-
-/// Opens a message for `peer` and decides what it means. Updates the peer
-/// record (pinning, status, relay set) for messages it accepts.
-fn judge(peer: &mut PeerRecord, sealed: &[u8], now: u64) -> Verdict {
-    let envelope = match envelope::open_envelope(&peer.mailbox.key.0, sealed, now) {
-        Ok(envelope) => envelope,
-        Err(e) => return Verdict::Reject(e.to_string()),
-    };
-    let our_key = peer.mailbox.public_key();
-    let pinned = peer.their.as_ref().map(|t| t.0.key);
-    let nickname = peer.nickname.clone();
-    if pinned == Some(envelope.from.key) {
-        if envelope.ts > peer.their_ts {
-            peer.their = Some(StoredReply(envelope.from.clone()));
-            peer.their_ts = envelope.ts;
-        }
-        let sharer = matches!(peer.role, Role::Sharer { .. });
-        let event = match envelope.kind {
-            Kind::Hello if sharer => Event::PeerConnected {
-                nickname,
-                key: envelope.from.key,
-                safety_code: SafetyCode::new(&our_key, &envelope.from.key),
-                body: envelope.body,
-            },
-            Kind::LinkUsed if !sharer => {
-                peer.status = Status::LinkUsed;
-                return Verdict::Deliver(Event::LinkAlreadyUsed { nickname }, None);
+    futures::stream::unfold(start, |mut state| async move {
+        loop {
+            if let Some(delivery) = state.queue.pop_front() {
+                return Some((Ok(delivery), state));
             }
-            Kind::LinkUsed => {
-                return Verdict::Reject("link-used sent to the link's owner".to_owned());
+            if let Some(wait) = state.wait.take() {
+                tokio::time::sleep(wait).await;
             }
-            Kind::Unshare => {
-                return Verdict::Deliver(
-                    Event::PeerUnshared { nickname },
-                    Some(Box::new(Followup::DeleteMailbox(peer.clone()))),
-                );
+            let result = match (state.poll)().await {
+                Ok(poll) if poll.report.all_failed() => {
+                    state.queue.extend(poll.deliveries);
+                    Err(PollError::AllRelaysFailed(poll.report))
+                }
+                other => other,
+            };
+            match result {
+                Ok(poll) => {
+                    state.failures = 0;
+                    state.wait = Some(state.options.delay(0));
+                    state.queue.extend(poll.deliveries);
+                }
+                Err(error) => {
+                    state.failures = state.failures.saturating_add(1);
+                    state.wait = Some(state.options.delay(state.failures));
+                    return Some((Err(error), state));
+                }
             }
-            Kind::Relays => Event::RelaysChanged {
-                nickname,
-                relays: envelope.from.relays.iter().map(|e| e.url.clone()).collect(),
-            },
-            kind => Event::Message {
-                nickname,
-                kind,
-                body: envelope.body,
-            },
-        };
-        if peer.status == Status::Accepted {
-            peer.status = Status::Connected;
         }
-        return Verdict::Deliver(event, None);
-    }
-    let Role::Sharer { secret, .. } = &peer.role else {
-        return Verdict::Reject(format!(
-            "sender {} is not this mailbox's peer",
-            envelope.from.key
-        ));
-    };
-    if envelope.kind != Kind::Hello {
-        return Verdict::Reject(format!(
-            "{} from {}, who is not this mailbox's peer",
-            envelope.kind.as_str(),
-            envelope.from.key
-        ));
-    }
-    if let Err(e) = envelope.check_proof(&secret.0) {
-        return Verdict::Reject(format!("hello from {}: {e}", envelope.from.key));
-    }
-    match pinned {
-        None => {
-            peer.their = Some(StoredReply(envelope.from.clone()));
-            peer.their_ts = envelope.ts;
-            peer.status = Status::Connected;
-            Verdict::Deliver(
-                Event::PeerConnected {
-                    nickname,
-                    key: envelope.from.key,
-                    safety_code: SafetyCode::new(&our_key, &envelope.from.key),
-                    body: envelope.body,
-                },
-                None,
-            )
-        }
-        Some(connected) => Verdict::Deliver(
-            Event::LinkReuseRefused {
-                nickname,
-                connected,
-                refused: envelope.from.key,
-            },
-            Some(Box::new(Followup::LinkUsed {
-                from: peer.mailbox.clone(),
-                to: envelope.from,
-            })),
-        ),
-    }
-}
-
-/// Opens a message sent to the spent link of `peer` (the link key, after
-/// the first direct connection rotated the mailbox key). Only a `hello`
-/// with a valid link proof means anything there: someone else holds the
-/// link, and is told it was used. Everything else is refused.
-fn judge_spent_link(peer: &mut PeerRecord, sealed: &[u8], now: u64) -> Verdict {
-    let Some(spent) = &peer.spent_link else {
-        return Verdict::Reject("no spent link".to_owned());
-    };
-    let envelope = match envelope::open_envelope(&spent.key.0, sealed, now) {
-        Ok(envelope) => envelope,
-        Err(e) => return Verdict::Reject(e.to_string()),
-    };
-    let Role::Sharer { secret, .. } = &peer.role else {
-        return Verdict::Reject("a spent link on an accepted peer".to_owned());
-    };
-    if envelope.kind != Kind::Hello {
-        return Verdict::Reject(format!(
-            "{} sent to a retired link key",
-            envelope.kind.as_str()
-        ));
-    }
-    if let Err(e) = envelope.check_proof(&secret.0) {
-        return Verdict::Reject(format!("hello from {}: {e}", envelope.from.key));
-    }
-    let Some(connected) = peer.their.as_ref().map(|t| t.0.key) else {
-        return Verdict::Reject("a spent link without a peer".to_owned());
-    };
-    Verdict::Deliver(
-        Event::LinkReuseRefused {
-            nickname: peer.nickname.clone(),
-            connected,
-            refused: envelope.from.key,
-        },
-        Some(Box::new(Followup::LinkUsed {
-            from: spent.clone(),
-            to: envelope.from,
-        })),
-    )
+    })
+    .boxed()
 }
 
 /// One UDP round at a relay: every wanted mailbox, batched by ext. Marks
 /// the mailboxes the relay says are empty as not wanted.
-async fn udp_round(
-    udp: &crate::udp::UdpChecker,
+#[cfg(feature = "udp")]
+async fn check_by_udp(
+    udp: &UdpChecker,
     relay: &RelayUrl,
     port: u16,
     per_datagram: usize,
@@ -834,6 +422,38 @@ async fn udp_round(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Event;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_poll_where_every_relay_failed_still_hands_over_its_deliveries() {
+        let relay = RelayUrl::parse("http://127.0.0.1:1/").unwrap();
+        let failed = move || {
+            let mut relay_poll = RelayPoll::new(relay.clone());
+            relay_poll
+                .errors
+                .push(RelayError::Connect("reset".to_owned()));
+            let poll = Poll {
+                deliveries: vec![Delivery {
+                    event: Event::PeerUnshared {
+                        nickname: "Bob".to_owned(),
+                    },
+                    id: [7; 32],
+                    sources: Vec::new(),
+                }],
+                report: PollReport {
+                    relays: vec![relay_poll],
+                },
+            };
+            async move { Ok(poll) }
+        };
+        let mut events = event_stream(PollOptions::every(Duration::from_secs(1)), failed);
+        assert!(matches!(
+            events.next().await,
+            Some(Err(PollError::AllRelaysFailed(_)))
+        ));
+        let delivery = events.next().await.unwrap().unwrap();
+        assert_eq!(delivery.event.nickname(), "Bob");
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_maximum() {

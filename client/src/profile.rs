@@ -1,26 +1,21 @@
-//! The profile: one app installation's keys, peers, relay list, cursors and
-//! seen-message ids, kept in one JSON file in a directory the app chooses.
+//! The profile's data: one app installation's keys, peers, relay list,
+//! cursors and seen-message ids, and its JSON form.
 //!
-//! The file is written atomically (a temporary file in the same directory,
-//! `fsync`, `rename`, `fsync` of the directory) with mode 0600, so a crash
-//! leaves either the old or the new profile, never a torn one. A lock file
-//! (`profile.lock`, an exclusive advisory lock held for the store's lifetime)
-//! keeps a second process from using the same profile; it gets
-//! [`ProfileError::Locked`] instead.
-//!
-//! This module only stores; it makes no network requests and takes no
-//! protocol decisions. Secret keys are written to the profile file and to
-//! nowhere else: no type here prints them in `Debug` output.
+//! Where the bytes are kept (a directory, an app's database, memory) is the
+//! `store` module's business; what the data means and how it changes is the
+//! `core` module's. This module only defines the records and their
+//! encoding. Secret keys are in the JSON and nowhere else: no type here
+//! prints them in `Debug` output.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use connectoid_protocol::b64;
 use connectoid_protocol::keys::SecretKey;
 use connectoid_protocol::link::{LINK_SECRET_LEN, Link, LinkSecret, RelayEntry, RelayUrl};
 use connectoid_protocol::{At, PublicKey};
+
+use crate::event::PeerStatus;
 
 /// The profile file's name inside the profile directory.
 pub const PROFILE_FILE: &str = "profile.json";
@@ -33,11 +28,14 @@ pub const PROFILE_VERSION: u32 = 1;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProfileError {
-    /// Another process (or another client in this process) holds the profile's lock.
-    #[error("profile {} is in use by another process (lock {} is held)", dir.display(), dir.join(LOCK_FILE).display())]
+    /// The store's lock stayed taken for longer than a change can take
+    /// (another process hung in the middle of one).
+    #[error("profile {} stayed locked for more than {} s (lock {} is held)", dir.display(), waited.as_secs(), dir.join(LOCK_FILE).display())]
     Locked {
         /// The profile directory.
         dir: PathBuf,
+        /// How long this process waited for the lock.
+        waited: std::time::Duration,
     },
     /// A file system operation failed.
     #[error("profile {}: {action}", path.display())]
@@ -208,27 +206,13 @@ pub(crate) enum Role {
     Acceptor,
 }
 
-/// Where a peer relationship stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub(crate) enum Status {
-    /// We shared a link and nobody has used it yet.
-    Waiting,
-    /// We accepted a link and sent our hello; nothing came back yet.
-    Accepted,
-    /// Both sides know each other's key.
-    Connected,
-    /// We accepted a link that someone else had used first.
-    LinkUsed,
-}
-
 /// One peer (or a shared link waiting for one).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct PeerRecord {
     pub(crate) nickname: String,
     #[serde(flatten)]
     pub(crate) role: Role,
-    pub(crate) status: Status,
+    pub(crate) status: PeerStatus,
     /// Our mailbox for messages from this peer.
     pub(crate) mailbox: MailboxRecord,
     /// The peer's reply value: its key (pinned) and relays.
@@ -317,245 +301,99 @@ impl ProfileData {
     }
 }
 
-/// A locked profile directory and its data on disk.
-#[derive(Debug)]
-pub(crate) struct ProfileStore {
-    dir: PathBuf,
-    /// Held open for the store's lifetime: closing it releases the lock.
-    _lock: File,
-}
-
-fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ProfileError {
-    let path = path.to_owned();
-    move |source| ProfileError::Io {
-        action,
-        path,
-        source,
-    }
-}
-
-impl ProfileStore {
-    /// Creates the directory if needed (mode 0700) and takes the lock.
-    pub(crate) fn open(dir: &Path) -> Result<(Self, ProfileData), ProfileError> {
-        create_private_dir(dir)?;
-        let lock_path = dir.join(LOCK_FILE);
-        let lock = private_options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .map_err(io("open lock file", &lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(ProfileError::Locked {
-                    dir: dir.to_owned(),
-                });
-            }
-            Err(TryLockError::Error(e)) => return Err(io("lock", &lock_path)(e)),
-        }
-        let store = Self {
-            dir: dir.to_owned(),
-            _lock: lock,
-        };
-        let data = store.load()?;
-        Ok((store, data))
-    }
-
-    /// The profile directory.
-    pub(crate) fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    fn load(&self) -> Result<ProfileData, ProfileError> {
-        let path = self.dir.join(PROFILE_FILE);
-        let bytes = match fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(ProfileData::default());
-            }
-            Err(e) => return Err(io("read", &path)(e)),
-        };
-        let version: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| ProfileError::Corrupt {
-                path: path.clone(),
+impl ProfileData {
+    /// Decodes a stored profile. `path` names it in errors.
+    pub(crate) fn from_bytes(bytes: &[u8], path: &std::path::Path) -> Result<Self, ProfileError> {
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| ProfileError::Corrupt {
+                path: path.to_owned(),
                 reason: e.to_string(),
             })?;
-        let found = version
+        let found = value
             .get("version")
             .and_then(serde_json::Value::as_u64)
             .unwrap_or(0);
         if found != u64::from(PROFILE_VERSION) {
             return Err(ProfileError::Version {
-                path,
+                path: path.to_owned(),
                 found: u32::try_from(found).unwrap_or(u32::MAX),
             });
         }
-        serde_json::from_value(version).map_err(|e| ProfileError::Corrupt {
-            path,
+        serde_json::from_value(value).map_err(|e| ProfileError::Corrupt {
+            path: path.to_owned(),
             reason: e.to_string(),
         })
     }
 
-    /// Writes `data` atomically: temporary file, fsync, rename, fsync of the
-    /// directory.
-    pub(crate) fn save(&self, data: &ProfileData) -> Result<(), ProfileError> {
-        let path = self.dir.join(PROFILE_FILE);
-        let tmp = self
-            .dir
-            .join(format!("{PROFILE_FILE}.tmp-{}", std::process::id()));
-        let bytes = serde_json::to_vec_pretty(data).map_err(|e| ProfileError::Corrupt {
-            path: path.clone(),
+    /// Encodes the profile as it is stored (pretty JSON).
+    pub(crate) fn to_bytes(&self, path: &std::path::Path) -> Result<Vec<u8>, ProfileError> {
+        serde_json::to_vec_pretty(self).map_err(|e| ProfileError::Corrupt {
+            path: path.to_owned(),
             reason: format!("cannot serialize: {e}"),
-        })?;
-        let mut file = private_options()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(io("create temporary file", &tmp))?;
-        set_private_mode(&file, &tmp)?;
-        file.write_all(&bytes).map_err(io("write", &tmp))?;
-        file.sync_all().map_err(io("fsync", &tmp))?;
-        drop(file);
-        fs::rename(&tmp, &path).map_err(io("rename", &path))?;
-        // Make the rename durable. Opening a directory for fsync works on Unix.
-        #[cfg(unix)]
-        if let Ok(dir) = File::open(&self.dir) {
-            dir.sync_all().map_err(io("fsync directory", &self.dir))?;
-        }
-        Ok(())
+        })
     }
 }
 
-fn private_options() -> OpenOptions {
-    #[allow(unused_mut)]
-    let mut options = OpenOptions::new();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
+/// A profile with one waiting share, for tests of this and other modules.
+#[cfg(test)]
+pub(crate) fn sample() -> ProfileData {
+    let key = SecretKey::generate(&mut crate::rng::system_rng());
+    let relay = RelayEntry::new(RelayUrl::parse("http://127.0.0.1:1/").unwrap());
+    let mut cursors = BTreeMap::new();
+    cursors.insert(relay.url.clone(), At(42));
+    ProfileData {
+        version: PROFILE_VERSION,
+        relays: vec![relay.clone()],
+        peers: vec![PeerRecord {
+            nickname: "Bob".into(),
+            role: Role::Sharer {
+                secret: StoredSecret(LinkSecret([5; 16])),
+                link: "x".into(),
+            },
+            status: PeerStatus::Waiting,
+            mailbox: MailboxRecord {
+                key: StoredKey(key),
+                relays: vec![relay],
+                ext: Some("api".into()),
+                cursors,
+                retired: Vec::new(),
+            },
+            their: None,
+            their_ts: 0,
+            created_ms: 1,
+            rotated: false,
+            spent_link: None,
+        }],
+        seen: [("abc".to_owned(), 99)].into_iter().collect(),
     }
-    options
-}
-
-fn set_private_mode(file: &File, path: &Path) -> Result<(), ProfileError> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        file.set_permissions(fs::Permissions::from_mode(0o600))
-            .map_err(io("chmod 0600", path))?;
-    }
-    #[cfg(not(unix))]
-    let _ = (file, path);
-    Ok(())
-}
-
-fn create_private_dir(dir: &Path) -> Result<(), ProfileError> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt as _;
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io("create directory", dir))
-    }
-    #[cfg(not(unix))]
-    fs::create_dir_all(dir).map_err(io("create directory", dir))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rng::system_rng;
-
-    fn sample() -> ProfileData {
-        let key = SecretKey::generate(&mut system_rng());
-        let relay = RelayEntry::new(RelayUrl::parse("http://127.0.0.1:1/").unwrap());
-        let mut cursors = BTreeMap::new();
-        cursors.insert(relay.url.clone(), At(42));
-        ProfileData {
-            version: PROFILE_VERSION,
-            relays: vec![relay.clone()],
-            peers: vec![PeerRecord {
-                nickname: "Bob".into(),
-                role: Role::Sharer {
-                    secret: StoredSecret(LinkSecret([5; 16])),
-                    link: "x".into(),
-                },
-                status: Status::Waiting,
-                mailbox: MailboxRecord {
-                    key: StoredKey(key),
-                    relays: vec![relay],
-                    ext: Some("api".into()),
-                    cursors,
-                    retired: Vec::new(),
-                },
-                their: None,
-                their_ts: 0,
-                created_ms: 1,
-                rotated: false,
-                spent_link: None,
-            }],
-            seen: [("abc".to_owned(), 99)].into_iter().collect(),
-        }
-    }
 
     #[test]
-    fn save_and_reload_round_trip_with_mode_0600() {
-        let dir = tempfile::tempdir().unwrap();
+    fn bytes_round_trip_and_statuses_keep_their_names() {
+        let path = std::path::Path::new("profile.json");
         let data = sample();
-        {
-            let (store, empty) = ProfileStore::open(dir.path()).unwrap();
-            assert_eq!(empty, ProfileData::default());
-            store.save(&data).unwrap();
-        }
-        let (_store, loaded) = ProfileStore::open(dir.path()).unwrap();
-        assert_eq!(loaded, data);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            let mode = fs::metadata(dir.path().join(PROFILE_FILE))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-        // No temporary file is left behind.
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        assert!(names.iter().all(|n| !n.contains(".tmp-")), "{names:?}");
-    }
-
-    #[test]
-    fn second_open_is_refused_while_locked() {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, _) = ProfileStore::open(dir.path()).unwrap();
-        let err = ProfileStore::open(dir.path()).unwrap_err();
-        assert!(matches!(err, ProfileError::Locked { .. }), "{err}");
-        assert!(err.to_string().contains("in use by another process"));
-        drop(store);
-        ProfileStore::open(dir.path()).unwrap();
+        let bytes = data.to_bytes(path).unwrap();
+        assert!(String::from_utf8_lossy(&bytes).contains(r#""status": "waiting""#));
+        assert_eq!(ProfileData::from_bytes(&bytes, path).unwrap(), data);
+        let mut used = data.clone();
+        used.peers[0].status = PeerStatus::LinkUsed;
+        let bytes = used.to_bytes(path).unwrap();
+        assert!(String::from_utf8_lossy(&bytes).contains(r#""status": "link-used""#));
     }
 
     #[test]
     fn corrupt_and_future_profiles_are_reported() {
-        let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join(PROFILE_FILE), b"{not json").unwrap();
+        let path = std::path::Path::new("profile.json");
         assert!(matches!(
-            ProfileStore::open(dir.path()).unwrap_err(),
+            ProfileData::from_bytes(b"{not json", path).unwrap_err(),
             ProfileError::Corrupt { .. }
         ));
-        fs::write(dir.path().join(PROFILE_FILE), br#"{"version": 9}"#).unwrap();
         assert!(matches!(
-            ProfileStore::open(dir.path()).unwrap_err(),
+            ProfileData::from_bytes(br#"{"version": 9}"#, path).unwrap_err(),
             ProfileError::Version { found: 9, .. }
         ));
     }

@@ -8,22 +8,54 @@
 //! relay concurrently and waits for all of them, so a slow relay never
 //! delays the others beyond its own timeout.
 //!
+//! It also keeps the relay information documents it read (for ten
+//! minutes; "none served" for one), and deletes a mailbox at its relays.
+//!
 //! This module knows the API's shapes but not what messages mean: it does
 //! not open, check or deduplicate anything.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use connectoid_protocol::At;
 use connectoid_protocol::api::{
     ApiError, ErrorCode, INFO_PATH, Operation, RelayInfo, Request, Response,
 };
 use connectoid_protocol::link::{RelayEntry, RelayUrl};
 
-use crate::client::SendWait;
-
 /// The largest answer body the client reads, in bytes: a full `receive` of
 /// 100 largest messages fits.
 pub(crate) const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+/// How long a relay information document is reused, once read.
+const INFO_TTL: Duration = Duration::from_secs(600);
+/// How long "this relay serves no information document" is remembered.
+const NO_INFO_TTL: Duration = Duration::from_secs(60);
+
+/// How long a send waits for the relays of its fan-out.
+///
+/// Either way each relay's request runs as its own task: a send whose future
+/// is dropped still completes at the relays already asked (each request is
+/// bounded by the per-relay timeout), so a message the app gave up on may
+/// still arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SendWait {
+    /// Wait for every relay's answer or its per-relay timeout, so the report
+    /// says what happened at each relay. A blackholed relay makes every send
+    /// take the full per-relay timeout. The default.
+    #[default]
+    AllRelays,
+    /// Return shortly after the first relay accepts: once one has, wait at
+    /// most a fifth of the time that took for the others (nothing, beyond
+    /// taking the answers already in, when that is under a millisecond,
+    /// the resolution of tokio's timers), then return. The
+    /// requests still under way go on in the background (each bounded by the
+    /// per-relay timeout) and are reported as [`RelayError::InFlight`]. For
+    /// apps that want low latency more than a complete report.
+    FirstAcceptance,
+}
 
 /// What went wrong with one relay. Each relay of a fan-out gets its own.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,8 +83,8 @@ pub enum RelayError {
     #[error("the relay's question does not open with the mailbox key")]
     BadQuestion,
     /// The send returned before this relay answered (see
-    /// [`SendWait::FirstAcceptance`](crate::SendWait::FirstAcceptance)); the
-    /// request goes on in the background until the per-relay timeout.
+    /// [`SendWait::FirstAcceptance`]); the request goes on in the
+    /// background until the per-relay timeout.
     #[error("no answer yet; the request goes on in the background")]
     InFlight,
 }
@@ -62,6 +94,31 @@ impl RelayError {
     /// rather than reachable but unhappy.
     pub fn is_unreachable(&self) -> bool {
         matches!(self, Self::Timeout(_) | Self::Connect(_))
+    }
+
+    /// Whether the relay refused one mailbox rather than failing as a
+    /// whole: "Forbidden" (no or a wrong API key for this mailbox), "Wrong
+    /// answer", "No question", "Answer required", "Mailbox full", "Too
+    /// often" for the mailbox's own rate limit (a `detail` naming a
+    /// `per_mailbox` bucket), and a question that does not open with the
+    /// mailbox key. The relay's other mailboxes can still be served.
+    pub fn is_mailbox_refusal(&self) -> bool {
+        match self {
+            Self::BadQuestion => true,
+            Self::Api(error) => match error.code {
+                ErrorCode::Forbidden
+                | ErrorCode::WrongAnswer
+                | ErrorCode::NoQuestion
+                | ErrorCode::AnswerRequired
+                | ErrorCode::MailboxFull => true,
+                ErrorCode::TooOften => error
+                    .detail
+                    .as_deref()
+                    .is_some_and(|d| d.contains("per_mailbox")),
+                _ => false,
+            },
+            _ => false,
+        }
     }
 
     /// The API error code, when the relay answered with one.
@@ -82,16 +139,76 @@ pub struct RelayOutcome {
     pub result: Result<(), RelayError>,
 }
 
-/// The HTTP side of the client: a connection pool and a timeout.
+/// Relay information documents read: `None` = the relay serves none.
+type InfoCache = HashMap<RelayUrl, (Option<RelayInfo>, Instant)>;
+
+/// The HTTP side of the client: a connection pool, a timeout and the
+/// information documents read. Clones share all three.
 #[derive(Debug, Clone)]
 pub(crate) struct Transport {
     http: reqwest::Client,
     timeout: Duration,
+    infos: Arc<Mutex<InfoCache>>,
 }
 
 impl Transport {
     pub(crate) fn new(http: reqwest::Client, timeout: Duration) -> Self {
-        Self { http, timeout }
+        Self {
+            http,
+            timeout,
+            infos: Arc::default(),
+        }
+    }
+
+    /// Reads `relay`'s information document (and keeps it), timing it.
+    pub(crate) async fn probe(
+        &self,
+        relay: &RelayUrl,
+    ) -> Result<(RelayInfo, Duration), RelayError> {
+        let result = self.info(relay).await;
+        if let Ok((info, _)) = &result {
+            self.remember_info(relay, Some(info.clone()));
+        }
+        result
+    }
+
+    fn remember_info(&self, relay: &RelayUrl, info: Option<RelayInfo>) {
+        if let Ok(mut infos) = self.infos.lock() {
+            infos.insert(relay.clone(), (info, Instant::now()));
+        }
+    }
+
+    /// The relay's information document from the cache, or fetched.
+    /// `Err` only when the relay is unreachable; `Ok(None)` when it serves
+    /// no (valid) document.
+    pub(crate) async fn cached_info(
+        &self,
+        relay: &RelayUrl,
+    ) -> Result<Option<RelayInfo>, RelayError> {
+        if let Ok(infos) = self.infos.lock()
+            && let Some((info, fetched)) = infos.get(relay)
+        {
+            let ttl = if info.is_some() {
+                INFO_TTL
+            } else {
+                NO_INFO_TTL
+            };
+            if fetched.elapsed() < ttl {
+                return Ok(info.clone());
+            }
+        }
+        match self.info(relay).await {
+            Ok((info, _)) => {
+                self.remember_info(relay, Some(info.clone()));
+                Ok(Some(info))
+            }
+            Err(e) if e.is_unreachable() => Err(e),
+            Err(e) => {
+                tracing::debug!(%relay, "no information document: {e}");
+                self.remember_info(relay, None);
+                Ok(None)
+            }
+        }
     }
 
     /// Sends one API request and decodes the answer. A protocol error answer
@@ -196,6 +313,71 @@ pub(crate) fn answer_question(
     // Bound to the relay it is sent to (spec/protocol.md 7.6), so a relay
     // that passes on another relay's question learns nothing usable there.
     Ok(connectoid_protocol::Answer::for_relay(&secret, relay))
+}
+
+/// Deletes the mailbox of `mailbox` at each of `relays` (each with the ext
+/// to send it): `check` for a question, then `delete` with the answer (or
+/// without, when the mailbox is empty).
+pub(crate) async fn delete_mailbox(
+    transport: &Transport,
+    mailbox: &connectoid_protocol::SecretKey,
+    relays: &[(RelayEntry, Option<String>)],
+) -> Vec<RelayOutcome> {
+    let entries: Vec<RelayEntry> = relays.iter().map(|(entry, _)| entry.clone()).collect();
+    let results = fan_out(&entries, |entry| async move {
+        let ext = relays
+            .iter()
+            .find(|(e, _)| e.url == entry.url)
+            .and_then(|(_, ext)| ext.clone());
+        let key = mailbox.public_key();
+        let mut last = None;
+        // A message may arrive between the check and the delete; one
+        // more round covers it.
+        for _ in 0..2 {
+            let check = Request {
+                key,
+                ext: ext.clone(),
+                op: Operation::Check { at: At::ZERO },
+            };
+            let answer = match transport.call(&entry.url, &check).await? {
+                Response::NotFound => None,
+                Response::Found { question } => {
+                    Some(answer_question(mailbox, &question, &entry.url)?)
+                }
+                other => return Err(unexpected(&other)),
+            };
+            let delete = Request {
+                key,
+                ext: ext.clone(),
+                op: Operation::Delete { answer },
+            };
+            match transport.call(&entry.url, &delete).await {
+                Ok(Response::Done) => return Ok(()),
+                Ok(other) => return Err(unexpected(&other)),
+                Err(RelayError::Api(error))
+                    if matches!(
+                        error.code,
+                        ErrorCode::AnswerRequired | ErrorCode::NoQuestion
+                    ) =>
+                {
+                    last = error.detail;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(RelayError::Api(match last {
+            Some(detail) => ApiError::new(ErrorCode::AnswerRequired, detail),
+            None => ApiError::from(ErrorCode::AnswerRequired),
+        }))
+    })
+    .await;
+    results
+        .into_iter()
+        .map(|(entry, result)| RelayOutcome {
+            relay: entry.url,
+            result,
+        })
+        .collect()
 }
 
 /// A response of the wrong shape for the request.
@@ -497,6 +679,43 @@ mod tests {
             Err(RelayError::Timeout(Duration::from_millis(300)))
         );
         assert_eq!(results[1].1, Ok(()));
+    }
+
+    #[test]
+    fn refusals_of_one_mailbox_are_told_apart_from_relay_failures() {
+        let api = |code, detail: Option<&str>| {
+            RelayError::Api(match detail {
+                Some(detail) => ApiError::new(code, detail),
+                None => ApiError::from(code),
+            })
+        };
+        for refusal in [
+            api(
+                ErrorCode::Forbidden,
+                Some("this relay requires an API key in ext"),
+            ),
+            api(ErrorCode::WrongAnswer, None),
+            api(ErrorCode::NoQuestion, None),
+            api(ErrorCode::MailboxFull, None),
+            api(ErrorCode::TooOften, Some("check_per_mailbox")),
+            RelayError::BadQuestion,
+        ] {
+            assert!(refusal.is_mailbox_refusal(), "{refusal}");
+        }
+        for failure in [
+            api(ErrorCode::TooOften, Some("check_per_ip")),
+            api(ErrorCode::TooOften, None),
+            api(ErrorCode::Unavailable, None),
+            api(ErrorCode::Internal, None),
+            RelayError::Timeout(Duration::from_secs(1)),
+            RelayError::Connect("refused".to_owned()),
+            RelayError::Malformed {
+                status: 200,
+                reason: "garbage".to_owned(),
+            },
+        ] {
+            assert!(!failure.is_mailbox_refusal(), "{failure}");
+        }
     }
 
     #[tokio::test]

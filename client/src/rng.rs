@@ -1,9 +1,7 @@
-//! The operating system's random number generator and the wall clock, the
-//! two things the protocol crate takes from its caller.
+//! The operating system's random number generator, which the core and the
+//! protocol crate take from their caller.
 //!
 //! Nothing here is seeded or cached: every call reads the OS.
-
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use getrandom::SysRng;
 use rand_core::UnwrapErr;
@@ -13,14 +11,6 @@ use rand_core::UnwrapErr;
 /// safely anyway.
 pub(crate) fn system_rng() -> UnwrapErr<SysRng> {
     UnwrapErr(SysRng)
-}
-
-/// Milliseconds since the Unix epoch (0 if the clock is before 1970).
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// A uniformly random duration in `[0, max)`; zero when `max` is zero.

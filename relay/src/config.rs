@@ -15,7 +15,10 @@ use std::time::Duration;
 use connectoid_protocol::RelayUrl;
 use connectoid_protocol::limits as protocol_limits;
 
+pub use crate::bucket::{Rate, RateParseError};
 use crate::clock::{Clock, SystemClock};
+use crate::store::StoreOptions;
+#[cfg(feature = "redis")]
 use crate::store::{RedisTarget, RedisUrlError};
 
 /// The default HTTP listen address: `127.0.0.1:8080`.
@@ -26,7 +29,8 @@ pub const DEFAULT_HTTP: SocketAddr =
 pub const DEFAULT_DATA_DIR: &str = "connectoid-data";
 
 /// Everything a relay needs to start. Build it with [`Config::new`] (the
-/// defaults) or [`Config::for_tests`] and change fields as needed.
+/// defaults) or `Config::for_tests` (feature `testing`) and change fields
+/// as needed.
 #[derive(Clone)]
 pub struct Config {
     /// HTTP (or HTTPS with [`Config::tls`]) listen address. Default `127.0.0.1:8080`.
@@ -122,6 +126,9 @@ impl Config {
     /// and [`Server::udp_addr`](crate::Server::udp_addr)), and **no rate
     /// limits** ([`RateLimits::off`]) so that tests sending many requests are
     /// never flaky. Tests of rate limiting set [`Limits::rate`] themselves.
+    ///
+    /// Only with the `testing` feature.
+    #[cfg(feature = "testing")]
     pub fn for_tests(data_dir: impl Into<PathBuf>) -> Self {
         let any_port = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
         let mut config = Self::new(data_dir);
@@ -140,24 +147,47 @@ pub enum StoreUrl {
     Redb,
     /// Redis (`redis://HOST:PORT`) or a Redis Cluster
     /// (`redis+cluster://HOST:PORT,HOST:PORT`), shared by several relay nodes;
-    /// see [`RedisTarget`].
+    /// see [`RedisTarget`]. Only with the `redis` feature (a default one).
+    #[cfg(feature = "redis")]
     Redis(RedisTarget),
     /// Any other URL (another scheme); not supported by this build. Starting
     /// with it fails cleanly.
     Other(String),
 }
 
+/// A store URL could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreUrlError {
+    /// A `redis://` or `redis+cluster://` URL is malformed.
+    #[cfg(feature = "redis")]
+    #[error(transparent)]
+    Redis(#[from] RedisUrlError),
+    /// A `redis://` or `redis+cluster://` URL, in a relay built without the
+    /// `redis` feature. (The URL is not repeated: it may hold a password.)
+    #[error(
+        "Redis store URLs need the relay's `redis` feature, which this build does not have; \
+         use `redb` or build the relay with `--features redis`"
+    )]
+    RedisNotBuilt,
+}
+
 /// `redb` (or empty) is the embedded store, `redis://` and
-/// `redis+cluster://` URLs are Redis (an invalid one is an error), anything
-/// else is [`StoreUrl::Other`].
+/// `redis+cluster://` URLs are Redis (an invalid one is an error, and so is
+/// any without the `redis` feature), anything else is [`StoreUrl::Other`].
 impl FromStr for StoreUrl {
-    type Err = RedisUrlError;
+    type Err = StoreUrlError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         Ok(match text {
             "redb" | "redb:" | "" => Self::Redb,
             redis if redis.starts_with("redis://") || redis.starts_with("redis+cluster://") => {
-                Self::Redis(redis.parse()?)
+                #[cfg(feature = "redis")]
+                {
+                    Self::Redis(redis.parse()?)
+                }
+                #[cfg(not(feature = "redis"))]
+                return Err(StoreUrlError::RedisNotBuilt);
             }
             other => Self::Other(other.to_owned()),
         })
@@ -168,6 +198,7 @@ impl fmt::Display for StoreUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Redb => f.write_str("redb"),
+            #[cfg(feature = "redis")]
             Self::Redis(target) => target.fmt(f),
             Self::Other(url) => f.write_str(url),
         }
@@ -258,60 +289,6 @@ impl Default for RateLimits {
     }
 }
 
-/// A token bucket: `burst` tokens, refilled at `per_minute` tokens a minute.
-/// Written `PER_MINUTE:BURST` in flags and config files (`120:60`), or `off`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rate {
-    /// Tokens added per minute (at least 1).
-    pub per_minute: u32,
-    /// Bucket size: how many requests may come at once (at least 1).
-    pub burst: u32,
-}
-
-impl Rate {
-    /// A bucket of `burst` tokens refilled at `per_minute` a minute. Zeros
-    /// are raised to 1.
-    pub fn new(per_minute: u32, burst: u32) -> Self {
-        Self {
-            per_minute: per_minute.max(1),
-            burst: burst.max(1),
-        }
-    }
-}
-
-/// A rate could not be parsed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid rate {0:?}: expected PER_MINUTE:BURST (two positive integers, e.g. 120:60) or off"
-)]
-pub struct RateParseError(String);
-
-/// Parses `PER_MINUTE:BURST` or `PER_MINUTE` (burst = per minute); `off` is
-/// handled by the caller (it is `None`, not a `Rate`).
-impl FromStr for Rate {
-    type Err = RateParseError;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let err = || RateParseError(text.to_owned());
-        let (per_minute, burst) = match text.split_once(':') {
-            Some((rate, burst)) => (rate, burst),
-            None => (text, text),
-        };
-        let per_minute: u32 = per_minute.trim().parse().map_err(|_| err())?;
-        let burst: u32 = burst.trim().parse().map_err(|_| err())?;
-        if per_minute == 0 || burst == 0 {
-            return Err(err());
-        }
-        Ok(Self { per_minute, burst })
-    }
-}
-
-impl fmt::Display for Rate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.per_minute, self.burst)
-    }
-}
-
 /// How long things live. Defaults are the protocol's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
@@ -373,6 +350,37 @@ pub fn default_urls(http: SocketAddr, tls: bool) -> Vec<RelayUrl> {
         .collect()
 }
 
+/// The bridge from the relay's configuration to its store's options, kept
+/// here so that the store does not depend on the configuration.
+impl StoreOptions {
+    /// The options a relay with `config` gives its store.
+    pub fn from_config(config: &Config) -> Self {
+        let Limits {
+            max_pending_per_mailbox,
+            max_stored_bytes,
+            max_mailboxes,
+            max_commit_batch,
+            ..
+        } = config.limits;
+        Self {
+            message_ttl_us: micros(config.retention.message),
+            mailbox_idle_us: micros(config.retention.mailbox_idle),
+            check_persist_us: micros(config.retention.check_persist),
+            max_pending_per_mailbox,
+            max_stored_bytes,
+            max_mailboxes,
+            max_commit_batch,
+        }
+    }
+}
+
+/// The options of a relay with the default [`Config`].
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self::from_config(&Config::new("unused"))
+    }
+}
+
 /// A duration in microseconds, saturating.
 pub(crate) fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
@@ -381,15 +389,6 @@ pub(crate) fn micros(duration: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rates_parse() {
-        assert_eq!("120:60".parse::<Rate>().unwrap(), Rate::new(120, 60));
-        assert_eq!("5".parse::<Rate>().unwrap(), Rate::new(5, 5));
-        assert!("0:1".parse::<Rate>().is_err());
-        assert!("x".parse::<Rate>().is_err());
-        assert_eq!(Rate::new(7, 3).to_string(), "7:3");
-    }
 
     #[test]
     fn defaults_match_the_protocol() {
@@ -402,6 +401,11 @@ mod tests {
             config.retention.mailbox_idle,
             Duration::from_secs(30 * 86_400)
         );
+    }
+
+    #[cfg(feature = "testing")]
+    #[test]
+    fn the_test_configuration_binds_any_port_without_rate_limits() {
         let tests = Config::for_tests("data");
         assert_eq!(tests.http.port(), 0);
         assert_eq!(tests.udp.map(|a| a.port()), Some(0));
@@ -438,6 +442,7 @@ mod tests {
         assert!(!format!("{config:?}").contains("secret-key"));
     }
 
+    #[cfg(feature = "redis")]
     #[test]
     fn store_urls() {
         assert_eq!("redb".parse::<StoreUrl>().unwrap(), StoreUrl::Redb);
@@ -454,5 +459,17 @@ mod tests {
             "postgres://x".parse::<StoreUrl>().unwrap(),
             StoreUrl::Other("postgres://x".into())
         );
+    }
+
+    #[cfg(not(feature = "redis"))]
+    #[test]
+    fn redis_urls_need_the_redis_feature() {
+        assert_eq!("redb".parse::<StoreUrl>().unwrap(), StoreUrl::Redb);
+        for url in ["redis://user:secret@x:1", "redis+cluster://x:1,y:2"] {
+            let error = url.parse::<StoreUrl>().unwrap_err();
+            assert_eq!(error, StoreUrlError::RedisNotBuilt);
+            assert!(error.to_string().contains("`redis` feature"));
+            assert!(!error.to_string().contains("secret"));
+        }
     }
 }

@@ -19,7 +19,9 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::config::{Config, StoreUrl, TlsConfig};
 use crate::http::router;
 use crate::service::Relay;
-use crate::store::{RedbStore, RedisStore, Store, StoreError, StoreOptions};
+#[cfg(feature = "redis")]
+use crate::store::RedisStore;
+use crate::store::{RedbStore, Store, StoreError, StoreOptions};
 
 /// A relay could not start.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +95,7 @@ impl Server {
                 tracing::info!(path = %store.path().display(), "store open");
                 Arc::new(store)
             }
+            #[cfg(feature = "redis")]
             StoreUrl::Redis(target) => {
                 let store = RedisStore::connect(target, StoreOptions::from_config(&config)).await?;
                 tracing::info!(redis = %target, "store connected");

@@ -16,7 +16,7 @@ use connectoid::protocol::link::{RelayEntry, RelayUrl};
 use connectoid::{Client, Delivery, Event};
 
 pub use fake::{Behavior, Blackhole, FakeRelay, RelayProxy};
-pub use process::{RelayProcess, cli_binary, relay_binary, url_of};
+pub use process::{RelayCommand, RelayProcess, cli_binary, relay_binary, url_of};
 
 /// How many polls a helper makes before giving up.
 pub const MAX_POLLS: usize = 20;

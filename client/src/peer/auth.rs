@@ -6,18 +6,17 @@
 //! the signing input) are the protocol crate's `peer` module; this module
 //! moves them over the stream, draws the challenge and the new key, checks
 //! the peer's proof with its pinned key from the profile, and only then
-//! stores the rotation (one atomic profile write). It does not choose or
-//! open connections.
+//! has the core apply the rotation (one profile read-modify-write). It does
+//! not choose or open connections.
 
+use connectoid_protocol::SecretKey;
 use connectoid_protocol::peer::{
     self, CHALLENGE_LEN, ChallengeMessage, Fingerprint, FrameError, ProofMessage,
 };
-use connectoid_protocol::{PublicKey, SecretKey};
 use rand_core::Rng as _;
 
 use super::PeerError;
 use crate::client::Client;
-use crate::profile::{Role, Status, StoredKey};
 use crate::rng::system_rng;
 
 fn frame_error(error: FrameError) -> PeerError {
@@ -74,7 +73,10 @@ pub(crate) async fn authenticate(
         nickname: nickname.to_owned(),
         reason,
     };
-    let (our_key, their_key, rotated) = client.link_keys(nickname).await?;
+    let (our_key, their_key, rotated) = client
+        .view(|book, _| book.link_keys(nickname))
+        .await?
+        .map_err(PeerError::Client)?;
     let mut challenge = [0u8; CHALLENGE_LEN];
     system_rng().fill_bytes(&mut challenge);
     write_frame(send, ChallengeMessage { challenge }.to_json().as_bytes()).await?;
@@ -97,72 +99,18 @@ pub(crate) async fn authenticate(
             "the signature does not verify with the pinned key".to_owned(),
         ));
     }
-    client
-        .commit_rotation(nickname, &our_key.public_key(), new_key, proof.key)
+    let old = our_key.public_key();
+    let their_new = proof.key;
+    let committed = client
+        .update::<_, PeerError>(|book, _| {
+            Ok(book.commit_rotation(nickname, &old, new_key, their_new))
+        })
         .await?;
+    if !committed {
+        return Err(PeerError::Link(
+            "the peer changed during the link".to_owned(),
+        ));
+    }
+    tracing::info!(nickname, "rotated peer keys over the direct link");
     Ok(!rotated)
-}
-
-impl Client {
-    /// Our mailbox secret key, the peer's pinned key and whether we rotated
-    /// already, for `nickname`.
-    pub(crate) async fn link_keys(
-        &self,
-        nickname: &str,
-    ) -> Result<(SecretKey, PublicKey, bool), PeerError> {
-        let state = self.inner.state.lock().await;
-        let peer = state.data.peer(nickname).ok_or_else(|| {
-            PeerError::Client(crate::ClientError::UnknownPeer(nickname.to_owned()))
-        })?;
-        let their = peer.their.as_ref().map(|t| t.0.key).ok_or_else(|| {
-            PeerError::Client(crate::ClientError::NotConnected(nickname.to_owned()))
-        })?;
-        Ok((peer.mailbox.key.0.clone(), their, peer.rotated))
-    }
-
-    /// Stores a rotation in one profile write: our new mailbox key (the
-    /// old one becomes the spent link when it was the link key, and is
-    /// dropped otherwise) and the peer's new key.
-    pub(crate) async fn commit_rotation(
-        &self,
-        nickname: &str,
-        old: &PublicKey,
-        new_key: Option<SecretKey>,
-        their_new: Option<PublicKey>,
-    ) -> Result<(), PeerError> {
-        let mut state = self.inner.state.lock().await;
-        let peer = state
-            .data
-            .peer_mut(nickname)
-            .filter(|p| p.mailbox.public_key() == *old)
-            .ok_or_else(|| PeerError::Link("the peer changed during the link".to_owned()))?;
-        let mut forget = None;
-        if let Some(new_key) = new_key {
-            let mut previous = peer.mailbox.clone();
-            previous.retired.clear();
-            peer.mailbox.key = StoredKey(new_key);
-            peer.mailbox.cursors.clear();
-            peer.mailbox.retired.clear();
-            peer.rotated = true;
-            if matches!(peer.role, Role::Sharer { .. }) && peer.spent_link.is_none() {
-                peer.spent_link = Some(previous);
-            } else {
-                forget = Some(*old);
-            }
-        }
-        if let Some(key) = their_new
-            && let Some(their) = peer.their.as_mut()
-        {
-            their.0.key = key;
-        }
-        if peer.status == Status::Accepted {
-            peer.status = Status::Connected;
-        }
-        if let Some(old) = forget {
-            state.inflight.forget_mailbox(&old);
-        }
-        state.save(&self.inner.store)?;
-        tracing::info!(nickname, "rotated peer keys over the direct link");
-        Ok(())
-    }
 }

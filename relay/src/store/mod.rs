@@ -8,7 +8,8 @@
 //! expired data on every read, and reclaims it in [`Store::sweep`].
 //!
 //! Backends: the embedded [`RedbStore`] (one relay process) and the shared
-//! [`RedisStore`] (several relay nodes on one Redis or Redis Cluster).
+//! `RedisStore` (feature `redis`: several relay nodes on one Redis or Redis
+//! Cluster).
 //!
 //! A store does not parse requests, check answers, make questions (no
 //! cryptography), apply rate limits of its own unless it shares them across
@@ -16,7 +17,8 @@
 //! takes `now_us` from the relay's [`Clock`](crate::Clock), so that retention
 //! is testable with a manual clock.
 //!
-//! [`conformance`] is the test suite every backend must pass.
+//! `conformance` (feature `testing`) is the test suite every backend must
+//! pass.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -29,15 +31,17 @@ use connectoid_protocol::keys::PUBLIC_KEY_LEN;
 use connectoid_protocol::seal::QUESTION_SECRET_LEN;
 use connectoid_protocol::{At, PublicKey};
 
-use crate::config::{Rate, micros};
-use crate::{Config, Limits};
+use crate::bucket::Rate;
 
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod conformance;
 mod redb;
+#[cfg(feature = "redis")]
 mod redis;
 
 pub use self::redb::RedbStore;
+#[cfg(feature = "redis")]
 pub use self::redis::{RedisStore, RedisTarget, RedisUrlError};
 
 /// A mailbox as the store names it: the 49 bytes of its compressed key. The
@@ -86,6 +90,8 @@ impl fmt::Debug for Question {
 }
 
 /// What a store enforces and how long it keeps things, in microseconds.
+/// [`StoreOptions::from_config`] makes them from a relay's
+/// [`Config`](crate::Config); the default is that of the default `Config`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreOptions {
     /// A message is visible until `at + message_ttl_us`.
@@ -102,37 +108,9 @@ pub struct StoreOptions {
     pub max_stored_bytes: u64,
     /// Most mailboxes ([`StoreError::RelayFull`] for a new one past it).
     pub max_mailboxes: u64,
-    /// Most operations committed together ([`Limits::max_commit_batch`]);
+    /// Most operations committed together ([`Limits::max_commit_batch`](crate::Limits::max_commit_batch));
     /// backends without batched commits ignore it.
     pub max_commit_batch: usize,
-}
-
-impl StoreOptions {
-    /// The options a relay with `config` gives its store.
-    pub fn from_config(config: &Config) -> Self {
-        let Limits {
-            max_pending_per_mailbox,
-            max_stored_bytes,
-            max_mailboxes,
-            max_commit_batch,
-            ..
-        } = config.limits;
-        Self {
-            message_ttl_us: micros(config.retention.message),
-            mailbox_idle_us: micros(config.retention.mailbox_idle),
-            check_persist_us: micros(config.retention.check_persist),
-            max_pending_per_mailbox,
-            max_stored_bytes,
-            max_mailboxes,
-            max_commit_batch,
-        }
-    }
-}
-
-impl Default for StoreOptions {
-    fn default() -> Self {
-        Self::from_config(&Config::new("unused"))
-    }
 }
 
 /// How a [`Store::delete`] ended.
@@ -227,7 +205,9 @@ impl From<IpAddr> for SourcePrefix {
     }
 }
 
-/// A storage operation failed.
+/// A storage operation failed. Each cause is said once: a variant with a
+/// `source` does not repeat it in its message (print the chain, as
+/// `{:#}` of `anyhow` does, to see it).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {

@@ -6,15 +6,18 @@
 //! lines every server here prints, and is killed (SIGKILL) when dropped.
 //! [`RelayOptions`] starts `connectoid-relay` on a given data directory and
 //! address, so a test can kill it and start it again on the same data and
-//! port. This module measures nothing by itself and asserts nothing.
+//! port; its command comes from the relay crate's launcher
+//! (`connectoid_relay::testing::RelayCommand`). This module measures
+//! nothing by itself and asserts nothing.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
+use connectoid_relay::testing::RelayCommand;
 
 /// A server child process. Killed (SIGKILL) and reaped when dropped.
 #[derive(Debug)]
@@ -29,8 +32,12 @@ impl ServerProcess {
     /// print `listening http=ADDR` (when `http`) and `listening udp=ADDR`
     /// (when `udp`).
     pub fn spawn(command: Command, http: bool, udp: bool) -> anyhow::Result<Self> {
-        let (child, http, udp) = crate::process::spawn_listening(command, http, udp)?;
-        Ok(Self { child, http, udp })
+        let listening = crate::process::spawn_listening(command, http, udp)?;
+        Ok(Self {
+            child: listening.child,
+            http: listening.http,
+            udp: listening.udp,
+        })
     }
 
     /// The process id.
@@ -173,26 +180,19 @@ impl RelayOptions {
 
     /// Starts the relay and waits for its addresses.
     pub fn start(&self) -> anyhow::Result<ServerProcess> {
-        let mut command = Command::new(&self.binary);
-        command
-            .args(["--http", &self.http, "--data"])
-            .arg(&self.data)
-            .args(&self.extra)
-            .env("RUST_LOG", "error")
-            .stderr(Stdio::null());
+        let mut relay = RelayCommand::new()
+            .binary(&self.binary)
+            .http(&self.http)
+            .data_dir(&self.data)
+            .args(&self.extra);
         if let Some(udp) = &self.udp {
-            command.args(["--udp", udp]);
+            relay = relay.udp_on(udp);
         }
         if self.no_rate_limits {
-            for flag in [
-                "--send-rate-ip",
-                "--send-rate-mailbox",
-                "--check-rate-ip",
-                "--check-rate-mailbox",
-            ] {
-                command.args([flag, "off"]);
-            }
+            relay = relay.no_rate_limits();
         }
+        let mut command = relay.command()?;
+        command.env("RUST_LOG", "error");
         ServerProcess::spawn(command, true, self.udp.is_some())
     }
 

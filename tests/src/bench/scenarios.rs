@@ -549,50 +549,6 @@ async fn receive(setup: &Setup, report: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A redis-server child on a free port, killed when dropped.
-struct RedisServer {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_redis(dir: &Path) -> anyhow::Result<RedisServer> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    std::fs::create_dir_all(dir)?;
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .current_dir(dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .context("redis-server")?;
-    let server = RedisServer { child, port };
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(server);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!("redis-server did not start listening")
-}
-
 async fn redis(setup: &Setup, report: &mut Report) {
     let ids = [
         (
@@ -610,11 +566,7 @@ async fn redis(setup: &Setup, report: &mut Report) {
         .unwrap_or_default();
     let why = if !help.contains("redis") {
         Some("not available: Redis backend not present".to_owned())
-    } else if Command::new("redis-server")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
+    } else if !connectoid_relay::testing::redis_installed() {
         Some("not available: redis-server not installed".to_owned())
     } else {
         None
@@ -638,8 +590,8 @@ async fn redis(setup: &Setup, report: &mut Report) {
 }
 
 async fn redis_rows(setup: &Setup) -> anyhow::Result<Vec<Row>> {
-    let server = start_redis(&setup.data_dir("redis-server"))?;
-    let store = format!("redis://127.0.0.1:{}", server.port);
+    let server = connectoid_relay::testing::RedisServer::spawn(&[])?;
+    let store = server.url();
     let relay = setup.relay("redis", &["--store", &store])?;
     let (addr, udp) = (relay.http_addr()?, relay.udp_addr()?);
     let publics = setup.publics();

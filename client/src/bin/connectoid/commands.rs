@@ -205,17 +205,22 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn list_command(client: &Client, command: ListCommand, json: bool) -> anyhow::Result<()> {
     let dir = client.profile_dir().to_owned();
-    let mut shopping = list::load(&dir)?;
-    match command {
+    let shopping = match command {
         ListCommand::Add { item } => {
-            shopping.add(&item, list::new_id(), list::now())?;
-            list::save(&dir, &shopping)?;
+            update_list(dir, move |shopping| {
+                shopping.add(&item, list::new_id(), list::now())?;
+                Ok(())
+            })
+            .await?
         }
         ListCommand::Remove { item } => {
-            shopping.remove(&item, list::now())?;
-            list::save(&dir, &shopping)?;
+            update_list(dir, move |shopping| {
+                shopping.remove(&item, list::now())?;
+                Ok(())
+            })
+            .await?
         }
-        ListCommand::Show => {}
+        ListCommand::Show => list::load(&dir)?,
         ListCommand::Share {
             nickname,
             read_only,
@@ -229,8 +234,12 @@ async fn list_command(client: &Client, command: ListCommand, json: bool) -> anyh
             } else {
                 list::Access::ReadWrite
             };
-            shopping.shared_with.insert(nickname.clone(), access);
-            list::save(&dir, &shopping)?;
+            let shared = nickname.clone();
+            update_list(dir, move |shopping| {
+                shopping.shared_with.insert(shared, access);
+                Ok(())
+            })
+            .await?;
             if json {
                 print_json(
                     &json!({ "link": link.encode(), "nickname": nickname, "access": access }),
@@ -241,7 +250,7 @@ async fn list_command(client: &Client, command: ListCommand, json: bool) -> anyh
             }
             return Ok(());
         }
-    }
+    };
     let items = shopping.visible();
     if json {
         print_json(&json!({ "items": items, "readOnly": shopping.is_read_only() }));
@@ -251,6 +260,22 @@ async fn list_command(client: &Client, command: ListCommand, json: bool) -> anyh
         }
     }
     Ok(())
+}
+
+/// Changes the list under its lock (another process may be syncing it), off
+/// the runtime's threads; returns the list as written.
+async fn update_list(
+    dir: std::path::PathBuf,
+    change: impl FnOnce(&mut list::ShoppingList) -> Result<(), list::ListError> + Send + 'static,
+) -> anyhow::Result<list::ShoppingList> {
+    let written = tokio::task::spawn_blocking(move || {
+        list::update(&dir, |shopping| {
+            change(shopping)?;
+            Ok(shopping.clone())
+        })
+    })
+    .await??;
+    Ok(written)
 }
 
 async fn sync(
@@ -270,16 +295,15 @@ async fn sync(
     }
     options.interval = Duration::from_secs_f64(interval);
     options.polls = if watch { 1 } else { polls.max(1) };
+    let mut syncer = list::Syncer::new(client.clone(), options.clone());
     let mut last = None;
     loop {
         let items = list::load(client.profile_dir())?.items;
         // In watch mode, offer only after local changes (or the first time);
-        // otherwise just answer.
-        let report = if !watch || last.as_ref() != Some(&items) {
-            list::sync(client, &options).await?
-        } else {
-            list::answer(client, &options).await?
-        };
+        // otherwise just answer. Offers stay pending from round to round.
+        let mut report = syncer
+            .round(!watch || last.as_ref() != Some(&items))
+            .await?;
         for (nickname, changed) in &report.synced {
             if json {
                 print_json(&json!({ "synced": nickname, "changed": changed }));
@@ -296,7 +320,10 @@ async fn sync(
             }
             return Ok(());
         }
-        last = Some(list::load(client.profile_dir())?.items);
+        // What the peer has: after a sync, the merge it made; otherwise
+        // what this round started from, so a change made during the round
+        // is offered in the next one.
+        last = Some(report.peer_items.take().unwrap_or(items));
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(()),
             () = tokio::time::sleep(options.interval) => {}
@@ -343,20 +370,13 @@ async fn poll(client: &Client, watch: bool, interval: f64, json: bool) -> anyhow
     let mut link_used = false;
     if !watch {
         let poll = client.poll_once().await?;
-        for relay in &poll.report.relays {
-            for error in &relay.errors {
-                eprintln!("{}: {error}", relay.relay);
-            }
-            for rejected in &relay.rejected {
-                eprintln!("{}: rejected a message: {}", relay.relay, rejected.reason);
-            }
-        }
-        if poll.report.all_failed() {
-            bail!("every relay failed");
-        }
+        print_poll_problems(&poll.report);
         for delivery in &poll.deliveries {
             link_used |= print_delivery(delivery, json);
             client.ack(delivery).await?;
+        }
+        if poll.report.all_failed() {
+            bail!("every relay failed");
         }
         if poll.deliveries.is_empty() {
             eprintln!("nothing new");
@@ -388,6 +408,25 @@ async fn poll(client: &Client, watch: bool, interval: f64, json: bool) -> anyhow
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Prints what went wrong at each relay: its own errors, the mailboxes it
+/// refused and the messages rejected.
+fn print_poll_problems(report: &connectoid::PollReport) {
+    for relay in &report.relays {
+        for error in &relay.errors {
+            eprintln!("{}: {error}", relay.relay);
+        }
+        for refusal in &relay.refused {
+            eprintln!(
+                "{}: mailbox for {} refused: {}",
+                relay.relay, refusal.nickname, refusal.error
+            );
+        }
+        for rejected in &relay.rejected {
+            eprintln!("{}: rejected a message: {}", relay.relay, rejected.reason);
+        }
+    }
 }
 
 /// Prints one event; returns whether it was the "link already used" error.

@@ -5,13 +5,9 @@
 //! answer carries the CORS header, the size limit holds, a connection is
 //! kept alive across requests, and the other routes still answer.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::net::SocketAddr;
 
-use common::*;
+use crate::common::*;
 use connectoid_protocol::limits;
 use connectoid_relay::Rate;
 use serde_json::Value;

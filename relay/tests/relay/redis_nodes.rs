@@ -4,21 +4,15 @@
 //! through both nodes get distinct increasing `at`s, and a Redis outage gives
 //! 503 until Redis is back, without restarting the relays.
 //!
-//! Every test starts its own `redis-server` (see `common::redis_server`);
+//! Every test starts its own `redis-server` (see `connectoid_relay::testing::RedisServer`);
 //! without it they are skipped, except under `CI=true`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::collections::HashSet;
-use std::io::BufReader;
 use std::net::SocketAddr;
-use std::process::{Child, ChildStdout};
 
-use common::redis_server::RedisServer;
-use common::*;
+use crate::common::*;
 use connectoid_protocol::{RelayUrl, SecretKey, b64};
+use connectoid_relay::testing::RedisServer;
 use serde_json::Value;
 
 /// The URL every node is published under (the load balancer's).
@@ -26,9 +20,8 @@ const PUBLIC: &str = "http://relay.test/";
 
 /// A relay process; killed on drop.
 struct Node {
-    child: Child,
+    _process: RelayProcess,
     http: SocketAddr,
-    _stdout: BufReader<ChildStdout>,
 }
 
 impl Node {
@@ -36,7 +29,7 @@ impl Node {
     /// rate limit off unless `extra` sets it (`--send-rate-mailbox 1:3`),
     /// and with the other flags of `extra`.
     fn start(store: &str, extra: &[&str]) -> Self {
-        let mut args: Vec<&str> = vec!["--http", "127.0.0.1:0", "--store", store];
+        let mut args: Vec<&str> = vec!["--store", store];
         for flag in [
             "--send-rate-ip",
             "--send-rate-mailbox",
@@ -51,11 +44,14 @@ impl Node {
             args.extend(["--url", PUBLIC]);
         }
         args.extend(extra);
-        let spawned = spawn_relay(&args, "error,tower_http=off");
+        let process = relay_command()
+            .args(args)
+            .log("error,tower_http=off")
+            .start()
+            .unwrap();
         Self {
-            child: spawned.child,
-            http: spawned.http,
-            _stdout: spawned.stdout,
+            http: process.http_addr(),
+            _process: process,
         }
     }
 
@@ -82,13 +78,6 @@ impl Node {
         let mut response = String::new();
         stream.read_to_string(&mut response).await.unwrap();
         response.split(' ').nth(1).unwrap().parse().unwrap()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -2,14 +2,10 @@
 //! error, the seed's examples with real keys, limits at and past each edge,
 //! rate limits per source, and expiry with the manual clock.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use axum::http::StatusCode;
-use common::*;
 use connectoid_protocol::RelayInfo;
 use connectoid_protocol::seal::open_message;
 use connectoid_protocol::{b64, limits};

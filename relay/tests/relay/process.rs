@@ -3,60 +3,26 @@
 //! `kill -9` is received after a restart on the same data directory, at
 //! several kill points while other sends are still in flight.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::collections::HashSet;
-use std::io::BufReader;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command};
 
-use common::*;
+use crate::common::*;
 use connectoid_protocol::b64;
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_connectoid-relay");
-
-struct Relay {
-    child: Child,
-    http: SocketAddr,
-    udp: Option<SocketAddr>,
-    _stdout: BufReader<ChildStdout>,
-}
-
-impl Relay {
-    /// Starts the binary and reads its `listening` lines.
-    fn start(data: &Path, extra: &[&str]) -> Self {
-        let data = data.to_str().unwrap();
-        let mut args = vec!["--http", "127.0.0.1:0", "--data", data];
-        args.extend(["--send-rate-ip", "off", "--send-rate-mailbox", "off"]);
-        args.extend(["--check-rate-ip", "off", "--check-rate-mailbox", "off"]);
-        args.extend(["--max-pending", "1000"]);
-        args.extend(extra);
-        let spawned = spawn_relay(&args, "warn");
-        Self {
-            child: spawned.child,
-            http: spawned.http,
-            udp: spawned.udp,
-            _stdout: spawned.stdout,
-        }
+/// Starts the binary on `data` (rate limits off, room for every message of
+/// the test), with the UDP check when `udp`, and reads its `listening` lines.
+fn start_relay(data: &Path, udp: bool) -> RelayProcess {
+    let mut command = relay_command()
+        .data_dir(data)
+        .no_rate_limits()
+        .args(["--max-pending", "1000"])
+        .log("warn");
+    if udp {
+        command = command.udp();
     }
-
-    /// `kill -9`.
-    fn kill(&mut self) {
-        // On Unix, `Child::kill` sends SIGKILL.
-        let _ = self.child.kill();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    command.start().unwrap()
 }
 
 /// Every message in `secret`'s mailbox, through check, question and receive.
@@ -95,14 +61,14 @@ async fn acknowledged_sends_survive_kill_9_at_several_points() {
     let mut acknowledged: Vec<(usize, Vec<u8>)> = Vec::new();
     // Kill after 60 and 130 acknowledgements (others in flight), then after all 200.
     for (round, kill_after) in [60usize, 130, 200].into_iter().enumerate() {
-        let mut relay = Relay::start(dir.path(), &[]);
+        let mut relay = start_relay(dir.path(), false);
         let mut sends = tokio::task::JoinSet::new();
         for i in 0..200usize {
             let owner = i % owners.len();
             let key = owners[owner].public_key();
             let mut data = vec![0u8; 150];
             data[..16].copy_from_slice(&((round * 1000 + i) as u128).to_be_bytes());
-            let http = relay.http;
+            let http = relay.http_addr();
             sends.spawn(async move {
                 let result = http_post(http, &send_body(&key, &data)).await;
                 (owner, data, result)
@@ -126,10 +92,15 @@ async fn acknowledged_sends_survive_kill_9_at_several_points() {
         relay.kill();
     }
 
-    let relay = Relay::start(dir.path(), &[]);
+    let relay = start_relay(dir.path(), false);
     let mut received: Vec<HashSet<Vec<u8>>> = Vec::new();
     for owner in &owners {
-        received.push(receive_all(relay.http, owner).await.into_iter().collect());
+        received.push(
+            receive_all(relay.http_addr(), owner)
+                .await
+                .into_iter()
+                .collect(),
+        );
     }
     let missing = acknowledged
         .iter()
@@ -147,16 +118,14 @@ async fn acknowledged_sends_survive_kill_9_at_several_points() {
 #[tokio::test]
 async fn prints_where_it_listens_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let mut relay = Relay::start(dir.path(), &["--udp", "127.0.0.1:0"]);
-    let udp = relay.udp.unwrap();
-    assert_eq!(udp.ip(), relay.http.ip());
-    let (status, info) = http_get_info(relay.http).await;
+    let mut relay = start_relay(dir.path(), true);
+    let udp = relay.udp_addr().unwrap();
+    assert_eq!(udp.ip(), relay.http_addr().ip());
+    let (status, info) = http_get_info(relay.http_addr()).await;
     assert_eq!(status, 200);
     assert_eq!(info["udp_port"], udp.port());
-    let pid = relay.child.id().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(killed.success());
-    let status = relay.child.wait().unwrap();
+    // SIGTERM.
+    let status = relay.stop().unwrap();
     assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
 }
 
@@ -176,7 +145,7 @@ async fn http_get_info(addr: SocketAddr) -> (u16, Value) {
 
 #[test]
 fn exit_codes_and_help() {
-    let help = Command::new(BIN).arg("--help").output().unwrap();
+    let help = relay_bin().arg("--help").output().unwrap();
     assert!(help.status.success());
     let text = String::from_utf8(help.stdout).unwrap();
     for flag in [
@@ -194,18 +163,14 @@ fn exit_codes_and_help() {
     ] {
         assert!(text.contains(flag), "--help does not mention {flag}");
     }
-    let bad = Command::new(BIN).arg("--no-such-flag").output().unwrap();
+    let bad = relay_bin().arg("--no-such-flag").output().unwrap();
     assert_eq!(bad.status.code(), Some(2));
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("relay.toml");
     std::fs::write(&config, "http = 5\n").unwrap();
-    let bad_file = Command::new(BIN)
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
+    let bad_file = relay_bin().arg("--config").arg(&config).output().unwrap();
     assert_eq!(bad_file.status.code(), Some(2));
-    let store = Command::new(BIN)
+    let store = relay_bin()
         .args(["--http", "127.0.0.1:0", "--store", "postgres://127.0.0.1:1"])
         .arg("--data")
         .arg(dir.path())
@@ -214,7 +179,7 @@ fn exit_codes_and_help() {
     assert_eq!(store.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&store.stderr).contains("unsupported store"));
     // Redis that does not answer: exit 1 with the reason (nothing listens on port 1).
-    let redis = Command::new(BIN)
+    let redis = relay_bin()
         .args(["--http", "127.0.0.1:0", "--store", "redis://127.0.0.1:1"])
         .output()
         .unwrap();
@@ -225,10 +190,69 @@ fn exit_codes_and_help() {
         "{stderr}"
     );
     // A malformed Redis URL is a bad flag: exit 2.
-    let bad = Command::new(BIN)
+    let bad = relay_bin()
         .args(["--store", "redis://127.0.0.1:1?color=blue"])
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown parameter"));
+}
+
+/// The `connectoid-relay: ...` line a failed start printed on stderr.
+fn error_line(output: &std::process::Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    stderr
+        .lines()
+        .find(|line| line.starts_with("connectoid-relay: "))
+        .unwrap_or_else(|| panic!("no error line in {stderr:?}"))
+        .to_owned()
+}
+
+/// Asserts that no part of an error chain (`a: b: c`) comes twice.
+fn assert_each_cause_once(line: &str) {
+    let parts: Vec<&str> = line.split(": ").collect();
+    for (i, part) in parts.iter().enumerate() {
+        assert!(
+            !parts[i + 1..].contains(part),
+            "{part:?} is said twice in {line:?}"
+        );
+    }
+}
+
+#[test]
+fn a_failed_start_names_each_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = relay_command().data_dir(dir.path()).start().unwrap();
+
+    // A second relay on the first one's port (its own data directory).
+    let other = tempfile::tempdir().unwrap();
+    let port_taken = relay_bin()
+        .args(["--http", &first.http_addr().to_string(), "--data"])
+        .arg(other.path())
+        .output()
+        .unwrap();
+    assert_eq!(port_taken.status.code(), Some(1));
+    let line = error_line(&port_taken);
+    assert!(
+        line.contains(&format!(
+            "cannot listen for HTTP on {}: ",
+            first.http_addr()
+        )),
+        "{line}"
+    );
+    assert_eq!(line.matches("in use").count(), 1, "{line}");
+    assert_each_cause_once(&line);
+
+    // A second relay on the first one's data directory (locked).
+    let locked = relay_bin()
+        .args(["--http", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(locked.status.code(), Some(1));
+    let line = error_line(&locked);
+    assert!(line.contains("cannot open the store: "), "{line}");
+    assert_eq!(line.matches("storage unavailable").count(), 1, "{line}");
+    assert_eq!(line.matches("lock").count(), 1, "{line}");
+    assert_each_cause_once(&line);
 }

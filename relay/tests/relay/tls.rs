@@ -5,8 +5,6 @@
 //! and 127.0.0.1, made for these tests only. The client verifies it at a fixed
 //! time (2030), so the test does not depend on the machine's clock.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -2,8 +2,6 @@
 //! specific to redb: everything a call returned survives a close and reopen,
 //! and last-check times are written at close.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::sync::{Arc, Mutex};
 
 use connectoid_protocol::At;

@@ -1,18 +1,24 @@
-//! Redis servers for tests: each test starts its own `redis-server`
-//! processes on 127.0.0.1 with free ports and temporary directories, and
-//! kills them when the guard is dropped.
+//! Redis servers for tests: `redis-server` processes on 127.0.0.1 with free
+//! ports and temporary directories, killed when their handle is dropped,
+//! and a three-master Redis Cluster made with `redis-cli --cluster create`.
 //!
-//! When `redis-server` is not installed the constructors return `None`
-//! after printing a notice, so that the test can skip; under `CI=true` they
-//! panic instead (`scripts/test` installs the Debian package `redis-server`).
+//! [`RedisServer::spawn`] returns an error when Redis cannot start. The
+//! constructors named for tests, [`RedisServer::start`] and
+//! [`RedisCluster::start`], return `None` when `redis-server` is not
+//! installed (after printing a notice), so that the test can skip; under
+//! `CI=true` they panic instead (`scripts/test` installs the Debian package
+//! `redis-server`), and they panic when Redis is installed but fails, as a
+//! test assertion does.
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use tempfile::TempDir;
+
+use super::LaunchError;
 
 const SERVER: &str = "redis-server";
 const CLI: &str = "redis-cli";
@@ -23,8 +29,8 @@ fn is_ci() -> bool {
     matches!(std::env::var("CI").as_deref(), Ok("true" | "1"))
 }
 
-/// Whether `redis-server` and `redis-cli` can run; panics under CI when not.
-pub fn redis_available(test: &str) -> bool {
+/// Whether `redis-server` and `redis-cli` can run.
+pub fn redis_installed() -> bool {
     let runs = |program: &str| {
         Command::new(program)
             .arg("--version")
@@ -33,7 +39,13 @@ pub fn redis_available(test: &str) -> bool {
             .status()
             .is_ok_and(|s| s.success())
     };
-    if runs(SERVER) && runs(CLI) {
+    runs(SERVER) && runs(CLI)
+}
+
+/// Whether `redis-server` and `redis-cli` can run for `test`: when they
+/// cannot, prints that `test` is skipped, and panics under `CI=true`.
+pub fn redis_available(test: &str) -> bool {
+    if redis_installed() {
         return true;
     }
     if is_ci() {
@@ -53,9 +65,11 @@ pub fn redis_available(test: &str) -> bool {
 }
 
 /// A port nobody listens on right now.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
+fn free_port() -> Result<u16, LaunchError> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .map_err(LaunchError::io("finding a free port"))
 }
 
 /// Whether a Redis answers PING with PONG on `port`.
@@ -78,7 +92,9 @@ fn pong(port: u16) -> bool {
     reply.starts_with(b"+PONG")
 }
 
-/// One `redis-server` process; killed (SIGKILL) on drop.
+/// One `redis-server` process without persistence (unless its arguments
+/// ask for it); killed (SIGKILL) on drop.
+#[derive(Debug)]
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
@@ -87,26 +103,43 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    /// A server without persistence. `None` when Redis is not installed
-    /// (outside CI).
+    /// A server without persistence, for `test`. `None` when Redis is not
+    /// installed (outside CI).
+    ///
+    /// # Panics
+    ///
+    /// When Redis is installed but does not start, or is missing under CI.
     pub fn start(test: &str) -> Option<Self> {
         Self::start_with(test, &[])
     }
 
-    /// A server with extra `redis-server` arguments (such as
+    /// [`RedisServer::start`] with extra `redis-server` arguments (such as
     /// `--appendonly yes`).
+    ///
+    /// # Panics
+    ///
+    /// As [`RedisServer::start`].
     pub fn start_with(test: &str, extra: &[&str]) -> Option<Self> {
         if !redis_available(test) {
             return None;
         }
-        let mut dir = tempfile::tempdir().expect("tempdir");
+        match Self::spawn(extra) {
+            Ok(server) => Some(server),
+            Err(error) => panic!("{test}: {error}"),
+        }
+    }
+
+    /// Starts a server with extra `redis-server` arguments on a free port
+    /// and waits until it answers PING.
+    pub fn spawn(extra: &[&str]) -> Result<Self, LaunchError> {
+        let mut dir = tempfile::tempdir().map_err(LaunchError::io("making a Redis directory"))?;
         let mut last_error = String::new();
         // A port can be taken between choosing it and binding it: retry.
         for _ in 0..10 {
-            let port = free_port();
+            let port = free_port()?;
             let mut args: Vec<String> = extra.iter().map(|a| (*a).to_owned()).collect();
             if extra.contains(&"--cluster-enabled") {
-                args.extend(["--cluster-port".to_owned(), free_port().to_string()]);
+                args.extend(["--cluster-port".to_owned(), free_port()?.to_string()]);
             }
             let mut server = Self {
                 child: None,
@@ -114,24 +147,25 @@ impl RedisServer {
                 dir,
                 args,
             };
-            match server.spawn() {
-                Ok(()) => return Some(server),
+            match server.run() {
+                Ok(()) => return Ok(server),
                 Err(error) => {
                     last_error = error;
-                    dir = server.take_dir();
+                    server.stop();
+                    dir = std::mem::replace(
+                        &mut server.dir,
+                        tempfile::tempdir().map_err(LaunchError::io("making a Redis directory"))?,
+                    );
                 }
             }
         }
-        panic!("redis-server did not start: {last_error}");
-    }
-
-    fn take_dir(mut self) -> TempDir {
-        self.stop();
-        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"))
+        Err(LaunchError::NotReady(format!(
+            "redis-server did not start: {last_error}"
+        )))
     }
 
     /// Starts the process and waits until it answers PING.
-    fn spawn(&mut self) -> Result<(), String> {
+    fn run(&mut self) -> Result<(), String> {
         let log = self.dir.path().join("redis.log");
         let mut child = Command::new(SERVER)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
@@ -152,7 +186,7 @@ impl RedisServer {
             }
             if pong(self.port) {
                 // Ours, not another test's server that holds the port.
-                let info = self.cli(&["info", "server"]);
+                let info = self.cli(&["info", "server"]).unwrap_or_default();
                 if !info.contains(&format!("process_id:{}\r", child.id())) {
                     let _ = child.kill();
                     let _ = child.wait();
@@ -192,12 +226,16 @@ impl RedisServer {
     }
 
     /// Starts it again on the same port, directory and arguments.
+    ///
+    /// # Panics
+    ///
+    /// When it does not start within about two seconds of tries.
     pub fn restart(&mut self) {
         self.stop();
         let mut last = String::new();
         // The old socket may linger for a moment; redis-server then fails to bind.
         for _ in 0..40 {
-            match self.spawn() {
+            match self.run() {
                 Ok(()) => return,
                 Err(error) => last = error,
             }
@@ -207,13 +245,13 @@ impl RedisServer {
     }
 
     /// Runs `redis-cli -p PORT ARGS...` and returns its stdout.
-    pub fn cli(&self, args: &[&str]) -> String {
+    pub fn cli(&self, args: &[&str]) -> Result<String, LaunchError> {
         let output = Command::new(CLI)
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args(args)
             .output()
-            .expect("run redis-cli");
-        String::from_utf8_lossy(&output.stdout).into_owned()
+            .map_err(LaunchError::io("running redis-cli"))?;
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 }
 
@@ -223,7 +261,7 @@ impl Drop for RedisServer {
     }
 }
 
-fn log_tail(path: &PathBuf) -> String {
+fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(5)..].join(" | ")
@@ -231,28 +269,41 @@ fn log_tail(path: &PathBuf) -> String {
 
 /// A Redis Cluster of three masters without replicas, made with
 /// `redis-cli --cluster create`; every node is killed on drop.
+#[derive(Debug)]
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
 }
 
 impl RedisCluster {
-    /// Starts three nodes, creates the cluster and waits until every node
-    /// reports `cluster_state:ok`. `None` when Redis is not installed
-    /// (outside CI).
+    /// A cluster for `test`. `None` when Redis is not installed (outside CI).
+    ///
+    /// # Panics
+    ///
+    /// When Redis is installed but the cluster does not form, or is missing
+    /// under CI.
     pub fn start(test: &str) -> Option<Self> {
+        if !redis_available(test) {
+            return None;
+        }
+        match Self::spawn() {
+            Ok(cluster) => Some(cluster),
+            Err(error) => panic!("{test}: {error}"),
+        }
+    }
+
+    /// Starts three nodes, creates the cluster and waits until every node
+    /// reports `cluster_state:ok` with every slot served.
+    pub fn spawn() -> Result<Self, LaunchError> {
         let mut nodes = Vec::new();
         for _ in 0..3 {
-            nodes.push(RedisServer::start_with(
-                test,
-                &[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "5000",
-                ],
-            )?);
+            nodes.push(RedisServer::spawn(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "5000",
+            ])?);
         }
         let addresses: Vec<String> = nodes
             .iter()
@@ -263,27 +314,31 @@ impl RedisCluster {
             .args(&addresses)
             .args(["--cluster-replicas", "0", "--cluster-yes"])
             .output()
-            .expect("run redis-cli --cluster create");
-        assert!(
-            output.status.success(),
-            "redis-cli --cluster create failed: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+            .map_err(LaunchError::io("running redis-cli --cluster create"))?;
+        if !output.status.success() {
+            return Err(LaunchError::NotReady(format!(
+                "redis-cli --cluster create failed: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            )));
+        }
         let cluster = Self { nodes };
+        let mut info = String::new();
         for _ in 0..READY_POLLS {
-            if cluster.nodes.iter().all(|node| {
-                let info = node.cli(&["cluster", "info"]);
-                info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
-            }) {
-                return Some(cluster);
+            let mut ready = true;
+            for node in &cluster.nodes {
+                info = node.cli(&["cluster", "info"])?;
+                ready &=
+                    info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384");
+            }
+            if ready {
+                return Ok(cluster);
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        panic!(
-            "the cluster never reached cluster_state:ok: {}",
-            cluster.nodes[0].cli(&["cluster", "info"])
-        );
+        Err(LaunchError::NotReady(format!(
+            "the cluster never reached cluster_state:ok: {info}"
+        )))
     }
 
     /// `redis+cluster://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3`.

@@ -5,17 +5,12 @@
 //! buckets; the totals stay right when Redis expired data by itself; a
 //! stopped Redis gives "unavailable" and a restarted one serves again.
 //!
-//! Every test starts its own Redis processes (see `common::redis_server`);
+//! Every test starts its own Redis processes (see `connectoid_relay::testing::RedisServer`);
 //! without `redis-server` they are skipped, except under `CI=true`.
-
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use common::redis_server::{RedisCluster, RedisServer};
 use connectoid_protocol::At;
 use connectoid_relay::Rate;
 use connectoid_relay::store::conformance::{StoreFactory, T0, mailbox, options, run_all};
@@ -23,6 +18,7 @@ use connectoid_relay::store::{
     Bucket, MailboxId, Question, RedisStore, RedisTarget, SourcePrefix, Store, StoreError,
     StoreOptions,
 };
+use connectoid_relay::testing::{RedisCluster, RedisServer};
 
 /// What keeps the servers of a factory alive.
 enum Servers {
@@ -124,6 +120,7 @@ impl RedisFactory {
         };
         cluster.nodes()[0]
             .cli(&["cluster", "keyslot", key])
+            .unwrap()
             .trim()
             .parse()
             .unwrap()
@@ -134,7 +131,7 @@ impl RedisFactory {
         let Servers::Cluster(cluster) = &self.servers else {
             panic!("a cluster was expected");
         };
-        let shards = cluster.nodes()[0].cli(&["cluster", "slots"]);
+        let shards = cluster.nodes()[0].cli(&["cluster", "slots"]).unwrap();
         // redis-cli prints each range as: start, end, ip, port, id (one per line).
         let lines: Vec<&str> = shards.lines().map(str::trim).collect();
         for window in lines.windows(4) {
@@ -238,7 +235,7 @@ async fn totals_stay_right_when_redis_expired_messages_itself() {
     let Servers::Single(server) = &factory.servers else {
         unreachable!()
     };
-    assert_eq!(server.cli(&["del", &key]).trim(), "1");
+    assert_eq!(server.cli(&["del", &key]).unwrap().trim(), "1");
     let expired = T0 + options().message_ttl_us + 1;
     let report = store.sweep(expired).await.unwrap();
     assert_eq!(report.messages_removed, 2, "{report:?}");

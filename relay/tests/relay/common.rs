@@ -1,10 +1,8 @@
 //! Helpers shared by the relay's integration tests: keys, sealed messages,
-//! an in-process router with a manual clock, and a minimal HTTP/1.1 client
-//! for real sockets.
+//! an in-process router with a manual clock, a minimal HTTP/1.1 client for
+//! real sockets, and the relay binary cargo built for these tests.
 
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
-
-pub mod redis_server;
+#![allow(dead_code, unreachable_pub)]
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -14,6 +12,8 @@ use axum::extract::ConnectInfo;
 use axum::http::{Request as HttpRequest, StatusCode};
 use connectoid_protocol::seal::{open_question, seal_message};
 use connectoid_protocol::{Answer, PublicKey, RelayUrl, SecretKey, b64};
+use connectoid_relay::testing::RelayCommand;
+pub use connectoid_relay::testing::RelayProcess;
 use connectoid_relay::{Config, ManualClock, RedbStore, Relay, Server, StoreOptions};
 use serde_json::Value;
 use tempfile::TempDir;
@@ -184,47 +184,15 @@ pub async fn http_post(addr: SocketAddr, body: &str) -> std::io::Result<(u16, Va
     Ok((status, json))
 }
 
-/// A `connectoid-relay` process started by [`spawn_relay`]. Its stdout stays
-/// open (a closed pipe would make the relay's later prints fail).
-pub struct RelayChild {
-    /// The process.
-    pub child: std::process::Child,
-    /// The address of `listening http=`.
-    pub http: SocketAddr,
-    /// The address of `listening udp=`, when `--udp` was given.
-    pub udp: Option<SocketAddr>,
-    /// The rest of its stdout.
-    pub stdout: std::io::BufReader<std::process::ChildStdout>,
+/// The relay binary cargo built for these tests.
+pub const RELAY_BIN: &str = env!("CARGO_BIN_EXE_connectoid-relay");
+
+/// A command running [`RELAY_BIN`], for tests of flags and exit codes.
+pub fn relay_bin() -> std::process::Command {
+    std::process::Command::new(RELAY_BIN)
 }
 
-/// Starts the relay binary with `args` (stdout piped, stderr inherited,
-/// `RUST_LOG` = `log`) and reads its `listening http=` line, and its
-/// `listening udp=` line when `args` has `--udp`.
-pub fn spawn_relay(args: &[&str], log: &str) -> RelayChild {
-    use std::io::BufRead as _;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_connectoid-relay"))
-        .args(args)
-        .env("RUST_LOG", log)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut read = |prefix: &str| -> SocketAddr {
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        line.trim()
-            .strip_prefix(prefix)
-            .unwrap_or_else(|| panic!("expected {prefix}ADDR, got {line:?}"))
-            .parse()
-            .unwrap()
-    };
-    let http = read("listening http=");
-    let udp = args.contains(&"--udp").then(|| read("listening udp="));
-    RelayChild {
-        child,
-        http,
-        udp,
-        stdout,
-    }
+/// The launcher of relay processes ([`RelayCommand`]), on [`RELAY_BIN`].
+pub fn relay_command() -> RelayCommand {
+    RelayCommand::new().binary(RELAY_BIN)
 }

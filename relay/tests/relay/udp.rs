@@ -1,14 +1,10 @@
 //! The UDP check through real sockets, and the size rule as a property: no
 //! datagram of any size or content gets a larger answer.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use connectoid_protocol::udp::{CheckRequest, CheckResponse, CheckStatus, MailboxCheck, NONCE_LEN};
 use connectoid_protocol::{PublicKey, limits};
 use connectoid_relay::Rate;
