@@ -34,7 +34,7 @@ pub enum SpawnError {
     )]
     UnsupportedStore(String),
     /// The store could not be opened (data directory, lock, corruption).
-    #[error("cannot open the store: {0}")]
+    #[error("cannot open the store")]
     Store(#[from] StoreError),
     /// The HTTP address could not be bound.
     #[error("cannot listen for HTTP on {addr}: {source}")]
@@ -65,7 +65,7 @@ pub enum ShutdownError {
     #[error("HTTP server: {0}")]
     Http(io::Error),
     /// The store could not write what it kept in memory.
-    #[error("closing the store: {0}")]
+    #[error("closing the store")]
     Store(#[from] StoreError),
 }
 

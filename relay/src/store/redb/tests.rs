@@ -277,12 +277,13 @@ async fn the_index_reloads_exactly() {
 }
 
 /// A new database with its (empty) index, in a temporary directory.
-fn fresh_database() -> (tempfile::TempDir, Database, Mutex<Index>) {
+fn fresh_database() -> (tempfile::TempDir, Handle, Mutex<Index>) {
     let dir = tempfile::tempdir().unwrap();
-    let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let db = Database::create(&path).unwrap();
     init_schema(&db).unwrap();
     let index = Mutex::new(load_index(&db).unwrap());
-    (dir, db, index)
+    (dir, Handle::new(path, db), index)
 }
 
 /// Queues `count` sends to one mailbox before the writer runs, runs it
@@ -304,14 +305,13 @@ fn run_queued_sends(count: u8, options: StoreOptions) -> (u64, Vec<Result<At, St
         answers.push(answer);
     }
     drop(queue);
-    let commits = AtomicU64::new(0);
-    run_writer(&db, &index, options, receiver, &commits);
+    run_writer(&db, &index, options, receiver);
     let answers = answers
         .into_iter()
         .map(|mut answer| answer.try_recv().unwrap())
         .collect();
     let index = index.into_inner().unwrap();
-    (commits.load(Ordering::Relaxed), answers, index)
+    (db.commits.load(Ordering::Relaxed), answers, index)
 }
 
 /// Operations that wait while the writer is busy share one commit.
@@ -451,9 +451,8 @@ fn a_sweep_expires_what_its_own_batch_sent() {
     };
     assert!(queue.try_send(sweep).is_ok());
     drop(queue);
-    let commits = AtomicU64::new(0);
-    run_writer(&db, &index, options, receiver, &commits);
-    assert_eq!(commits.load(Ordering::Relaxed), 1);
+    run_writer(&db, &index, options, receiver);
+    assert_eq!(db.commits.load(Ordering::Relaxed), 1);
     for mut answer in sends {
         answer.try_recv().unwrap().unwrap();
     }
@@ -461,7 +460,7 @@ fn a_sweep_expires_what_its_own_batch_sent() {
     let index = index.into_inner().unwrap();
     assert_eq!((index.messages, index.bytes), (1, 10));
     assert_eq!(index.mailboxes.len(), 3);
-    assert_table_matches_index(&db, &index);
+    assert_table_matches_index(&db.database().unwrap(), &index);
 }
 
 /// A message the index lists but a later commit removed is skipped,
@@ -609,15 +608,15 @@ fn an_unknown_schema_is_refused() {
 }
 
 /// Runs the writer over `ops` queued before it starts: one batch.
-fn run_batch(db: &Database, index: &Mutex<Index>, options: StoreOptions, ops: Vec<Op>) {
+fn run_batch(db: &Handle, index: &Mutex<Index>, options: StoreOptions, ops: Vec<Op>) {
     let (queue, receiver) = mpsc::channel(QUEUE);
     for op in ops {
         assert!(queue.try_send(op).is_ok());
     }
     drop(queue);
-    let commits = AtomicU64::new(0);
-    run_writer(db, index, options, receiver, &commits);
-    assert_eq!(commits.load(Ordering::Relaxed), 1);
+    let before = db.commits.load(Ordering::Relaxed);
+    run_writer(db, index, options, receiver);
+    assert_eq!(db.commits.load(Ordering::Relaxed), before + 1);
 }
 
 fn send_op(n: u16, now_us: u64) -> (Op, oneshot::Receiver<Result<At, StoreError>>) {
@@ -702,5 +701,5 @@ fn a_batch_changes_committed_queues() {
     let index = index.into_inner().unwrap();
     assert_eq!(index.floor, At(T0 + 1));
     assert_eq!(index.mailboxes.len(), 2);
-    assert_table_matches_index(&db, &index);
+    assert_table_matches_index(&db.database().unwrap(), &index);
 }
