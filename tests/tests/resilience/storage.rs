@@ -326,24 +326,40 @@ async fn a_failing_final_flush_exits_1() -> anyhow::Result<()> {
     const MAILBOXES: u64 = 2000;
     let (mount, logs) = (tempfile::tempdir()?, tempfile::tempdir()?);
     let mut relay = TmpfsRelay::start(mount.path(), "16m", logs.path())?;
-    let mut conn = HttpConn::connect(relay.relay.http).await?;
+    let addr = relay.relay.http;
     let keys: Vec<_> = (0..MAILBOXES)
         .map(|i| secret_key(7000 + i).public_key())
         .collect();
-    for (i, key) in keys.iter().enumerate() {
-        let answer = conn
-            .post(&send_body(key, &tagged(2, i as u64, 128)), false)
-            .await?;
-        assert_eq!(answer.status, 200);
-    }
+    // On 8 connections, so that sends share commits.
+    let posts = |bodies: Vec<Vec<u8>>| async move {
+        let mut tasks = Vec::new();
+        for chunk in bodies.chunks(bodies.len().div_ceil(8)) {
+            let chunk = chunk.to_vec();
+            tasks.push(tokio::spawn(async move {
+                let mut conn = HttpConn::connect(addr).await?;
+                for body in chunk {
+                    let answer = conn.post(&body, false).await?;
+                    anyhow::ensure!(answer.status == 200, "status {}", answer.status);
+                }
+                anyhow::Ok(())
+            }));
+        }
+        for task in tasks {
+            task.await??;
+        }
+        anyhow::Ok(())
+    };
+    posts(
+        keys.iter()
+            .enumerate()
+            .map(|(i, key)| send_body(key, &tagged(2, i as u64, 128)))
+            .collect(),
+    )
+    .await?;
     relay.fill("filler")?;
     // Checks move the last-check times in memory: the shutdown must write
     // 2000 mailbox records (many more pages than redb keeps free).
-    for key in &keys {
-        let answer = conn.post(&check_body(key, 0), false).await?;
-        assert_eq!(answer.status, 200);
-    }
-    drop(conn);
+    posts(keys.iter().map(|key| check_body(key, 0)).collect()).await?;
     let status = relay.relay.terminate()?;
     let stderr = relay.relay.stderr();
     assert_eq!(status.code(), Some(1), "exit status {status}: {stderr}");
