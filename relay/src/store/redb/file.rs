@@ -40,9 +40,9 @@ fn damaged(path: &Path, what: &str) -> StoreError {
 
 /// Opens the database at `path` (creating it if it does not exist), checks
 /// its integrity, and refuses it with [`StoreError::Corrupt`] naming the
-/// file if it is damaged. Blocking; reads the whole file (see
-/// `spec/relay.md` for what that costs).
-/// Makes the tables of a new file and loads the index.
+/// file if it is damaged; then makes the tables of a new file (or migrates
+/// an old one) and loads the index. Blocking; reads the whole file
+/// (`spec/relay.md` §10 says what that costs).
 pub(super) fn open_checked(path: &Path) -> Result<(Database, Index), StoreError> {
     match std::fs::metadata(path) {
         Ok(meta) if meta.len() == 0 => {

@@ -56,8 +56,15 @@
 //!
 //! Opening rebuilds the index by scanning both tables (keys and value
 //! lengths only); `messages_by_at` yields each mailbox's messages in `at`
-//! order. This module does not do rate limiting, cryptography or
-//! time keeping.
+//! order.
+//!
+//! **Faults.** Opening runs redb's integrity check first and refuses a
+//! damaged file, naming it (`file`). A commit that fails (a full disk) is
+//! answered [`StoreError::Unavailable`]; the writer then reopens the
+//! database before the next batch, and the first commit that succeeds ends
+//! the failure; meanwhile [`Store::health`] says so (`writer`).
+//!
+//! This module does not do rate limiting, cryptography or time keeping.
 
 mod file;
 mod index;
