@@ -4,7 +4,7 @@
 //! | --- | --- |
 //! | `POST /` | the API: a JSON body (whatever its `Content-Type`, so `curl -d` works) |
 //! | `GET /.well-known/connectoid` | the information document ([`RelayInfo`](connectoid_protocol::RelayInfo)) |
-//! | `GET /healthz` | `{"ok":true}`, or 503 when the store is unusable |
+//! | `GET /healthz` | `{"ok":true}`, or 503 while the store cannot read or write (a full disk) |
 //! | `GET /metrics` | Prometheus (OpenMetrics) text |
 //!
 //! `POST /`, the one hot path, is answered directly: the body is read
@@ -270,11 +270,10 @@ async fn info(State(relay): State<Arc<Relay>>) -> axum::response::Response {
 }
 
 async fn healthz(State(relay): State<Arc<Relay>>) -> Result<axum::response::Response, AppError> {
-    relay
-        .store()
-        .stats()
-        .await
-        .map_err(|_| ApiError::new(ErrorCode::Unavailable, "storage is unavailable"))?;
+    if let Err(error) = relay.store().health().await {
+        tracing::warn!(%error, "health check: storage is unavailable");
+        return Err(ApiError::new(ErrorCode::Unavailable, "storage is unavailable").into());
+    }
     Ok(json(&Response::Done))
 }
 

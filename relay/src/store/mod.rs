@@ -313,6 +313,15 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// the backend; later calls fail with [`StoreError::Closed`]. Idempotent.
     async fn close(&self) -> Result<(), StoreError>;
 
+    /// Whether the store works now, for `GET /healthz`: `Ok` when it can
+    /// serve reads and take writes. The default asks for [`Store::stats`].
+    /// A backend whose writes failed (a full disk) answers
+    /// [`StoreError::Unavailable`] until a write succeeds again, and may try
+    /// one to find out.
+    async fn health(&self) -> Result<(), StoreError> {
+        self.stats().await.map(drop)
+    }
+
     /// Whether this backend keeps rate-limit buckets itself, shared by every
     /// relay node using it. When `false` (the default) the relay keeps its
     /// buckets in memory and never calls [`Store::take_token`].

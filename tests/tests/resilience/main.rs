@@ -7,8 +7,11 @@
 //! - `a_flood_from_one_source_leaves_other_sources_served`
 //! - `corpus_and_random_inputs_never_crash_the_relay`
 //! - `a_restart_during_polling_loses_and_duplicates_nothing`
+//! - [`storage`]: a full disk and damaged database files
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod storage;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -56,9 +56,17 @@
 //!
 //! Opening rebuilds the index by scanning both tables (keys and value
 //! lengths only); `messages_by_at` yields each mailbox's messages in `at`
-//! order. This module does not do rate limiting, cryptography or
-//! time keeping.
+//! order.
+//!
+//! **Faults.** Opening runs redb's integrity check first and refuses a
+//! damaged file, naming it (`file`). A commit that fails (a full disk) is
+//! answered [`StoreError::Unavailable`]; the writer then reopens the
+//! database before the next batch, and the first commit that succeeds ends
+//! the failure; meanwhile [`Store::health`] says so (`writer`).
+//!
+//! This module does not do rate limiting, cryptography or time keeping.
 
+mod file;
 mod index;
 mod schema;
 #[cfg(test)]
@@ -67,8 +75,8 @@ mod writer;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use connectoid_protocol::At;
@@ -77,8 +85,8 @@ use redb::{Database, ReadableDatabase as _};
 use tokio::sync::{mpsc, oneshot};
 
 use self::index::Index;
-use self::schema::{MESSAGES, init_schema, load_index, message_key};
-use self::writer::{Op, Writer, run_writer};
+use self::schema::{MESSAGES, message_key};
+use self::writer::{Handle, Op, Writer, run_writer};
 use super::{
     Deleted, MailboxId, Question, Store, StoreError, StoreOptions, StoreStats, SweepReport,
 };
@@ -109,9 +117,8 @@ pub struct RedbStore {
     path: PathBuf,
     options: StoreOptions,
     index: Arc<Mutex<Index>>,
-    db: RwLock<Option<Arc<Database>>>,
+    handle: Arc<Handle>,
     writer: Mutex<Option<Writer>>,
-    commits: Arc<AtomicU64>,
     closed: std::sync::atomic::AtomicBool,
 }
 
@@ -126,40 +133,31 @@ impl fmt::Debug for RedbStore {
 
 impl RedbStore {
     /// Opens (or creates) the store in `dir`, creating the directory if
-    /// needed, recovers after a crash, loads the index and starts the writer
-    /// thread. Blocking: call it from `spawn_blocking` in async code.
+    /// needed, recovers after a crash, checks the file's integrity, loads
+    /// the index and starts the writer thread. Blocking: call it from
+    /// `spawn_blocking` in async code. The integrity check reads the whole
+    /// file (`spec/relay.md` §9 gives its cost).
     ///
     /// Fails if another process (or another `RedbStore` in this one) has the
-    /// database open.
+    /// database open, and with [`StoreError::Corrupt`], naming the file and
+    /// what to do, if the file is damaged (also when redb panics reading it:
+    /// the panic is caught). Logs a warning when it creates a new file.
     pub fn open(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
             path: dir.to_owned(),
             source,
         })?;
         let path = dir.join(FILE_NAME);
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(&path)
-            .map_err(|e| match e {
-                redb::DatabaseError::Storage(redb::StorageError::Io(source)) => StoreError::Io {
-                    path: path.clone(),
-                    source,
-                },
-                other => unavailable(format!("{}: {other}", path.display())),
-            })?;
-        init_schema(&db)?;
-        let index = load_index(&db)?;
-        let db = Arc::new(db);
+        let (db, index) = file::open_checked(&path)?;
+        let handle = Arc::new(Handle::new(path.clone(), db));
         let index = Arc::new(Mutex::new(index));
         let (queue, receiver) = mpsc::channel(QUEUE);
-        let commits = Arc::new(AtomicU64::new(0));
         let thread = {
-            let db = Arc::clone(&db);
+            let handle = Arc::clone(&handle);
             let index = Arc::clone(&index);
-            let commits = Arc::clone(&commits);
             std::thread::Builder::new()
                 .name("connectoid-store-writer".into())
-                .spawn(move || run_writer(&db, &index, options, receiver, &commits))
+                .spawn(move || run_writer(&handle, &index, options, receiver))
                 .map_err(|source| StoreError::Io {
                     path: path.clone(),
                     source,
@@ -169,9 +167,8 @@ impl RedbStore {
             path,
             options,
             index,
-            db: RwLock::new(Some(db)),
+            handle,
             writer: Mutex::new(Some(Writer { queue, thread })),
-            commits,
             closed: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -184,7 +181,7 @@ impl RedbStore {
     /// How many write transactions were committed since opening (each may
     /// hold many operations).
     pub fn commits(&self) -> u64 {
-        self.commits.load(Ordering::Relaxed)
+        self.handle.commits.load(Ordering::Relaxed)
     }
 
     /// Fails once [`Store::close`] has begun.
@@ -203,11 +200,16 @@ impl RedbStore {
     }
 
     fn database(&self) -> Result<Arc<Database>, StoreError> {
-        self.db
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-            .ok_or(StoreError::Closed)
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(StoreError::Closed);
+        }
+        self.handle.database().ok_or_else(|| {
+            unavailable(
+                self.handle
+                    .failing()
+                    .unwrap_or_else(|| "the database is not open".into()),
+            )
+        })
     }
 
     async fn submit<T>(
@@ -402,10 +404,28 @@ impl Store for RedbStore {
                 .map_err(unavailable)?
                 .map_err(|_| StoreError::Unavailable("the writer thread panicked".into()))?;
         }
-        self.db
+        self.handle
+            .db
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         flushed
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(StoreError::Closed);
+        }
+        let Some(error) = self.handle.failing() else {
+            return Ok(());
+        };
+        // Writes failed: healthy again only once the file system takes new
+        // data and a commit succeeds (the writer reopens the database first).
+        let probe = self.path.with_extension("redb.probe");
+        tokio::task::spawn_blocking(move || file::probe(&probe))
+            .await
+            .map_err(unavailable)?
+            .map_err(|probe| unavailable(format!("{error}; {probe}")))?;
+        self.submit(|reply| Op::Flush { reply }).await.map(drop)
     }
 }

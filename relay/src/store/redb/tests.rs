@@ -277,12 +277,13 @@ async fn the_index_reloads_exactly() {
 }
 
 /// A new database with its (empty) index, in a temporary directory.
-fn fresh_database() -> (tempfile::TempDir, Database, Mutex<Index>) {
+fn fresh_database() -> (tempfile::TempDir, Handle, Mutex<Index>) {
     let dir = tempfile::tempdir().unwrap();
-    let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let db = Database::create(&path).unwrap();
     init_schema(&db).unwrap();
     let index = Mutex::new(load_index(&db).unwrap());
-    (dir, db, index)
+    (dir, Handle::new(path, db), index)
 }
 
 /// Queues `count` sends to one mailbox before the writer runs, runs it
@@ -304,14 +305,13 @@ fn run_queued_sends(count: u8, options: StoreOptions) -> (u64, Vec<Result<At, St
         answers.push(answer);
     }
     drop(queue);
-    let commits = AtomicU64::new(0);
-    run_writer(&db, &index, options, receiver, &commits);
+    run_writer(&db, &index, options, receiver);
     let answers = answers
         .into_iter()
         .map(|mut answer| answer.try_recv().unwrap())
         .collect();
     let index = index.into_inner().unwrap();
-    (commits.load(Ordering::Relaxed), answers, index)
+    (db.commits.load(Ordering::Relaxed), answers, index)
 }
 
 /// Operations that wait while the writer is busy share one commit.
@@ -451,9 +451,8 @@ fn a_sweep_expires_what_its_own_batch_sent() {
     };
     assert!(queue.try_send(sweep).is_ok());
     drop(queue);
-    let commits = AtomicU64::new(0);
-    run_writer(&db, &index, options, receiver, &commits);
-    assert_eq!(commits.load(Ordering::Relaxed), 1);
+    run_writer(&db, &index, options, receiver);
+    assert_eq!(db.commits.load(Ordering::Relaxed), 1);
     for mut answer in sends {
         answer.try_recv().unwrap().unwrap();
     }
@@ -461,7 +460,7 @@ fn a_sweep_expires_what_its_own_batch_sent() {
     let index = index.into_inner().unwrap();
     assert_eq!((index.messages, index.bytes), (1, 10));
     assert_eq!(index.mailboxes.len(), 3);
-    assert_table_matches_index(&db, &index);
+    assert_table_matches_index(&db.database().unwrap(), &index);
 }
 
 /// A message the index lists but a later commit removed is skipped,
@@ -609,15 +608,15 @@ fn an_unknown_schema_is_refused() {
 }
 
 /// Runs the writer over `ops` queued before it starts: one batch.
-fn run_batch(db: &Database, index: &Mutex<Index>, options: StoreOptions, ops: Vec<Op>) {
+fn run_batch(db: &Handle, index: &Mutex<Index>, options: StoreOptions, ops: Vec<Op>) {
     let (queue, receiver) = mpsc::channel(QUEUE);
     for op in ops {
         assert!(queue.try_send(op).is_ok());
     }
     drop(queue);
-    let commits = AtomicU64::new(0);
-    run_writer(db, index, options, receiver, &commits);
-    assert_eq!(commits.load(Ordering::Relaxed), 1);
+    let before = db.commits.load(Ordering::Relaxed);
+    run_writer(db, index, options, receiver);
+    assert_eq!(db.commits.load(Ordering::Relaxed), before + 1);
 }
 
 fn send_op(n: u16, now_us: u64) -> (Op, oneshot::Receiver<Result<At, StoreError>>) {
@@ -702,5 +701,120 @@ fn a_batch_changes_committed_queues() {
     let index = index.into_inner().unwrap();
     assert_eq!(index.floor, At(T0 + 1));
     assert_eq!(index.mailboxes.len(), 2);
+    assert_table_matches_index(&db.database().unwrap(), &index);
+}
+
+/// The database file, failing every write with "No space left on device"
+/// while `full` is set (everything else goes to the file).
+#[derive(Debug)]
+struct FullDisk {
+    file: redb::backends::FileBackend,
+    full: Arc<std::sync::atomic::AtomicBool>,
+}
+
+type Bound = std::ops::Bound<u64>;
+
+impl redb::StorageBackend for FullDisk {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        self.file.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        self.file.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        self.file.set_len(len)
+    }
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        self.file.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        if self.full.load(Ordering::SeqCst) {
+            return Err(std::io::Error::from_raw_os_error(28));
+        }
+        self.file.write(offset, data)
+    }
+    fn close(&self) -> Result<(), std::io::Error> {
+        self.file.close()
+    }
+    fn try_lock_range(&self, s: Bound, e: Bound) -> Result<bool, redb::BackendError> {
+        self.file.try_lock_range(s, e)
+    }
+    fn try_lock_shared_range(&self, s: Bound, e: Bound) -> Result<bool, redb::BackendError> {
+        self.file.try_lock_shared_range(s, e)
+    }
+    fn lock_range(&self, s: Bound, e: Bound) -> Result<(), redb::BackendError> {
+        self.file.lock_range(s, e)
+    }
+    fn lock_shared_range(&self, s: Bound, e: Bound) -> Result<(), redb::BackendError> {
+        self.file.lock_shared_range(s, e)
+    }
+    fn unlock_range(&self, s: Bound, e: Bound) -> Result<(), redb::BackendError> {
+        self.file.unlock_range(s, e)
+    }
+    fn query_lock_range(&self, s: Bound, e: Bound) -> Result<bool, redb::BackendError> {
+        self.file.query_lock_range(s, e)
+    }
+}
+
+/// A commit that fails with ENOSPC answers every operation of its batch
+/// "unavailable" (not "closed") and marks the store failing; the next
+/// commit reopens the file (here without the fault) first and succeeds:
+/// nothing acknowledged is lost, and the failure ends.
+#[test]
+fn a_failed_commit_reopens_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .unwrap();
+    let backend = FullDisk {
+        file: redb::backends::FileBackend::new(file).unwrap(),
+        full: Arc::clone(&full),
+    };
+    let db = Database::builder().create_with_backend(backend).unwrap();
+    init_schema(&db).unwrap();
+    let index = Mutex::new(load_index(&db).unwrap());
+    let handle = Handle::new(path, db);
+    let (first, mut acked) = send_op(1, 10);
+    run_batch(&handle, &index, StoreOptions::default(), vec![first]);
+    let acked = acked.try_recv().unwrap().unwrap();
+
+    full.store(true, Ordering::SeqCst);
+    let (send, mut refused) = send_op(1, 20);
+    let (reply, mut flushed) = oneshot::channel();
+    let (queue, receiver) = mpsc::channel(QUEUE);
+    assert!(queue.try_send(send).is_ok());
+    assert!(queue.try_send(Op::Flush { reply }).is_ok());
+    drop(queue);
+    run_writer(&handle, &index, StoreOptions::default(), receiver);
+    for error in [
+        refused.try_recv().unwrap().unwrap_err(),
+        flushed.try_recv().unwrap().unwrap_err(),
+    ] {
+        assert!(
+            matches!(&error, StoreError::Unavailable(why) if why.contains("os error 28")),
+            "{error}"
+        );
+    }
+    assert!(handle.failing().is_some());
+    // The writer reopened the file (the plain one: space is free again)
+    // for its last flush; the next commit succeeds and ends the failure.
+    let (again, mut answer) = send_op(1, 30);
+    run_batch(&handle, &index, StoreOptions::default(), vec![again]);
+    assert!(answer.try_recv().unwrap().is_ok());
+    assert_eq!(handle.failing(), None);
+    let index = index.into_inner().unwrap();
+    let db = handle.database().unwrap();
     assert_table_matches_index(&db, &index);
+    let pending: Vec<At> = index.mailboxes[&id(1)]
+        .pending()
+        .map(|(at, _)| *at)
+        .collect();
+    assert_eq!(pending.len(), 2, "the acknowledged send and the last one");
+    assert_eq!(pending[0], acked);
 }

@@ -1,11 +1,21 @@
 //! The writer thread: takes the queued operations, applies them in one
 //! write transaction (group commit), and publishes them to the index only
 //! after the commit.
+//!
+//! A failed commit (an I/O error such as a full disk) answers every
+//! operation of its batch "unavailable" and marks the store failing: redb
+//! then refuses every operation until the database is reopened, so the
+//! writer reopens it before the next batch (at most every
+//! [`FIRST_BACKOFF`] to [`MAX_BACKOFF`], doubling), and the first commit
+//! that succeeds clears the failure. Nothing acknowledged is lost: an
+//! answer is sent only after its commit returned.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use connectoid_protocol::At;
 use connectoid_protocol::keys::PUBLIC_KEY_LEN;
@@ -465,45 +475,235 @@ impl<'a> Batch<'a> {
     }
 }
 
-/// A reply to send once the batch's fate is known.
-pub(super) enum Reply {
-    Send(
-        oneshot::Sender<Result<At, StoreError>>,
-        Result<At, StoreError>,
-    ),
-    Delete(oneshot::Sender<Result<Deleted, StoreError>>, Deleted),
-    Sweep(
-        oneshot::Sender<Result<SweepReport, StoreError>>,
-        SweepReport,
-    ),
-    Flush(oneshot::Sender<Result<u64, StoreError>>, u64),
+/// What an operation did, to answer it with once its batch committed.
+pub(super) enum Done {
+    Send(Result<At, StoreError>),
+    Delete(Deleted),
+    Sweep(SweepReport),
+    Flush(u64),
 }
 
-impl Reply {
-    pub(super) fn send(self, failure: Option<&str>) {
-        fn fail<T>(message: &str) -> Result<T, StoreError> {
-            Err(StoreError::Unavailable(message.to_owned()))
-        }
+impl Op {
+    /// Applies the operation to the batch's tables.
+    fn apply(&self, batch: &mut Batch<'_>, tables: &mut Tables<'_>) -> Result<Done, redb::Error> {
+        Ok(match self {
+            Self::Send {
+                mailbox,
+                data,
+                now_us,
+                ..
+            } => Done::Send(batch.send(tables, *mailbox, data, *now_us)?),
+            Self::Delete {
+                mailbox,
+                only_if_empty,
+                now_us,
+                ..
+            } => Done::Delete(batch.delete(tables, *mailbox, *only_if_empty, *now_us)?),
+            Self::Sweep { now_us, .. } => Done::Sweep(batch.sweep(tables, *now_us)?),
+            Self::Flush { .. } => Done::Flush(batch.flush(tables)?),
+        })
+    }
+
+    /// Answers with what the committed operation did (`done` is what
+    /// [`Op::apply`] returned for it).
+    fn answer(self, done: Done) {
         // A dropped receiver means the request was cancelled; nothing to do.
-        match (self, failure) {
-            (Self::Send(tx, _), Some(f)) => drop(tx.send(fail(f))),
-            (Self::Send(tx, result), None) => drop(tx.send(result)),
-            (Self::Delete(tx, _), Some(f)) => drop(tx.send(fail(f))),
-            (Self::Delete(tx, result), None) => drop(tx.send(Ok(result))),
-            (Self::Sweep(tx, _), Some(f)) => drop(tx.send(fail(f))),
-            (Self::Sweep(tx, result), None) => drop(tx.send(Ok(result))),
-            (Self::Flush(tx, _), Some(f)) => drop(tx.send(fail(f))),
-            (Self::Flush(tx, result), None) => drop(tx.send(Ok(result))),
+        match (self, done) {
+            (Self::Send { reply, .. }, Done::Send(result)) => drop(reply.send(result)),
+            (Self::Delete { reply, .. }, Done::Delete(result)) => drop(reply.send(Ok(result))),
+            (Self::Sweep { reply, .. }, Done::Sweep(result)) => drop(reply.send(Ok(result))),
+            (Self::Flush { reply, .. }, Done::Flush(result)) => drop(reply.send(Ok(result))),
+            (op, _) => op.fail("internal error: an operation's result does not match it"),
+        }
+    }
+
+    /// Answers that nothing of the operation was stored, and why.
+    pub(super) fn fail(self, why: &str) {
+        fn fail<T>(reply: oneshot::Sender<Result<T, StoreError>>, why: &str) {
+            drop(reply.send(Err(StoreError::Unavailable(why.to_owned()))));
+        }
+        match self {
+            Self::Send { reply, .. } => fail(reply, why),
+            Self::Delete { reply, .. } => fail(reply, why),
+            Self::Sweep { reply, .. } => fail(reply, why),
+            Self::Flush { reply } => fail(reply, why),
+        }
+    }
+}
+
+/// First wait before reopening the database after a failed commit; it
+/// doubles with every failed attempt up to [`MAX_BACKOFF`] (a reopen may
+/// read the whole file to recover it).
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How long a reopen waits for reads that still hold the old database.
+const READS_DRAIN: Duration = Duration::from_secs(2);
+
+/// The database the writer and readers share, and whether writes fail.
+pub(super) struct Handle {
+    pub(super) path: PathBuf,
+    /// `None` once closed, or when a reopen failed.
+    pub(super) db: RwLock<Option<Arc<Database>>>,
+    /// Set by a failed commit, cleared by the next one that succeeds.
+    pub(super) failure: Mutex<Option<WriteFailure>>,
+    /// Write transactions committed since opening.
+    pub(super) commits: AtomicU64,
+}
+
+/// Writes fail: the last error, and when to reopen the database.
+pub(super) struct WriteFailure {
+    /// The last error, as the log and the answers say it.
+    pub(super) error: String,
+    /// The database must be reopened before the next write (redb refuses
+    /// every operation after an I/O error until then).
+    reopen: bool,
+    next_attempt: Instant,
+    backoff: Duration,
+}
+
+impl Handle {
+    pub(super) fn new(path: PathBuf, db: Database) -> Self {
+        Self {
+            path,
+            db: RwLock::new(Some(Arc::new(db))),
+            failure: Mutex::new(None),
+            commits: AtomicU64::new(0),
+        }
+    }
+
+    /// The database, if it is open.
+    pub(super) fn database(&self) -> Option<Arc<Database>> {
+        self.db
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Why writes fail now, if they do.
+    pub(super) fn failing(&self) -> Option<String> {
+        lock(&self.failure).as_ref().map(|f| f.error.clone())
+    }
+
+    /// The database to write to: reopened first if a commit failed and it
+    /// is time to try again; otherwise why writing is pointless now.
+    fn ready(&self, index: &Mutex<Index>) -> Result<Arc<Database>, String> {
+        let due = {
+            let mut failure = lock(&self.failure);
+            match failure.as_mut() {
+                Some(f) if f.reopen => {
+                    let now = Instant::now();
+                    if now < f.next_attempt {
+                        return Err(f.error.clone());
+                    }
+                    f.next_attempt = now + f.backoff;
+                    f.backoff = (f.backoff * 2).min(MAX_BACKOFF);
+                    true
+                }
+                _ => false,
+            }
+        };
+        if due {
+            let reopened = self.reopen(index);
+            let mut failure = lock(&self.failure);
+            if let Some(f) = failure.as_mut() {
+                match reopened {
+                    Ok(()) => f.reopen = false,
+                    Err(error) => {
+                        f.error = format!("reopening the database failed: {error}");
+                        tracing::warn!(error = %f.error, "storage still unavailable");
+                        return Err(f.error.clone());
+                    }
+                }
+            }
+        }
+        self.database()
+            .ok_or_else(|| "the database is not open".to_owned())
+    }
+
+    /// Closes the database and opens it again, then loads the index from
+    /// what the file holds, keeping what only memory knew (check times,
+    /// questions).
+    fn reopen(&self, index: &Mutex<Index>) -> Result<(), StoreError> {
+        let taken = self
+            .db
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(mut db) = taken {
+            // Reads hold the database for one lookup each: wait for them.
+            let deadline = Instant::now() + READS_DRAIN;
+            loop {
+                match Arc::try_unwrap(db) {
+                    Ok(db) => break drop(db),
+                    Err(shared) if Instant::now() < deadline => {
+                        db = shared;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(shared) => {
+                        *self.db.write().unwrap_or_else(PoisonError::into_inner) = Some(shared);
+                        return Err(StoreError::Unavailable(
+                            "reads still hold the database".into(),
+                        ));
+                    }
+                }
+            }
+        }
+        let (db, mut fresh) = super::file::reopen(&self.path)?;
+        {
+            let mut index = lock(index);
+            for (id, mailbox) in fresh.mailboxes.iter_mut() {
+                if let Some(known) = index.mailboxes.get(id) {
+                    mailbox.checked(known.last_check_us);
+                }
+            }
+            let mut questions = std::mem::take(&mut index.questions);
+            questions.retain(|id, _| fresh.mailboxes.contains_key(id));
+            fresh.questions = questions;
+            *index = fresh;
+        }
+        *self.db.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(db));
+        tracing::info!(path = %self.path.display(), "database reopened");
+        Ok(())
+    }
+
+    /// Records a failed commit.
+    fn failed(&self, error: &redb::Error) {
+        let error = format!("commit failed: {error}");
+        let mut failure = lock(&self.failure);
+        match failure.as_mut() {
+            Some(f) => {
+                f.error = error;
+                f.reopen = true;
+            }
+            None => {
+                tracing::error!(
+                    %error,
+                    "storage writes fail: sends are refused (503) until a write succeeds again"
+                );
+                *failure = Some(WriteFailure {
+                    error,
+                    reopen: true,
+                    next_attempt: Instant::now(),
+                    backoff: FIRST_BACKOFF,
+                });
+            }
+        }
+    }
+
+    /// Records a successful commit.
+    fn succeeded(&self) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        if let Some(failure) = lock(&self.failure).take() {
+            tracing::warn!(after = %failure.error, "storage writes succeed again");
         }
     }
 }
 
 pub(super) fn run_writer(
-    db: &Database,
+    handle: &Handle,
     index: &Mutex<Index>,
     options: StoreOptions,
     mut queue: mpsc::Receiver<Op>,
-    commits: &AtomicU64,
 ) {
     while let Some(first) = queue.blocking_recv() {
         let mut ops = vec![first];
@@ -513,50 +713,52 @@ pub(super) fn run_writer(
                 Err(_) => break,
             }
         }
-        commit(db, index, options, ops);
-        commits.fetch_add(1, Ordering::Relaxed);
+        write(handle, index, options, ops);
     }
-    // Every handle is gone without a close(): keep what is only in memory.
+    // Every handle is gone without a close(): keep what is only in memory
+    // (not counted in `commits`: nobody asked for it).
     let (reply, _) = oneshot::channel();
-    commit(db, index, options, vec![Op::Flush { reply }]);
+    if let Ok(db) = handle.ready(index) {
+        let _ = commit(&db, index, options, vec![Op::Flush { reply }]);
+    }
 }
 
-pub(super) fn commit(db: &Database, index: &Mutex<Index>, options: StoreOptions, ops: Vec<Op>) {
+/// Commits `ops` (reopening the database first if a commit failed before)
+/// and answers each of them.
+fn write(handle: &Handle, index: &Mutex<Index>, options: StoreOptions, ops: Vec<Op>) {
+    let db = match handle.ready(index) {
+        Ok(db) => db,
+        Err(why) => {
+            for op in ops {
+                op.fail(&why);
+            }
+            return;
+        }
+    };
+    match commit(&db, index, options, ops) {
+        Ok(()) => handle.succeeded(),
+        Err(error) => handle.failed(&error),
+    }
+}
+
+/// Applies `ops` in one write transaction and commits it, then updates the
+/// index and answers each operation; if anything failed, nothing of the
+/// batch is stored, the index is untouched, and every operation is
+/// answered [`StoreError::Unavailable`].
+pub(super) fn commit(
+    db: &Database,
+    index: &Mutex<Index>,
+    options: StoreOptions,
+    ops: Vec<Op>,
+) -> Result<(), redb::Error> {
     let count = ops.len();
     let mut batch = Batch::new(index, options);
-    let mut replies = Vec::with_capacity(count);
+    let mut done = Vec::with_capacity(count);
     let outcome = (|| -> Result<(), redb::Error> {
         let txn = db.begin_write()?;
         let mut tables = Tables::open(&txn)?;
-        for op in ops {
-            match op {
-                Op::Send {
-                    mailbox,
-                    data,
-                    now_us,
-                    reply,
-                } => {
-                    let result = batch.send(&mut tables, mailbox, &data, now_us)?;
-                    replies.push(Reply::Send(reply, result));
-                }
-                Op::Delete {
-                    mailbox,
-                    only_if_empty,
-                    now_us,
-                    reply,
-                } => {
-                    let result = batch.delete(&mut tables, mailbox, only_if_empty, now_us)?;
-                    replies.push(Reply::Delete(reply, result));
-                }
-                Op::Sweep { now_us, reply } => {
-                    let report = batch.sweep(&mut tables, now_us)?;
-                    replies.push(Reply::Sweep(reply, report));
-                }
-                Op::Flush { reply } => {
-                    let written = batch.flush(&mut tables)?;
-                    replies.push(Reply::Flush(reply, written));
-                }
-            }
+        for op in &ops {
+            done.push(op.apply(&mut batch, &mut tables)?);
         }
         drop(tables);
         txn.commit()?;
@@ -566,18 +768,20 @@ pub(super) fn commit(db: &Database, index: &Mutex<Index>, options: StoreOptions,
         Ok(()) => {
             batch.apply();
             tracing::trace!(operations = count, "store commit");
-            for reply in replies {
-                reply.send(None);
+            for (op, done) in ops.into_iter().zip(done) {
+                op.answer(done);
             }
+            Ok(())
         }
         Err(error) => {
             // The transaction is dropped (aborted): nothing of the batch is
             // stored, and the index was not touched.
             tracing::error!(%error, operations = count, "store commit failed");
-            let message = format!("commit failed: {error}");
-            for reply in replies {
-                reply.send(Some(&message));
+            let why = format!("commit failed: {error}");
+            for op in ops {
+                op.fail(&why);
             }
+            Err(error)
         }
     }
 }
