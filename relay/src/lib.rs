@@ -27,6 +27,7 @@ pub mod clock;
 pub mod config;
 pub mod store;
 
+mod connections;
 mod http;
 mod key_cache;
 mod metrics;
@@ -36,7 +37,9 @@ mod service;
 mod udp;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{Config, Limits, Rate, RateLimits, Retention, StoreUrl, TlsConfig};
+pub use config::{
+    Config, ConnectionLimits, Limits, Rate, RateLimits, Retention, StoreUrl, TlsConfig,
+};
 pub use http::{RelayRouter, router};
 pub use server::{Server, ShutdownError, SpawnError};
 pub use service::{PROTOCOL_VERSION, Relay};

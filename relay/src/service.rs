@@ -55,6 +55,7 @@ pub struct Relay {
     info: RelayInfo,
     trust_forwarded_for: bool,
     keys: KeyCache,
+    connections: crate::config::ConnectionLimits,
 }
 
 impl std::fmt::Debug for Relay {
@@ -128,6 +129,7 @@ impl Relay {
             info,
             trust_forwarded_for: config.trust_forwarded_for,
             keys: KeyCache::default(),
+            connections: config.connections,
         }
     }
 
@@ -150,6 +152,16 @@ impl Relay {
     /// Whether `X-Forwarded-For` from loopback peers names the client.
     pub(crate) fn trust_forwarded_for(&self) -> bool {
         self.trust_forwarded_for
+    }
+
+    /// The connection timeouts and caps ([`Config::connections`]).
+    pub(crate) fn connection_limits(&self) -> &crate::config::ConnectionLimits {
+        &self.connections
+    }
+
+    /// The counters, for the front ends.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The Prometheus (OpenMetrics) text of `GET /metrics`.

@@ -7,6 +7,7 @@
 //! - `a_flood_from_one_source_leaves_other_sources_served`
 //! - `corpus_and_random_inputs_never_crash_the_relay`
 //! - `a_restart_during_polling_loses_and_duplicates_nothing`
+//! - `slow_clients`: trickled headers, unfinished bodies, the connection cap
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -26,6 +27,8 @@ use connectoid_tests::bench::proc::{RelayOptions, ServerProcess};
 use connectoid_tests::bench::scenarios::{check_body, secret_key, send_body};
 use connectoid_tests::{entries, init_tracing, relay_binary, url_of};
 use serde_json::json;
+
+mod slow_clients;
 
 /// A small xorshift generator, seeded from the OS and printed, so a failing
 /// run can be replayed with `RESILIENCE_SEED`.
