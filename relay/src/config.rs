@@ -267,12 +267,17 @@ impl Default for Limits {
 pub struct RateLimits {
     /// `send` and `delete` per source. Default 120/min, burst 60.
     pub send_per_ip: Option<Rate>,
-    /// `send` and `delete` per mailbox. Default 60/min, burst 30.
+    /// `send` per mailbox; a third of it (burst at least 2) is also each
+    /// source's share of a mailbox, for `send` and `delete`. Default 60/min,
+    /// burst 30.
     pub send_per_mailbox: Option<Rate>,
-    /// `check`, `receive` and UDP datagrams per source. Default 1200/min, burst 200.
+    /// HTTP `check` and `receive` per source; UDP datagrams per source in a
+    /// bucket of their own. A twentieth of it limits wrong answers per
+    /// source. Default 1200/min, burst 200.
     pub check_per_ip: Option<Rate>,
-    /// `check` and `receive` per mailbox (and each mailbox of a UDP
-    /// datagram). Default 120/min, burst 30.
+    /// `check`, and `receive` with the right answer, per mailbox per
+    /// source; UDP checks per mailbox per source in a bucket of their own.
+    /// Half of it limits wrong answers per mailbox. Default 120/min, burst 30.
     pub check_per_mailbox: Option<Rate>,
 }
 

@@ -8,6 +8,7 @@
 //! - `corpus_and_random_inputs_never_crash_the_relay`
 //! - `a_restart_during_polling_loses_and_duplicates_nothing`
 //! - `slow_clients`: trickled headers, unfinished bodies, the connection cap
+//! - `lockout`: a stranger who knows a mailbox's key against its owner
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -28,6 +29,7 @@ use connectoid_tests::bench::scenarios::{check_body, secret_key, send_body};
 use connectoid_tests::{entries, init_tracing, relay_binary, url_of};
 use serde_json::json;
 
+mod lockout;
 mod slow_clients;
 
 /// A small xorshift generator, seeded from the OS and printed, so a failing
