@@ -192,7 +192,24 @@ fn client_ip(
 
 fn last_forwarded(headers: &HeaderMap) -> Option<IpAddr> {
     let value = headers.get_all("x-forwarded-for").iter().next_back()?;
-    value.to_str().ok()?.rsplit(',').next()?.trim().parse().ok()
+    forwarded_ip(value.to_str().ok()?.rsplit(',').next()?.trim())
+}
+
+/// One `X-Forwarded-For` entry: `IP`, `IPv4:port`, `[IPv6]` or
+/// `[IPv6]:port` (proxies write all four).
+fn forwarded_ip(entry: &str) -> Option<IpAddr> {
+    if let Ok(ip) = entry.parse() {
+        return Some(ip);
+    }
+    if let Ok(addr) = entry.parse::<SocketAddr>() {
+        return Some(addr.ip());
+    }
+    entry
+        .strip_prefix('[')?
+        .strip_suffix(']')?
+        .parse::<std::net::Ipv6Addr>()
+        .ok()
+        .map(IpAddr::V6)
 }
 
 /// `POST /`: the API.
@@ -341,4 +358,31 @@ async fn not_found() -> AppError {
 
 async fn method_not_allowed() -> AppError {
     AppError(ErrorCode::MethodNotAllowed.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_entries_with_ports() {
+        let ip = |text: &str| forwarded_ip(text).map(|ip| ip.to_string());
+        assert_eq!(ip("192.0.2.1").as_deref(), Some("192.0.2.1"));
+        assert_eq!(ip("192.0.2.1:4711").as_deref(), Some("192.0.2.1"));
+        assert_eq!(ip("2001:db8::1").as_deref(), Some("2001:db8::1"));
+        assert_eq!(ip("[2001:db8::1]").as_deref(), Some("2001:db8::1"));
+        assert_eq!(ip("[2001:db8::1]:4711").as_deref(), Some("2001:db8::1"));
+        assert_eq!(ip("unknown"), None);
+        assert_eq!(ip("[192.0.2.1]"), None);
+        let mut headers = HeaderMap::new();
+        headers.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        headers.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("198.51.100.7, 203.0.113.9:443"),
+        );
+        assert_eq!(
+            last_forwarded(&headers).map(|ip| ip.to_string()).as_deref(),
+            Some("203.0.113.9")
+        );
+    }
 }

@@ -215,8 +215,16 @@ impl Relay {
     }
 
     /// Decodes a request body ([`Request::from_json`]), validating its `pub`
-    /// only the first time the relay sees that key.
+    /// only the first time the relay sees that key. A body that is not
+    /// UTF-8 anywhere, including inside members the decoder skips, is
+    /// "Malformed JSON" (RFC 8259 §8.1).
     pub fn parse_request(&self, body: &[u8]) -> Result<Request, ApiError> {
+        if let Err(error) = std::str::from_utf8(body) {
+            return Err(ApiError::new(
+                ErrorCode::MalformedJson,
+                format!("the body is not UTF-8 (at byte {})", error.valid_up_to()),
+            ));
+        }
         Request::from_json_with(body, |text| self.keys.parse(text))
     }
 

@@ -136,9 +136,21 @@ async fn slow_and_unfinished_requests_are_cut_off() -> anyhow::Result<()> {
     );
     assert!(String::from_utf8_lossy(&answer).contains(r#""error":"Malformed JSON""#));
 
-    // Still serving.
+    // Still serving; invalid UTF-8 inside a member the decoder skips is
+    // refused like invalid UTF-8 anywhere else.
     let mut conn = HttpConn::connect(addr).await?;
     assert_eq!(conn.post(&check_body(&key, 0), false).await?.status, 200);
+    let mut body = check_body(&key, 0);
+    body.pop();
+    body.extend_from_slice(b",\"unknown\":\"\xff\xfe\"}");
+    let answer = conn.post(&body, false).await?;
+    assert_eq!(
+        answer.status,
+        400,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert!(String::from_utf8_lossy(&answer.body).contains("Malformed JSON"));
     Ok(())
 }
 
