@@ -16,7 +16,7 @@
 //! once per mailbox per question lifetime, on the blocking pool; a check that
 //! finds nothing is one lookup in the store (in memory for redb, one script
 //! call for Redis). A request's `pub` is validated once per key and then
-//! taken from a bounded cache. This module does not parse JSON (beyond
+//! taken from a cache as large as the mailbox cap. This module does not parse JSON (beyond
 //! handing bodies to the protocol's decoder) or know about status codes (see
 //! `http`).
 
@@ -128,7 +128,7 @@ impl Relay {
             metrics: Metrics::new(),
             info,
             trust_forwarded_for: config.trust_forwarded_for,
-            keys: KeyCache::default(),
+            keys: KeyCache::new(usize::try_from(config.limits.max_mailboxes).unwrap_or(usize::MAX)),
             connections: config.connections,
         }
     }
