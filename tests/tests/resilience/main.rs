@@ -9,6 +9,7 @@
 //! - `a_restart_during_polling_loses_and_duplicates_nothing`
 //! - `slow_clients`: trickled headers, unfinished bodies, the connection cap
 //! - `lockout`: a stranger who knows a mailbox's key against its owner
+//! - `connection_flood`: memory after rounds of 10,000 connections
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -29,6 +30,7 @@ use connectoid_tests::bench::scenarios::{check_body, secret_key, send_body};
 use connectoid_tests::{entries, init_tracing, relay_binary, url_of};
 use serde_json::json;
 
+mod connection_flood;
 mod lockout;
 mod slow_clients;
 
