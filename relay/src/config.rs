@@ -74,6 +74,45 @@ pub struct Config {
     /// The relay's clock. Default [`SystemClock`]; tests use a
     /// [`ManualClock`](crate::ManualClock).
     pub clock: Arc<dyn Clock>,
+    /// Timeouts and caps of plain-HTTP connections; see [`ConnectionLimits`].
+    pub connections: ConnectionLimits,
+}
+
+/// How long a plain-HTTP connection may take and how many may be open
+/// (`spec/relay.md` §6.1). Timeouts are real time, not the relay's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Most time a connection may take to deliver a request's headers,
+    /// counted from when the relay starts waiting for them: its accept, or
+    /// the previous answer on a kept-alive connection. It is therefore also
+    /// the idle keep-alive timeout. Default 30 s.
+    pub header_timeout: Duration,
+    /// Most time the relay waits for a request's whole body once its
+    /// headers are in; then "Malformed JSON" (408) and the connection
+    /// closes. Default 10 s.
+    pub body_timeout: Duration,
+    /// Most connections open at once. Lowered at start to leave 64 file
+    /// descriptors of the process's limit free. At the cap, a new
+    /// connection closes the oldest one that has no request under way; if
+    /// every one has, the new one is refused (503). Default 10 000.
+    pub max_total: usize,
+    /// Most connections open at once from one source (an IPv4 address or
+    /// an IPv6 /64). Past it, the source's oldest connection without a
+    /// request under way is closed, or the new one refused (503). Loopback
+    /// peers are exempt (a reverse proxy on the same host, local tests).
+    /// Default 256.
+    pub max_per_source: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(10),
+            max_total: 10_000,
+            max_per_source: 256,
+        }
+    }
 }
 
 impl fmt::Debug for Config {
@@ -95,6 +134,7 @@ impl fmt::Debug for Config {
             .field("sweep_interval", &self.sweep_interval)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("clock", &self.clock)
+            .field("connections", &self.connections)
             .finish()
     }
 }
@@ -118,6 +158,7 @@ impl Config {
             sweep_interval: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(10),
             clock: Arc::new(SystemClock),
+            connections: ConnectionLimits::default(),
         }
     }
 
@@ -257,12 +298,17 @@ impl Default for Limits {
 pub struct RateLimits {
     /// `send` and `delete` per source. Default 120/min, burst 60.
     pub send_per_ip: Option<Rate>,
-    /// `send` and `delete` per mailbox. Default 60/min, burst 30.
+    /// `send` per mailbox; a third of it (burst at least 2) is also each
+    /// source's share of a mailbox, for `send` and `delete`. Default 60/min,
+    /// burst 30.
     pub send_per_mailbox: Option<Rate>,
-    /// `check`, `receive` and UDP datagrams per source. Default 1200/min, burst 200.
+    /// HTTP `check` and `receive` per source; UDP datagrams per source in a
+    /// bucket of their own. A twentieth of it limits wrong answers per
+    /// source. Default 1200/min, burst 200.
     pub check_per_ip: Option<Rate>,
-    /// `check` and `receive` per mailbox (and each mailbox of a UDP
-    /// datagram). Default 120/min, burst 30.
+    /// `check`, and `receive` with the right answer, per mailbox per
+    /// source; UDP checks per mailbox per source in a bucket of their own.
+    /// Half of it limits wrong answers per mailbox. Default 120/min, burst 30.
     pub check_per_mailbox: Option<Rate>,
 }
 

@@ -193,7 +193,24 @@ fn client_ip(
 
 fn last_forwarded(headers: &HeaderMap) -> Option<IpAddr> {
     let value = headers.get_all("x-forwarded-for").iter().next_back()?;
-    value.to_str().ok()?.rsplit(',').next()?.trim().parse().ok()
+    forwarded_ip(value.to_str().ok()?.rsplit(',').next()?.trim())
+}
+
+/// One `X-Forwarded-For` entry: `IP`, `IPv4:port`, `[IPv6]` or
+/// `[IPv6]:port` (proxies write all four).
+fn forwarded_ip(entry: &str) -> Option<IpAddr> {
+    if let Ok(ip) = entry.parse() {
+        return Some(ip);
+    }
+    if let Ok(addr) = entry.parse::<SocketAddr>() {
+        return Some(addr.ip());
+    }
+    entry
+        .strip_prefix('[')?
+        .strip_suffix(']')?
+        .parse::<std::net::Ipv6Addr>()
+        .ok()
+        .map(IpAddr::V6)
 }
 
 /// `POST /`: the API.
@@ -210,21 +227,33 @@ where
     let started = tracing::enabled!(tracing::Level::DEBUG).then(Instant::now);
     let (parts, body) = request.into_parts();
     let source = client_ip(relay, peer, &parts.extensions, &parts.headers);
-    let (action, result) = match read_body(body).await {
-        Ok(body) => match relay.parse_request(&body) {
-            Ok(request) => {
-                let action = request.op.action().as_str();
-                (action, relay.handle(&request, source).await)
+    // A body that was refused unread, or did not come in time, leaves the
+    // connection in the middle of a request: it is closed after the answer.
+    let mut unread = false;
+    let (action, result) =
+        match read_body(body, &parts.headers, relay.connection_limits().body_timeout).await {
+            Ok(body) => match relay.parse_request(&body) {
+                Ok(request) => {
+                    let action = request.op.action().as_str();
+                    (action, relay.handle(&request, source).await)
+                }
+                Err(error) => ("invalid", Err(error)),
+            },
+            Err(error) => {
+                unread = true;
+                ("invalid", Err(error))
             }
-            Err(error) => ("invalid", Err(error)),
-        },
-        Err(error) => ("invalid", Err(error)),
-    };
+        };
     relay.count_request(action, &result);
     let mut response = match result {
         Ok(response) => json(&response),
         Err(error) => AppError(error).into_response(),
     };
+    if unread {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     // What the CORS layer adds to the other routes' answers.
     response.headers_mut().insert(
         header::ACCESS_CONTROL_ALLOW_ORIGIN,
@@ -240,29 +269,61 @@ where
     response
 }
 
-/// The request body, at most [`limits::MAX_REQUEST_BODY`] bytes.
-async fn read_body<B>(body: B) -> Result<Bytes, ApiError>
+/// The request body, at most [`limits::MAX_REQUEST_BODY`] bytes, within
+/// `timeout`. A `Content-Length` over the limit is refused before any of the
+/// body is read (so `Expect: 100-continue` gets the 413 instead of a 100).
+async fn read_body<B>(body: B, headers: &HeaderMap, timeout: Duration) -> Result<Bytes, ApiError>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<axum::BoxError>,
 {
-    match http_body_util::Limited::new(body, limits::MAX_REQUEST_BODY)
-        .collect()
-        .await
-    {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
+    let too_big = || {
+        ApiError::new(
             ErrorCode::TooBig,
             format!(
                 "the request body is over {} bytes",
                 limits::MAX_REQUEST_BODY
             ),
-        )),
+        )
+    };
+    if body.size_hint().lower() > limits::MAX_REQUEST_BODY as u64
+        || content_length(headers).is_some_and(|n| n > limits::MAX_REQUEST_BODY as u64)
+    {
+        return Err(too_big());
+    }
+    let collected = tokio::time::timeout(
+        timeout,
+        http_body_util::Limited::new(body, limits::MAX_REQUEST_BODY).collect(),
+    )
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            ErrorCode::MalformedJson,
+            format!(
+                "the request body did not arrive within {} s",
+                timeout.as_secs_f64()
+            ),
+        )
+    })?;
+    match collected {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_big()),
         Err(error) => Err(ApiError::new(
             ErrorCode::MalformedJson,
             format!("reading the request body: {error}"),
         )),
     }
+}
+
+/// The request's `Content-Length`, when it has one that is a number.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 async fn info(State(relay): State<Arc<Relay>>) -> axum::response::Response {
@@ -297,4 +358,31 @@ async fn not_found() -> AppError {
 
 async fn method_not_allowed() -> AppError {
     AppError(ErrorCode::MethodNotAllowed.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_entries_with_ports() {
+        let ip = |text: &str| forwarded_ip(text).map(|ip| ip.to_string());
+        assert_eq!(ip("192.0.2.1").as_deref(), Some("192.0.2.1"));
+        assert_eq!(ip("192.0.2.1:4711").as_deref(), Some("192.0.2.1"));
+        assert_eq!(ip("2001:db8::1").as_deref(), Some("2001:db8::1"));
+        assert_eq!(ip("[2001:db8::1]").as_deref(), Some("2001:db8::1"));
+        assert_eq!(ip("[2001:db8::1]:4711").as_deref(), Some("2001:db8::1"));
+        assert_eq!(ip("unknown"), None);
+        assert_eq!(ip("[192.0.2.1]"), None);
+        let mut headers = HeaderMap::new();
+        headers.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        headers.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("198.51.100.7, 203.0.113.9:443"),
+        );
+        assert_eq!(
+            last_forwarded(&headers).map(|ip| ip.to_string()).as_deref(),
+            Some("203.0.113.9")
+        );
+    }
 }

@@ -38,6 +38,7 @@ pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+mod connections;
 mod http;
 mod key_cache;
 mod metrics;
@@ -47,7 +48,10 @@ mod service;
 mod udp;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{Config, Limits, Rate, RateLimits, Retention, StoreUrl, StoreUrlError, TlsConfig};
+pub use config::{
+    Config, ConnectionLimits, Limits, Rate, RateLimits, Retention, StoreUrl, StoreUrlError,
+    TlsConfig,
+};
 pub use http::{RelayRouter, router};
 pub use server::{Server, ShutdownError, SpawnError};
 pub use service::{PROTOCOL_VERSION, Relay};

@@ -11,6 +11,8 @@
 //! | `connectoid_mailboxes` | gauge | | mailboxes kept |
 //! | `connectoid_pending_messages` | gauge | | messages kept |
 //! | `connectoid_stored_bytes` | gauge | | bytes of message data kept |
+//! | `connectoid_connections` | gauge | | plain-HTTP connections open |
+//! | `connectoid_connections_closed_total` | counter | `reason` | connections closed or refused by the caps: `evicted`, `refused_per_source`, `refused_full` |
 //!
 //! Labels never carry keys, addresses or message contents. This module only
 //! counts; it does not serve HTTP.
@@ -36,6 +38,11 @@ struct ResultLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BucketLabels {
     bucket: &'static str,
 }
@@ -53,6 +60,8 @@ pub(crate) struct Metrics {
     mailboxes: Gauge,
     pending_messages: Gauge,
     stored_bytes: Gauge,
+    connections: Gauge,
+    connections_closed: Family<ReasonLabels, Counter>,
 }
 
 impl Metrics {
@@ -68,6 +77,18 @@ impl Metrics {
         let mailboxes = Gauge::default();
         let pending_messages = Gauge::default();
         let stored_bytes = Gauge::default();
+        let connections = Gauge::default();
+        let connections_closed = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "connections",
+            "Plain-HTTP connections open",
+            connections.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Connections closed or refused by the connection caps, by reason",
+            connections_closed.clone(),
+        );
         registry.register(
             "requests",
             "HTTP API requests by action and result",
@@ -121,7 +142,22 @@ impl Metrics {
             mailboxes,
             pending_messages,
             stored_bytes,
+            connections,
+            connections_closed,
         }
+    }
+
+    /// Sets the number of open connections.
+    pub(crate) fn connections_open(&self, open: usize) {
+        self.connections
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a connection closed or refused by a cap.
+    pub(crate) fn connection_closed(&self, reason: &'static str) {
+        self.connections_closed
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     pub(crate) fn request(&self, action: &'static str, result: &'static str) {
@@ -205,6 +241,8 @@ mod tests {
         metrics.udp_datagram("answered");
         metrics.rate_limited("check_per_ip");
         metrics.store_commit(0.001);
+        metrics.connections_open(5);
+        metrics.connection_closed("evicted");
         let text = metrics.encode(Some(StoreStats {
             mailboxes: 2,
             messages: 3,
@@ -221,6 +259,8 @@ mod tests {
             "connectoid_mailboxes 2",
             "connectoid_pending_messages 3",
             "connectoid_stored_bytes 4",
+            "connectoid_connections 5",
+            "connectoid_connections_closed_total{reason=\"evicted\"} 1",
         ] {
             assert!(text.contains(name), "{name} missing in\n{text}");
         }

@@ -17,11 +17,12 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::config::{Config, StoreUrl, TlsConfig};
+use crate::connections::{Busy, Connections};
 use crate::http::router;
 use crate::service::Relay;
 #[cfg(feature = "redis")]
 use crate::store::RedisStore;
-use crate::store::{RedbStore, Store, StoreError, StoreOptions};
+use crate::store::{RedbStore, SourcePrefix, Store, StoreError, StoreOptions};
 
 /// A relay could not start.
 #[derive(Debug, thiserror::Error)]
@@ -164,7 +165,7 @@ impl Server {
         let (http_stop, http_task) = match tls {
             None => {
                 let (stop, stopped) = watch::channel(None);
-                let task = tokio::spawn(serve_http(listener, service, stopped));
+                let task = tokio::spawn(serve_http(listener, service, Arc::clone(&relay), stopped));
                 (HttpStop::Plain(stop), task)
             }
             Some(tls) => {
@@ -284,36 +285,94 @@ impl HttpStop {
 /// stops accepting, asks every connection to finish its request under way,
 /// and closes those still open after the period. Dropping the task (an
 /// abort) closes every connection at once.
+///
+/// Each connection must deliver a request's headers within
+/// [`ConnectionLimits::header_timeout`](crate::ConnectionLimits) of the
+/// relay starting to wait for them (hyper's header timer, which also ends
+/// idle kept-alive connections); the caps on connections are enforced by
+/// [`Connections`] at accept.
 async fn serve_http(
     listener: std::net::TcpListener,
     service: crate::http::RelayRouter,
+    relay: Arc<Relay>,
     mut stop: watch::Receiver<Option<Duration>>,
 ) -> io::Result<()> {
     use hyper_util::rt::TokioIo;
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
+    let limits = *relay.connection_limits();
+    let open_files = crate::connections::raise_open_file_limit();
+    let max_total = crate::connections::cap_for_open_files(limits.max_total, open_files);
+    if max_total < limits.max_total {
+        tracing::warn!(
+            configured = limits.max_total,
+            cap = max_total,
+            open_files = ?open_files,
+            "connection cap lowered to fit the open-file limit"
+        );
+    }
+    let table = Connections::new(max_total, limits.max_per_source);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = hyper::server::conn::http1::Builder::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
     let mut connections = JoinSet::new();
+    let mut accept_failures = RareLog::default();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let ip = peer.ip().to_canonical();
+                    let (ticket, closed) = table.admit(
+                        SourcePrefix::from(ip),
+                        // A reverse proxy on this host, or a local test.
+                        ip.is_loopback(),
+                    );
+                    for reason in closed {
+                        relay.metrics().connection_closed(reason.label());
+                    }
+                    let ticket = match ticket {
+                        Ok(ticket) => ticket,
+                        Err(reason) => {
+                            relay.metrics().connection_closed(reason.label());
+                            refuse(&stream);
+                            continue;
+                        }
+                    };
                     let service = service.for_peer(peer);
+                    let (id, busy) = (ticket.id(), ticket.busy_counter());
                     let connection = builder.serve_connection(
                         TokioIo::new(stream),
-                        hyper::service::service_fn(move |request| service.respond(request)),
+                        hyper::service::service_fn(move |request| {
+                            let busy = Busy::new(Arc::clone(&busy));
+                            let answer = service.respond(request);
+                            async move {
+                                let answer = answer.await;
+                                drop(busy);
+                                answer
+                            }
+                        }),
                     );
-                    connections.spawn(graceful.watch(connection));
+                    let watched = graceful.watch(connection);
+                    let task = connections.spawn(async move {
+                        let _ticket = ticket;
+                        // A client that went away or timed out: nothing to do.
+                        let _ = watched.await;
+                    });
+                    table.serving(id, task);
+                    relay.metrics().connections_open(table.len());
                 }
                 // Out of file descriptors and the like: wait, then go on.
                 Err(error) => {
-                    tracing::warn!(%error, "accepting a connection failed");
+                    accept_failures.warn(&error);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
             // Finished connections are reaped as they end.
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            Some(_) = connections.join_next(), if !connections.is_empty() => {
+                relay.metrics().connections_open(table.len());
+            }
             changed = stop.changed() => {
                 // A dropped sender stops at once, like an abort.
                 let timeout = changed.ok().and(*stop.borrow()).unwrap_or_default();
@@ -325,6 +384,51 @@ async fn serve_http(
                 return Ok(());
             }
         }
+    }
+}
+
+/// Answers a connection refused by a cap with the protocol's 503, if the
+/// socket takes it at once, and closes it.
+fn refuse(stream: &tokio::net::TcpStream) {
+    use connectoid_protocol::{ApiError, ErrorCode, Response};
+    let body = Response::Error(ApiError::new(
+        ErrorCode::Unavailable,
+        "too many connections; retry later",
+    ))
+    .to_json();
+    let mut bytes = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\naccess-control-allow-origin: *\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    bytes.extend_from_slice(body.as_ref());
+    // A full send buffer or a reset: the close alone says it.
+    let _ = stream.try_write(&bytes);
+}
+
+/// A warning logged at most once a second, with the number of times it was
+/// not logged in between (accept failures come in storms: one per attempt
+/// while the process is out of file descriptors).
+#[derive(Debug, Default)]
+struct RareLog {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl RareLog {
+    fn warn(&mut self, error: &io::Error) {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < Duration::from_secs(1))
+        {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::warn!(%error, suppressed = self.suppressed, "accepting a connection failed");
+        self.last = Some(now);
+        self.suppressed = 0;
     }
 }
 

@@ -6,15 +6,17 @@
 //! address into a [`Response`] or an [`ApiError`]; [`Relay::answer_datagram`]
 //! turns a UDP datagram into at most one response datagram. The order of
 //! checks for a request is the one `spec/protocol.md` §7.3 gives: API key
-//! ("Forbidden"), the source's bucket, then the mailbox's bucket ("Too
-//! often"), the relay's own message size ("Too big"), then the store
-//! ("Mailbox full", "Relay full", "Unavailable") and the question.
+//! ("Forbidden"), the source's bucket, then the mailbox's buckets ("Too
+//! often"; for `receive` and `delete` after the answer is judged, so that
+//! right and wrong answers spend different buckets, `spec/relay.md` §5.1),
+//! the relay's own message size ("Too big"), then the store ("Mailbox
+//! full", "Relay full", "Unavailable") and the question.
 //!
 //! The only asymmetric cryptography here is sealing a mailbox's question,
 //! once per mailbox per question lifetime, on the blocking pool; a check that
 //! finds nothing is one lookup in the store (in memory for redb, one script
 //! call for Redis). A request's `pub` is validated once per key and then
-//! taken from a bounded cache. This module does not parse JSON (beyond
+//! taken from a cache as large as the mailbox cap. This module does not parse JSON (beyond
 //! handing bodies to the protocol's decoder) or know about status codes (see
 //! `http`).
 
@@ -34,10 +36,8 @@ use crate::clock::Clock;
 use crate::config::{Config, Limits, micros};
 use crate::key_cache::KeyCache;
 use crate::metrics::Metrics;
-use crate::rate::Limiters;
-use crate::store::{
-    Bucket, Deleted, MailboxId, Question, SourcePrefix, Store, StoreError, SweepReport,
-};
+use crate::rate::{Limit, Limiters};
+use crate::store::{Deleted, MailboxId, Question, SourcePrefix, Store, StoreError, SweepReport};
 
 /// The protocol version this relay speaks (defined by the protocol crate).
 pub use connectoid_protocol::api::PROTOCOL_VERSION;
@@ -55,6 +55,7 @@ pub struct Relay {
     info: RelayInfo,
     trust_forwarded_for: bool,
     keys: KeyCache,
+    connections: crate::config::ConnectionLimits,
 }
 
 impl std::fmt::Debug for Relay {
@@ -126,7 +127,8 @@ impl Relay {
             metrics: Metrics::new(),
             info,
             trust_forwarded_for: config.trust_forwarded_for,
-            keys: KeyCache::default(),
+            keys: KeyCache::new(usize::try_from(config.limits.max_mailboxes).unwrap_or(usize::MAX)),
+            connections: config.connections,
         }
     }
 
@@ -149,6 +151,16 @@ impl Relay {
     /// Whether `X-Forwarded-For` from loopback peers names the client.
     pub(crate) fn trust_forwarded_for(&self) -> bool {
         self.trust_forwarded_for
+    }
+
+    /// The connection timeouts and caps ([`Config::connections`]).
+    pub(crate) fn connection_limits(&self) -> &crate::config::ConnectionLimits {
+        &self.connections
+    }
+
+    /// The counters, for the front ends.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The Prometheus (OpenMetrics) text of `GET /metrics`.
@@ -186,11 +198,11 @@ impl Relay {
         found.into()
     }
 
-    async fn take(&self, bucket: Bucket, now_us: u64) -> Result<(), ApiError> {
-        let kind = bucket.kind();
+    async fn take(&self, limit: Limit, now_us: u64) -> Result<(), ApiError> {
+        let kind = limit.kind();
         if self
             .limiters
-            .take(self.store.as_ref(), bucket, now_us)
+            .take(self.store.as_ref(), limit, now_us)
             .await
             .map_err(store_error)?
         {
@@ -202,8 +214,16 @@ impl Relay {
     }
 
     /// Decodes a request body ([`Request::from_json`]), validating its `pub`
-    /// only the first time the relay sees that key.
+    /// only the first time the relay sees that key. A body that is not
+    /// UTF-8 anywhere, including inside members the decoder skips, is
+    /// "Malformed JSON" (RFC 8259 §8.1).
     pub fn parse_request(&self, body: &[u8]) -> Result<Request, ApiError> {
+        if let Err(error) = std::str::from_utf8(body) {
+            return Err(ApiError::new(
+                ErrorCode::MalformedJson,
+                format!("the body is not UTF-8 (at byte {})", error.valid_up_to()),
+            ));
+        }
         Request::from_json_with(body, |text| self.keys.parse(text))
     }
 
@@ -221,8 +241,12 @@ impl Relay {
         let source = SourcePrefix::from(source);
         match &request.op {
             Operation::Send { data } => {
-                self.take(Bucket::SendPerSource(source), now).await?;
-                self.take(Bucket::SendPerMailbox(mailbox), now).await?;
+                self.take(Limit::SendPerSource(source), now).await?;
+                // The source's share first, so that a source past it does
+                // not spend the mailbox's bucket that other senders share.
+                self.take(Limit::SendPerMailboxSource(mailbox, source), now)
+                    .await?;
+                self.take(Limit::SendPerMailbox(mailbox), now).await?;
                 if data.len() > self.limits.max_message_bytes {
                     return Err(ApiError::new(
                         ErrorCode::TooBig,
@@ -244,8 +268,9 @@ impl Relay {
                 Ok(Response::Done)
             }
             Operation::Check { at } => {
-                self.take(Bucket::CheckPerSource(source), now).await?;
-                self.take(Bucket::CheckPerMailbox(mailbox), now).await?;
+                self.take(Limit::CheckPerSource(source), now).await?;
+                self.take(Limit::CheckPerMailboxSource(mailbox, source), now)
+                    .await?;
                 let found = self
                     .store
                     .check(&[(mailbox, *at)], now)
@@ -260,9 +285,11 @@ impl Relay {
                 })
             }
             Operation::Receive { answer, at, limit } => {
-                self.take(Bucket::CheckPerSource(source), now).await?;
-                self.take(Bucket::CheckPerMailbox(mailbox), now).await?;
-                self.verify(mailbox, answer, now).await?;
+                self.take(Limit::CheckPerSource(source), now).await?;
+                self.verify(mailbox, source, answer, now).await?;
+                // Only the owner gets here: the bucket is theirs.
+                self.take(Limit::CheckPerMailboxSource(mailbox, source), now)
+                    .await?;
                 let capped = (*limit).clamp(1, self.limits.max_receive_limit.max(1));
                 let messages = self
                     .store
@@ -279,10 +306,12 @@ impl Relay {
                 }
             }
             Operation::Delete { answer } => {
-                self.take(Bucket::SendPerSource(source), now).await?;
-                self.take(Bucket::SendPerMailbox(mailbox), now).await?;
+                // Not the mailbox's shared send bucket: senders need it.
+                self.take(Limit::SendPerSource(source), now).await?;
+                self.take(Limit::SendPerMailboxSource(mailbox, source), now)
+                    .await?;
                 if let Some(answer) = answer {
-                    self.verify(mailbox, answer, now).await?;
+                    self.verify(mailbox, source, answer, now).await?;
                 }
                 let started = Instant::now();
                 let deleted = self
@@ -352,9 +381,14 @@ impl Relay {
             .map_err(store_error)
     }
 
+    /// Checks `answer` against the mailbox's live question. A wrong answer
+    /// takes a token from the wrong-answer buckets of its source and of the
+    /// mailbox ("Too often" when one is empty), never from a bucket a right
+    /// answer uses.
     async fn verify(
         &self,
         mailbox: MailboxId,
+        source: SourcePrefix,
         answer: &Answer,
         now_us: u64,
     ) -> Result<(), ApiError> {
@@ -376,6 +410,10 @@ impl Relay {
         if matches {
             Ok(())
         } else {
+            self.take(Limit::WrongAnswerPerSource(source), now_us)
+                .await?;
+            self.take(Limit::WrongAnswerPerMailbox(mailbox), now_us)
+                .await?;
             Err(ApiError::new(
                 ErrorCode::WrongAnswer,
                 "the answer does not match this mailbox's question",
@@ -396,12 +434,12 @@ impl Relay {
         let prefix = SourcePrefix::from(source.ip());
         match self
             .limiters
-            .take(self.store.as_ref(), Bucket::CheckPerSource(prefix), now)
+            .take(self.store.as_ref(), Limit::UdpPerSource(prefix), now)
             .await
         {
             Ok(true) => {}
             Ok(false) => {
-                self.metrics.rate_limited("check_per_ip");
+                self.metrics.rate_limited("udp_per_ip");
                 self.metrics.udp_datagram("rate_limited");
                 return None;
             }
@@ -418,7 +456,11 @@ impl Relay {
                 let mailbox = MailboxId(check.key);
                 match self
                     .limiters
-                    .take(self.store.as_ref(), Bucket::CheckPerMailbox(mailbox), now)
+                    .take(
+                        self.store.as_ref(),
+                        Limit::UdpPerMailboxSource(mailbox, prefix),
+                        now,
+                    )
                     .await
                 {
                     Ok(true) => {
@@ -426,7 +468,7 @@ impl Relay {
                         pairs.push((mailbox, check.at));
                     }
                     Ok(false) => {
-                        self.metrics.rate_limited("check_per_mailbox");
+                        self.metrics.rate_limited("udp_per_mailbox");
                         statuses[i] = CheckStatus::TooOften;
                     }
                     Err(_) => {

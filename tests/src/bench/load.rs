@@ -260,6 +260,97 @@ pub async fn http_load(
     gather(workers, start).await
 }
 
+/// `concurrency` kept-alive workers `POST`ing every body of `bodies` in
+/// turn (worker `w` starts at `w * len / concurrency`) until the budget is
+/// spent: checks spread over many mailboxes.
+pub async fn http_load_spread(
+    addr: SocketAddr,
+    bodies: Arc<Vec<Vec<u8>>>,
+    concurrency: usize,
+    budget: Arc<Budget>,
+    accept: Accept,
+) -> anyhow::Result<Sample> {
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for worker in 0..concurrency {
+        let bodies = Arc::clone(&bodies);
+        let budget = Arc::clone(&budget);
+        workers.push(tokio::spawn(async move {
+            let mut sample = Sample::default();
+            let mut next = worker * bodies.len() / concurrency.max(1);
+            let mut conn: Option<HttpConn> = None;
+            while budget.take() {
+                let body = &bodies[next % bodies.len()];
+                next += 1;
+                let began = Instant::now();
+                let result = async {
+                    if conn.is_none() {
+                        conn = Some(HttpConn::connect(addr).await?);
+                    }
+                    let c = conn.as_mut().ok_or_else(|| anyhow!("no connection"))?;
+                    c.post(body, false).await
+                }
+                .await;
+                match result {
+                    Ok(answer) if accept(&answer) => {
+                        sample.ops += 1;
+                        sample.latencies.push(began.elapsed());
+                    }
+                    _ => {
+                        sample.errors += 1;
+                        conn = None;
+                    }
+                }
+            }
+            sample
+        }));
+    }
+    gather(workers, start).await
+}
+
+/// [`udp_load`] sending every datagram of `datagrams` in turn (worker `w`
+/// starts at `w * len / concurrency`).
+pub async fn udp_load_spread(
+    addr: SocketAddr,
+    datagrams: Arc<Vec<Vec<u8>>>,
+    concurrency: usize,
+    wait: Duration,
+    budget: Arc<Budget>,
+    accept: fn(&[u8]) -> bool,
+) -> anyhow::Result<Sample> {
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for worker in 0..concurrency {
+        let datagrams = Arc::clone(&datagrams);
+        let budget = Arc::clone(&budget);
+        let socket = UdpSocket::bind("127.0.0.1:0").await?;
+        socket.connect(addr).await?;
+        workers.push(tokio::spawn(async move {
+            let mut sample = Sample::default();
+            let mut buf = vec![0u8; 2048];
+            let mut next = worker * datagrams.len() / concurrency.max(1);
+            while budget.take() {
+                let datagram = &datagrams[next % datagrams.len()];
+                next += 1;
+                let began = Instant::now();
+                if socket.send(datagram).await.is_err() {
+                    sample.errors += 1;
+                    continue;
+                }
+                match tokio::time::timeout(wait, socket.recv(&mut buf)).await {
+                    Ok(Ok(n)) if accept(&buf[..n]) => {
+                        sample.ops += 1;
+                        sample.latencies.push(began.elapsed());
+                    }
+                    _ => sample.errors += 1,
+                }
+            }
+            sample
+        }));
+    }
+    gather(workers, start).await
+}
+
 /// `concurrency` workers, each with its own socket, sending `datagram` to
 /// `addr` and waiting for one answer (up to `wait`; silence counts as an
 /// error) until the budget is spent. `accept` judges each answer.

@@ -23,7 +23,10 @@ use connectoid_relay::{RedbStore, Store as _, StoreOptions};
 use serde_json::json;
 
 use super::Options;
-use super::load::{Budget, HttpAnswer, HttpConn, Sample, http_load, is_ok, udp_load};
+use super::load::{
+    Budget, HttpAnswer, HttpConn, Sample, http_load, http_load_spread, is_ok, udp_load,
+    udp_load_spread,
+};
 use super::proc::{RelayOptions, ServerProcess};
 use super::report::{Measure, Report, Row, Target, ratio};
 use crate::Blackhole;
@@ -266,6 +269,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     if options.runs("checks") {
         eprintln!("bench: checks (HTTP, UDP) and baselines");
         checks(&setup, &mut report).await?;
+        checks_spread(&setup, &mut report).await?;
     }
     if options.runs("sends") {
         eprintln!("bench: durable sends");
@@ -811,9 +815,152 @@ async fn fanout(setup: &Setup, report: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `count` valid public keys, fast: random compressed points, kept when
+/// they decompress (about half do; no scalar multiplication), on every core.
+fn spread_keys(count: usize) -> Vec<PublicKey> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let want = count / threads + usize::from(t < count % threads);
+                scope.spawn(move || {
+                    let mut state = 0x9e37_79b9_7f4a_7c15u64
+                        ^ (t as u64 + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                    let mut next = || {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        state
+                    };
+                    let mut keys = Vec::with_capacity(want);
+                    while keys.len() < want {
+                        let mut bytes = [0u8; 49];
+                        bytes[0] = 0x02 | (next() & 1) as u8;
+                        for chunk in bytes[1..].chunks_mut(8) {
+                            let word = next().to_le_bytes();
+                            chunk.copy_from_slice(&word[..chunk.len()]);
+                        }
+                        if let Ok(key) = PublicKey::from_bytes(&bytes) {
+                            keys.push(key);
+                        }
+                    }
+                    keys
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_default())
+            .collect()
+    })
+}
+
+/// Checks spread over many existing mailboxes (1 000 000, 100 000 with
+/// `--quick`), over HTTP and UDP: the CPU per check must not depend on how
+/// many distinct mailboxes poll (compared with the 64-mailbox rows).
+async fn checks_spread(setup: &Setup, report: &mut Report) -> anyhow::Result<()> {
+    let count = setup.options.idle_mailboxes() as usize;
+    let began = Instant::now();
+    let keys = tokio::task::spawn_blocking(move || spread_keys(count)).await?;
+    let dir = setup.data_dir("spread");
+    populate_ids(&dir, keys.iter().map(MailboxId::from).collect()).await?;
+    eprintln!(
+        "bench: {count} mailboxes with valid keys made in {:.1}s",
+        began.elapsed().as_secs_f64()
+    );
+    let relay = RelayOptions::new(&setup.relay_binary, &dir)
+        .with(ROOMY)
+        .start()?;
+    let (addr, udp) = (relay.http_addr()?, relay.udp_addr()?);
+    let bodies = Arc::new(
+        keys.iter()
+            .map(|k| check_body(k, FAR_CURSOR))
+            .collect::<Vec<_>>(),
+    );
+    let datagrams = Arc::new(
+        keys.iter()
+            .map(|k| udp_datagram(std::slice::from_ref(k), 1))
+            .collect::<Vec<_>>(),
+    );
+    drop(keys);
+    // One pass over every mailbox first, as polling apps make: the relay
+    // has seen each key once (as it has when the mailbox was made by a send).
+    let warm = http_load_spread(
+        addr,
+        Arc::clone(&bodies),
+        4,
+        Budget::new(Duration::from_secs(600), count as u64),
+        found_false,
+    )
+    .await?;
+    if warm.errors > 0 {
+        bail!("{} warm-up checks failed", warm.errors);
+    }
+    let note = |what: &str| {
+        format!(
+            "4 concurrent clients, {what} spread over {count} existing mailboxes, each seen once before{}",
+            if setup.options.quick {
+                " (--quick; a full run uses 1 000 000)"
+            } else {
+                ""
+            }
+        )
+    };
+    let ours = measure(
+        &relay,
+        http_load_spread(addr, Arc::clone(&bodies), 4, setup.budget(), found_false),
+    )
+    .await?;
+    let mut row = Row::ours(
+        "check_http_spread",
+        "check over HTTP, kept-alive, spread over many mailboxes",
+        ours,
+    );
+    row.note = note("checks");
+    report.rows.push(row);
+    let wait = Duration::from_millis(500);
+    let ours = measure(
+        &relay,
+        udp_load_spread(
+            udp,
+            Arc::clone(&datagrams),
+            4,
+            wait,
+            setup.budget(),
+            udp_not_found,
+        ),
+    )
+    .await?;
+    let mut row = Row::ours(
+        "check_udp_spread",
+        "UDP check, 1 mailbox per datagram, spread over many mailboxes",
+        ours,
+    );
+    row.note = note("datagrams");
+    report.rows.push(row);
+    Ok(())
+}
+
 /// Creates `count` idle mailboxes (no message left) directly in a redb
-/// store in `dir`, as sends would, then closes it.
+/// store in `dir`, as sends would, then closes it. Their ids are not valid
+/// keys (only the store sees them); see [`populate_ids`] for valid ones.
 async fn populate(dir: &Path, count: u64) -> anyhow::Result<()> {
+    let ids = (0..count)
+        .map(|n| {
+            let mut id = [0u8; 49];
+            id[0] = 0x02;
+            id[1..9].copy_from_slice(&n.to_be_bytes());
+            id[9..17].copy_from_slice(&n.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes());
+            MailboxId(id)
+        })
+        .collect();
+    populate_ids(dir, ids).await
+}
+
+/// Creates an idle mailbox (no message left) for each of `ids` directly in
+/// a redb store in `dir`, as sends would, then closes it.
+async fn populate_ids(dir: &Path, ids: Vec<MailboxId>) -> anyhow::Result<()> {
+    let count = ids.len() as u64;
     let options = StoreOptions {
         message_ttl_us: 1,
         max_mailboxes: count * 2,
@@ -825,23 +972,14 @@ async fn populate(dir: &Path, count: u64) -> anyhow::Result<()> {
     let now_us = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_micros() as u64;
-    let mut next = 0u64;
-    while next < count {
-        let chunk = (count - next).min(4096);
-        let sends = (next..next + chunk).map(|n| {
+    for chunk in ids.chunks(4096) {
+        let sends = chunk.iter().map(|id| {
             let store = Arc::clone(&store);
-            async move {
-                let mut id = [0u8; 49];
-                id[0] = 0x02;
-                id[1..9].copy_from_slice(&n.to_be_bytes());
-                id[9..17].copy_from_slice(&n.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes());
-                store.send(MailboxId(id), vec![0; 113], now_us).await
-            }
+            async move { store.send(*id, vec![0; 113], now_us).await }
         });
         for result in futures::future::join_all(sends).await {
             result?;
         }
-        next += chunk;
     }
     store.sweep(now_us + 10_000_000).await?;
     store.close().await?;
@@ -980,6 +1118,22 @@ fn targets(report: &mut Report) {
                 .zip(cpu("check_udp_1"))
                 .and_then(|(a, b)| ratio(a, b)),
             3.0,
+            true,
+        ),
+        Target::new(
+            "HTTP check CPU, spread over many mailboxes / over 64",
+            cpu("check_http_spread")
+                .zip(cpu("check_http_keepalive"))
+                .and_then(|(a, b)| ratio(a, b)),
+            1.3,
+            true,
+        ),
+        Target::new(
+            "UDP check CPU, spread over many mailboxes / over 64",
+            cpu("check_udp_spread")
+                .zip(cpu("check_udp_1"))
+                .and_then(|(a, b)| ratio(a, b)),
+            1.3,
             true,
         ),
         Target::new(

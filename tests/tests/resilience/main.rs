@@ -8,10 +8,11 @@
 //! - `corpus_and_random_inputs_never_crash_the_relay`
 //! - `a_restart_during_polling_loses_and_duplicates_nothing`
 //! - [`storage`]: a full disk and damaged database files
+//! - `slow_clients`: trickled headers, unfinished bodies, the connection cap
+//! - `lockout`: a stranger who knows a mailbox's key against its owner
+//! - `connection_flood`: memory after rounds of 10,000 connections
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod storage;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -29,6 +30,11 @@ use connectoid_tests::bench::proc::{RelayOptions, ServerProcess};
 use connectoid_tests::bench::scenarios::{check_body, secret_key, send_body};
 use connectoid_tests::{entries, init_tracing, relay_binary, url_of};
 use serde_json::json;
+
+mod connection_flood;
+mod lockout;
+mod slow_clients;
+mod storage;
 
 /// A small xorshift generator, seeded from the OS and printed, so a failing
 /// run can be replayed with `RESILIENCE_SEED`.
