@@ -12,3 +12,5 @@ export * from "./link.js";
 export * from "./envelope.js";
 export * from "./api.js";
 export * from "./safety.js";
+export * from "./store.js";
+export * from "./client.js";
