@@ -14,3 +14,4 @@ export * from "./api.js";
 export * from "./safety.js";
 export * from "./store.js";
 export * from "./client.js";
+export * as udp from "./udp.js";

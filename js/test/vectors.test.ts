@@ -12,6 +12,7 @@ import { checkProof, Envelope, EnvelopeError, linkProof, openEnvelope, payloadJs
 import { KeyError, PublicKey, SecretKey } from "../src/keys.js";
 import { decodeLink, decodeReply, encodeLink, Link, LinkError, parseRelayUrl, toAppUrl } from "../src/link.js";
 import { safetyCode, safetyDigest } from "../src/safety.js";
+import * as udp from "../src/udp.js";
 import { answerFor, messageId, open, openQuestion, pad, paddedLen, seal, Purpose } from "../src/seal.js";
 
 const DIR = new URL("../../../spec/vectors/", import.meta.url);
@@ -273,4 +274,55 @@ test("clarified.json", async () => {
     count("clarified.json");
   }
   for (const c of v.envelopes) await checkRejected("clarified.json", c);
+});
+
+function ipBytes(text: string): Uint8Array {
+  if (text.includes(".")) return Uint8Array.from(text.split(".").map(Number));
+  const [head, tail] = text.split("::") as [string, string | undefined];
+  const h = head ? head.split(":") : [];
+  const t = tail ? tail.split(":") : [];
+  const groups = [...h, ...Array(8 - h.length - t.length).fill("0"), ...t].map((g) => parseInt(g, 16));
+  return Uint8Array.from(groups.flatMap((g) => [g >> 8, g & 255]));
+}
+
+function udpResponse(v: V): udp.CheckResponse {
+  return {
+    nonce: fromHex(v.nonce_hex),
+    statuses: v.statuses,
+    observed: v.observed ? { ip: ipBytes(v.observed.ip), port: v.observed.port } : null,
+  };
+}
+
+test("udp.json", () => {
+  const v = load("udp.json");
+  // `at` goes up to 2^64 - 1, beyond a JSON number's exact range in
+  // JavaScript: read the digits from the text (requests hold every "at").
+  const ats = [...readFileSync(new URL("udp.json", DIR), "utf8").matchAll(/"at": (\d+)/g)].map((m) => BigInt(m[1]!));
+  for (const c of v.requests) {
+    const value: udp.CheckRequest = {
+      nonce: fromHex(c.value.nonce_hex),
+      ext: c.value.ext,
+      checks: c.value.checks.map((k: V) => ({ key: fromHex(k.key_hex), at: ats.shift()! })),
+    };
+    assert.equal(toHex(udp.encodeRequest(value)), c.hex, c.name);
+    const back = udp.decodeRequest(fromHex(c.hex));
+    assert.equal(toHex(udp.encodeRequest(back)), c.hex);
+    assert.equal(back.checks.length, value.checks.length);
+    count("udp.json");
+  }
+  for (const c of v.responses) {
+    assert.equal(toHex(udp.encodeResponse(udpResponse(c.value))), c.hex, c.name);
+    assert.deepEqual(udp.decodeResponse(fromHex(c.hex)), udpResponse(c.value));
+    count("udp.json");
+  }
+  for (const c of v.encode_within) {
+    const got = udp.encodeWithin(udpResponse(c.response), c.request_len);
+    assert.equal(got ? toHex(got) : null, c.hex, c.name);
+    count("udp.json");
+  }
+  for (const c of v.invalid) {
+    const decode = c.decoder === "request" ? udp.decodeRequest : udp.decodeResponse;
+    assert.throws(() => decode(fromHex(c.hex)), (e: unknown) => e instanceof udp.DatagramError && e.kind === c.error, `${c.name}: ${c.error}`);
+    count("udp.json");
+  }
 });
