@@ -4,8 +4,9 @@
  * under a per-request timeout and turns every failure into a typed
  * {@link RelayError}. It does not poll or fan out (see `client.ts`).
  */
-import { b64decode, b64encode } from "./b64.js";
-import type { PublicKey } from "./keys.js";
+import { b64decode, b64encode, utf8 } from "./b64.js";
+import { isU64, scanTop } from "./json.js";
+import { PublicKey } from "./keys.js";
 
 /** Largest `limit` of a receive. */
 export const MAX_RECEIVE_LIMIT = 100;
@@ -69,6 +70,99 @@ export function requestJson(r: Request): string {
   const keys = Object.keys(m).sort();
   const value = (x: unknown) => (typeof x === "bigint" ? x.toString() : JSON.stringify(x));
   return `{${keys.map((k) => `${JSON.stringify(k)}:${value(m[k])}`).join(",")}}`;
+}
+
+/** Largest `data` text of a send (base64url of 64 KiB). */
+export const MAX_DATA_CHARS = 87382;
+
+/** A request body a relay refuses (§7.3): the fixed error string, its status, a detail. */
+export class ApiError extends Error {
+  override name = "ApiError";
+  /** Creates the error; `status` is the HTTP status of `error` (§7.5). */
+  constructor(
+    readonly error: string,
+    readonly detail: string | null = null,
+  ) {
+    super(detail ? `${error}: ${detail}` : error);
+  }
+  /** The HTTP status. */
+  get status(): number {
+    return ERROR_STATUS[this.error] ?? 500;
+  }
+}
+
+const KNOWN_MEMBERS = ["pub", "ext", "action", "data", "at", "answer", "limit"];
+const ACTIONS = ["send", "check", "receive", "delete"];
+
+/**
+ * Decodes a request body as a relay does (§7.3), in the spec's order; the
+ * first failure is thrown as an {@link ApiError}. `at` is a bigint (it may
+ * exceed 2^53). For relays and tests written in TypeScript; a client only
+ * encodes requests.
+ */
+export function decodeRequest(body: string): Request & { at?: bigint | null } {
+  if (!/^[ \t\n\r]*\{/.test(body)) throw new ApiError("Malformed JSON");
+  let v: Record<string, unknown>;
+  try {
+    v = JSON.parse(body) as Record<string, unknown>;
+  } catch {
+    throw new ApiError("Malformed JSON");
+  }
+  const { members } = scanTop(body);
+  for (const name of KNOWN_MEMBERS) if ((members.get(name)?.length ?? 0) > 1) throw new ApiError("Malformed JSON", `duplicate ${name}`);
+  const present = (name: string) => v[name] !== undefined && v[name] !== null;
+  const raw = (name: string) => members.get(name)?.[0] ?? "null";
+  if (!present("action")) throw new ApiError("Missing field", "action");
+  if (typeof v.action !== "string") throw new ApiError("Bad value", "action");
+  if (!ACTIONS.includes(v.action)) throw new ApiError("Unknown action");
+  const action = v.action as Request["action"];
+  if (!present("pub")) throw new ApiError("Missing field", "pub");
+  if (typeof v.pub !== "string") throw new ApiError("Bad value", "pub");
+  let pub: PublicKey;
+  try {
+    pub = PublicKey.parse(v.pub);
+  } catch {
+    throw new ApiError("Bad public key");
+  }
+  if (present("ext") && (typeof v.ext !== "string" || utf8(v.ext).length > 256)) throw new ApiError("Bad value", "ext");
+  const ext = (v.ext as string | undefined) ?? null;
+  if (action === "send") {
+    if (!present("data")) throw new ApiError("Missing field", "data");
+    if (typeof v.data !== "string") throw new ApiError("Bad value", "data");
+    if (v.data.length > MAX_DATA_CHARS) throw new ApiError("Too big", "data");
+    let data: Uint8Array;
+    try {
+      data = b64decode(v.data);
+    } catch {
+      throw new ApiError("Bad base64", "data");
+    }
+    if (data.length < 113) throw new ApiError("Bad value", "data: shorter than 113 bytes");
+    return { action, pub, ext, data };
+  }
+  let at: bigint | null = null;
+  if ((action === "check" || action === "receive") && present("at")) {
+    if (!isU64(raw("at"))) throw new ApiError("Bad value", "at");
+    at = BigInt(raw("at"));
+  }
+  let answer: Uint8Array | null = null;
+  if ((action === "receive" || action === "delete") && present("answer")) {
+    if (typeof v.answer !== "string") throw new ApiError("Bad value", "answer");
+    try {
+      answer = b64decode(v.answer);
+    } catch {
+      throw new ApiError("Bad base64", "answer");
+    }
+    if (answer.length !== 32) throw new ApiError("Bad value", "answer: not 32 bytes");
+  }
+  if (action === "check") return { action, pub, ext, at };
+  if (action === "delete") return { action, pub, ext, answer };
+  if (!answer) throw new ApiError("Missing field", "answer");
+  let limit: number | null = null;
+  if (present("limit")) {
+    if (!isU64(raw("limit")) || BigInt(raw("limit")) < 1n || BigInt(raw("limit")) > BigInt(MAX_RECEIVE_LIMIT)) throw new ApiError("Bad value", "limit");
+    limit = Number(raw("limit"));
+  }
+  return { action, pub, ext, at, answer, limit };
 }
 
 /** A relay answer that is not a valid §7.4 shape. */

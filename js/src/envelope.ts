@@ -8,6 +8,7 @@
 import { hmac } from "@noble/hashes/hmac.js";
 import { sha256 } from "@noble/hashes/sha2.js";
 import { b64decode, b64encode, concat, ctEqual, fromUtf8, utf8 } from "./b64.js";
+import { isU64, scanTop } from "./json.js";
 import { PublicKey, SecretKey, SIGNATURE_LEN } from "./keys.js";
 import { decodeReply, encodeLink, Link, LinkError } from "./link.js";
 import { OpenError, openMessage, sealMessage } from "./seal.js";
@@ -132,60 +133,6 @@ function b64part(text: string, what: string): Uint8Array {
   }
 }
 
-/**
- * Scans JSON text (already known to parse) for its nesting depth and the raw
- * text of each top-level member, so that duplicates and exact number forms
- * can be checked as the spec requires.
- */
-function scanTop(text: string): { depth: number; members: Map<string, string[]> } {
-  let depth = 0;
-  let max = 0;
-  const members = new Map<string, string[]>();
-  let i = 0;
-  let key: string | null = null;
-  let valueStart = -1;
-  let expectKey = false;
-  const n = text.length;
-  const endValue = (end: number) => {
-    if (key !== null && valueStart >= 0) {
-      const list = members.get(key) ?? [];
-      list.push(text.slice(valueStart, end).trim());
-      members.set(key, list);
-    }
-    key = null;
-    valueStart = -1;
-  };
-  while (i < n) {
-    const c = text[i]!;
-    if (c === '"') {
-      let j = i + 1;
-      while (text[j] !== '"') j += text[j] === "\\" ? 2 : 1;
-      if (depth === 1 && expectKey) {
-        key = JSON.parse(text.slice(i, j + 1)) as string;
-        expectKey = false;
-      }
-      i = j + 1;
-      continue;
-    }
-    if (c === "{" || c === "[") {
-      depth++;
-      max = Math.max(max, depth);
-      if (depth === 1) expectKey = true;
-    } else if (c === "}" || c === "]") {
-      if (depth === 1) endValue(i);
-      depth--;
-    } else if (c === ":" && depth === 1) {
-      valueStart = i + 1;
-    } else if (c === "," && depth === 1) {
-      endValue(i);
-      expectKey = true;
-    }
-    i++;
-  }
-  return { depth: max, members };
-}
-
-const U64 = /^(0|[1-9][0-9]*)$/;
 
 /** Verifies a JWS text and decodes its payload (§6.7 steps 5–15). */
 export function verifyJws(text: string): Envelope {
@@ -215,7 +162,7 @@ export function verifyJws(text: string): Envelope {
   for (const name of ["v", "kind", "to", "from", "ts"]) if (!(name in raw)) throw bad(`missing field \`${name}\``);
   const vText = members.get("v")![0]!;
   const tsText = members.get("ts")![0]!;
-  if (!U64.test(vText) || BigInt(vText) > 0xffffffffffffffffn) throw bad("v is not an unsigned integer");
+  if (!isU64(vText)) throw bad("v is not an unsigned integer");
   if (typeof raw.kind !== "string") throw bad("kind is not a string");
   if (typeof raw.to !== "string") throw bad("to is not a string");
   let to: PublicKey;
@@ -225,7 +172,7 @@ export function verifyJws(text: string): Envelope {
     throw bad(`to: ${(e as Error).message}`);
   }
   if (typeof raw.from !== "string") throw bad("from is not a string");
-  if (!U64.test(tsText) || BigInt(tsText) > 0xffffffffffffffffn) throw bad("ts is not an unsigned integer");
+  if (!isU64(tsText)) throw bad("ts is not an unsigned integer");
   let proof: Uint8Array | null = null;
   if (raw.proof !== undefined && raw.proof !== null) {
     if (typeof raw.proof !== "string") throw bad("proof is not a string");
