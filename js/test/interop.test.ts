@@ -7,7 +7,9 @@
  */
 import { strict as assert } from "node:assert";
 import { after, before, test } from "node:test";
+import { RelayClient } from "../src/api.js";
 import { Client, Delivery } from "../src/client.js";
+import { PublicKey } from "../src/keys.js";
 import { FileStore } from "../src/node.js";
 import { cleanup, jsCli, lines, Relay, rustCli, tempDir } from "./procs.js";
 
@@ -166,5 +168,34 @@ test("one message over three relays, one of them killed, is delivered once (both
     assert.deepEqual((messages[0]!.event as { body: unknown }).body, { n: 2 });
   } finally {
     await Promise.all(own.map((r) => r.kill()));
+  }
+});
+
+test("JS to JS: unshare tells the peer and deletes both mailboxes at every relay", async () => {
+  const alice = await Client.open(new FileStore(tempDir()), { timeoutMs: 2000 });
+  const bob = await Client.open(new FileStore(tempDir()), { timeoutMs: 2000 });
+  const { text } = await alice.share("bob", { relays: relays.map((r) => ({ url: r.url })) });
+  await bob.accept(text, "alice", { hi: 1 });
+  await pollFor(alice, (d) => d.event.event === "peer-connected");
+  await alice.send("bob", "app", { n: 1 });
+  await pollFor(bob, (d) => d.event.event === "message");
+  assert.equal(alice.safetyCode("bob").words, bob.safetyCode("alice").words);
+  const aliceKey = PublicKey.parse(alice.peers()[0]!.our_key);
+  const bobKey = PublicKey.parse(bob.peers()[0]!.our_key);
+
+  const report = await alice.unshare("bob");
+  assert.deepEqual(
+    report.deleted.map((d) => d.ok),
+    [true, true, true],
+  );
+  assert.equal(report.notified?.relays.filter((r) => r.ok).length, 3);
+  assert.deepEqual(alice.peers(), []);
+  await pollFor(bob, (d) => d.event.event === "peer-unshared");
+  assert.deepEqual(bob.peers(), []);
+  for (const relay of relays) {
+    for (const key of [aliceKey, bobKey]) {
+      const r = await new RelayClient(relay.url).request({ action: "check", pub: key, at: 0 });
+      assert.equal(r.type, "not-found", `${relay.url} still holds a message for ${key}`);
+    }
   }
 });
