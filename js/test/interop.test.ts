@@ -199,3 +199,10 @@ test("JS to JS: unshare tells the peer and deletes both mailboxes at every relay
     }
   }
 });
+
+test("the relay information document is read through the relay URL", async () => {
+  const info = await new RelayClient(relays[0]!.url).info();
+  assert.equal(info.protocol, 1);
+  assert.equal(info.software, "connectoid-relay");
+  assert.ok((info.limits?.max_message_bytes ?? 0) > 0);
+});
