@@ -1,8 +1,8 @@
 /**
  * The shopping list as a web app: the seed's story in a browser. Alice's
  * page makes a link (copy button, QR code); Bob opens the link URL (the page
- * reads `?connectoid=`); the pages exchange the WebRTC offer and answer (each
- * SDP carries its gathered ICE candidates) through Connectoid; an
+ * reads `?connectoid=`); the pages exchange the WebRTC offer, answer and ICE
+ * candidates (trickled, one envelope each) through Connectoid; an
  * RTCDataChannel opens, the lists sync (list.ts), the channel closes, and the
  * next change opens it again. The relay list is a setting (also `?relays=`).
  * State: the Connectoid profile in IndexedDB, the list in localStorage.
@@ -102,22 +102,43 @@ $("add").onsubmit = (e) => {
 
 let pc: RTCPeerConnection | null = null;
 
-async function gathered(conn: RTCPeerConnection): Promise<RTCSessionDescriptionInit> {
-  if (conn.iceGatheringState !== "complete") {
-    await new Promise<void>((resolve) => {
-      const done = () => conn.iceGatheringState === "complete" && resolve();
-      conn.addEventListener("icegatheringstatechange", done);
-      setTimeout(resolve, 3000); // use what was gathered by then
-    });
-  }
-  const d = conn.localDescription!;
-  return { type: d.type, sdp: d.sdp };
+/** The WebRTC session a candidate belongs to (candidates of older sessions are dropped). */
+let session = "";
+/** Candidates that arrived before the remote description. */
+let early: RTCIceCandidateInit[] = [];
+/** Our candidates gathered before our offer or answer is out; sent after it, so they never overtake it. */
+let outbox: RTCIceCandidateInit[] | null = null;
+
+function sendCandidate(candidate: RTCIceCandidateInit) {
+  if (outbox) outbox.push(candidate);
+  else client.send(PEER, "app", { ice: { session, candidate } }).catch((e: Error) => error(e.message));
+}
+
+function flushOutbox() {
+  const queued = outbox ?? [];
+  outbox = null;
+  queued.forEach(sendCandidate);
+}
+
+async function addCandidate(s: string, candidate: RTCIceCandidateInit) {
+  if (s !== session || !pc) return;
+  if (!pc.remoteDescription) early.push(candidate);
+  else await pc.addIceCandidate(candidate);
+}
+
+async function flushEarly() {
+  for (const c of early.splice(0)) await pc?.addIceCandidate(c);
 }
 
 function newConnection(): RTCPeerConnection {
   pc?.close();
   const conn = new RTCPeerConnection({ iceServers: [] });
   conn.ondatachannel = (e) => channel(e.channel);
+  early = [];
+  // Trickle ICE: every candidate travels as its own Connectoid envelope.
+  conn.onicecandidate = (e) => {
+    if (e.candidate && conn === pc) sendCandidate(e.candidate.toJSON());
+  };
   pc = conn;
   return conn;
 }
@@ -155,33 +176,41 @@ function channel(dc: RTCDataChannel) {
 
 /** Opens a channel by sending an offer (the guest's first one rides on the hello). */
 async function startSession(linkText?: string) {
+  session = crypto.randomUUID();
+  outbox = [];
   const conn = newConnection();
   channel(conn.createDataChannel("list"));
   await conn.setLocalDescription(await conn.createOffer());
-  const sdpOffer = await gathered(conn);
+  const d = conn.localDescription!;
+  const sdpOffer = { type: d.type, sdp: d.sdp };
   if (linkText !== undefined) {
     status("using the link…");
-    await client.accept(linkText, PEER, { sdpOffer });
+    await client.accept(linkText, PEER, { sdpOffer, session });
     state.role = "guest";
     save();
     history.replaceState(null, "", location.pathname);
     status("link used; waiting for the answer");
   } else {
-    await client.send(PEER, "offer", { sdpOffer });
+    await client.send(PEER, "offer", { sdpOffer, session });
     status("offer sent");
   }
+  flushOutbox();
   render();
 }
 
-async function answer(offer: RTCSessionDescriptionInit) {
+async function answer(offer: RTCSessionDescriptionInit, offerSession: string) {
   if (pc && pc.signalingState === "have-local-offer") {
     if (state.role === "owner") return; // glare: the owner's offer wins
-    await pc.setLocalDescription({ type: "rollback" });
   }
+  session = offerSession;
+  outbox = [];
   const conn = newConnection();
   await conn.setRemoteDescription(offer);
+  await flushEarly();
   await conn.setLocalDescription(await conn.createAnswer());
-  await client.send(PEER, "answer", { sdpAnswer: await gathered(conn) });
+  const d = conn.localDescription!;
+  await client.send(PEER, "answer", { sdpAnswer: { type: d.type, sdp: d.sdp }, session });
+  flushOutbox();
   status("answer sent");
 }
 
@@ -204,14 +233,25 @@ async function syncSoon() {
 async function handle(d: Delivery) {
   const e = d.event;
   switch (e.event) {
-    case "peer-connected":
+    case "peer-connected": {
       status("peer connected");
-      if ((e.body as { sdpOffer?: RTCSessionDescriptionInit })?.sdpOffer) await answer((e.body as { sdpOffer: RTCSessionDescriptionInit }).sdpOffer);
+      const body = e.body as { sdpOffer?: RTCSessionDescriptionInit; session?: string };
+      if (body?.sdpOffer) await answer(body.sdpOffer, String(body.session));
       break;
+    }
     case "message": {
-      const body = e.body as { sdpOffer?: RTCSessionDescriptionInit; sdpAnswer?: RTCSessionDescriptionInit };
-      if (e.kind === "offer" && body?.sdpOffer) await answer(body.sdpOffer);
-      if (e.kind === "answer" && body?.sdpAnswer && pc?.signalingState === "have-local-offer") await pc.setRemoteDescription(body.sdpAnswer);
+      const body = e.body as {
+        sdpOffer?: RTCSessionDescriptionInit;
+        sdpAnswer?: RTCSessionDescriptionInit;
+        session?: string;
+        ice?: { session: string; candidate: RTCIceCandidateInit };
+      };
+      if (e.kind === "offer" && body?.sdpOffer) await answer(body.sdpOffer, String(body.session));
+      if (e.kind === "answer" && body?.sdpAnswer && body.session === session && pc?.signalingState === "have-local-offer") {
+        await pc.setRemoteDescription(body.sdpAnswer);
+        await flushEarly();
+      }
+      if (e.kind === "app" && body?.ice) await addCandidate(body.ice.session, body.ice.candidate);
       break;
     }
     case "link-already-used":
