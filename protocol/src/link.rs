@@ -61,10 +61,11 @@ pub enum LinkError {
     /// Nothing was given.
     #[error("link is empty")]
     Empty,
-    /// The value is longer than [`limits::MAX_LINK_LEN`].
+    /// The value is longer than [`limits::MAX_LINK_LEN`] bytes, or an app URL
+    /// longer than that plus [`limits::MAX_APP_URL_OVERHEAD`].
     #[error("link is {len} bytes long, the maximum is {max}")]
     TooLong {
-        /// Characters given.
+        /// Bytes given (UTF-8).
         len: usize,
         /// The maximum.
         max: usize,
