@@ -61,10 +61,11 @@ pub enum LinkError {
     /// Nothing was given.
     #[error("link is empty")]
     Empty,
-    /// The value is longer than [`limits::MAX_LINK_LEN`].
-    #[error("link is {len} characters long, the maximum is {max}")]
+    /// The value is longer than [`limits::MAX_LINK_LEN`] bytes, or an app URL
+    /// longer than that plus [`limits::MAX_APP_URL_OVERHEAD`].
+    #[error("link is {len} bytes long, the maximum is {max}")]
     TooLong {
-        /// Characters given.
+        /// Bytes given (UTF-8).
         len: usize,
         /// The maximum.
         max: usize,
@@ -211,8 +212,8 @@ impl LinkError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RelayUrlError {
-    /// Longer than [`limits::MAX_RELAY_URL_LEN`] characters.
-    #[error("URL is {len} characters long, the maximum is {max}")]
+    /// Longer than [`limits::MAX_RELAY_URL_LEN`] bytes (UTF-8).
+    #[error("URL is {len} bytes long, the maximum is {max}")]
     TooLong {
         /// Characters given.
         len: usize,
@@ -476,11 +477,23 @@ impl Link {
     }
 
     /// The app URL with this link as its `connectoid` query parameter, for
-    /// example `https://app.example.com/?connectoid=...`.
+    /// example `https://app.example.com/?connectoid=...` (spec §4.3).
+    ///
+    /// The query's other `&`-separated pieces are kept byte for byte, a
+    /// `connectoid` parameter already there is replaced (so the result holds
+    /// exactly one), empty pieces are dropped, and the fragment stays after
+    /// the query. URLs without `//` (`myapp:open`) work the same way.
     pub fn to_app_url(&self, app_url: &url::Url) -> url::Url {
+        let pair = format!("connectoid={}", self.encode());
+        let mut pieces: Vec<&str> = app_url
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter(|piece| !piece.is_empty() && !is_connectoid_pair(piece))
+            .collect();
+        pieces.push(&pair);
         let mut url = app_url.clone();
-        url.query_pairs_mut()
-            .append_pair("connectoid", &self.encode());
+        url.set_query(Some(&pieces.join("&")));
         url
     }
 
@@ -572,7 +585,9 @@ fn extract_value(input: &str) -> Result<String, LinkError> {
     if let Some(value) = input.strip_prefix("connectoid=") {
         return Ok(value.to_owned());
     }
-    if !input.contains("://") {
+    // A value never holds ':' (only base64url characters and dots), so any
+    // input with one is an app URL: `https://...` as well as `myapp:open?...`.
+    if !input.contains(':') {
         return Ok(input.to_owned());
     }
     // A whole app URL. Bound the work before handing it to the URL parser.
@@ -588,6 +603,14 @@ fn extract_value(input: &str) -> Result<String, LinkError> {
         .find(|(name, _)| name == "connectoid")
         .map(|(_, value)| value.into_owned())
         .ok_or(LinkError::NoConnectoidParameter)
+}
+
+/// Whether a query piece (`name[=value]`) names the `connectoid` parameter
+/// once form-urlencoding is undone (`connectoid`, `connect%6Fid`).
+fn is_connectoid_pair(piece: &str) -> bool {
+    url::form_urlencoded::parse(piece.as_bytes())
+        .next()
+        .is_some_and(|(name, _)| name == "connectoid")
 }
 
 fn decode_part(part: LinkPart, text: &str) -> Result<Vec<u8>, LinkError> {

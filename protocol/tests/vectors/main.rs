@@ -21,6 +21,7 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed vector
 
 mod api;
+mod clarified;
 mod envelopes;
 mod hpke;
 mod keys;
