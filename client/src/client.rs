@@ -359,28 +359,46 @@ impl Client {
         .await?;
         state.reload(bytes)?;
         let now = self.now_ms();
+        // A change that is not stored must leave no trace in memory either:
+        // deliveries it made were never handed out.
+        let inflight = state.book.inflight_snapshot();
         let result = change(&mut state.book, now);
         let out = match result {
             Ok(out) => out,
             Err(e) => {
                 // The book may hold a half-made change: read it again next time.
                 state.digest = None;
+                state.book.restore_inflight(inflight);
                 return Err(e);
             }
         };
         state.book.expire_seen(now);
-        let bytes = state.book.data().to_bytes(&state.location)?;
-        let digest: [u8; 32] = sha2::Sha256::digest(&bytes).into();
-        if state.digest != Some(digest) {
+        let stored = match state.book.data().to_bytes(&state.location) {
+            Ok(bytes) => {
+                let digest: [u8; 32] = sha2::Sha256::digest(&bytes).into();
+                if state.digest == Some(digest) {
+                    Ok(())
+                } else {
+                    state.digest = None;
+                    let store = Arc::clone(&self.inner.store);
+                    let written = blocking(move || {
+                        store.write(&bytes)?;
+                        drop(lock);
+                        Ok(())
+                    })
+                    .await;
+                    if written.is_ok() {
+                        state.digest = Some(digest);
+                    }
+                    written
+                }
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = stored {
             state.digest = None;
-            let store = Arc::clone(&self.inner.store);
-            blocking(move || {
-                store.write(&bytes)?;
-                drop(lock);
-                Ok(())
-            })
-            .await?;
-            state.digest = Some(digest);
+            state.book.restore_inflight(inflight);
+            return Err(e.into());
         }
         Ok(out)
     }

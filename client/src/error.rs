@@ -36,7 +36,10 @@ pub enum ClientError {
     #[error(transparent)]
     Profile(#[from] ProfileError),
     /// The nickname is empty, too long or has control characters.
-    #[error("invalid nickname {0:?}: use 1 to 64 characters, no control characters")]
+    #[error(
+        "invalid nickname {0:?}: use 1 to {max} characters, no control characters",
+        max = crate::MAX_NICKNAME_LEN
+    )]
     BadNickname(String),
     /// The profile already has a peer (or a pending share) with this nickname.
     #[error("there is already a peer named {0:?}")]
@@ -65,7 +68,7 @@ pub enum ClientError {
         healthy: usize,
     },
     /// The link or relay set is not valid (too many relays, too long...).
-    #[error("link")]
+    #[error("invalid link or relay set")]
     Link(#[from] LinkError),
     /// The link is one this profile shared.
     #[error("this is your own link")]

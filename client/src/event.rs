@@ -287,6 +287,9 @@ pub struct RelayPoll {
     /// Errors of the relay as a whole (unreachable, broken answers); the
     /// poll went on with the other relays.
     pub errors: Vec<RelayError>,
+    /// Mailboxes the relay answered for in this poll (nothing new by UDP,
+    /// or checked and received over HTTP).
+    pub served: u32,
 }
 
 /// One mailbox a relay refused to serve during a poll.
@@ -312,12 +315,14 @@ impl RelayPoll {
             rejected: Vec::new(),
             refused: Vec::new(),
             errors: Vec::new(),
+            served: 0,
         }
     }
 }
 
 /// What a poll did at each relay.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct PollReport {
     /// One entry per relay polled.
     pub relays: Vec<RelayPoll>,
@@ -329,10 +334,16 @@ impl PollReport {
         self.relays.iter().find(|r| &r.relay == relay)
     }
 
-    /// Whether relays were polled and every one of them failed as a whole.
-    /// Refusals of single mailboxes ([`RelayPoll::refused`]) do not count.
+    /// Whether relays were polled and every one of them failed as a whole:
+    /// it had errors and served no mailbox. Refusals of single mailboxes
+    /// ([`RelayPoll::refused`]) do not count, and neither does an error of
+    /// one mailbox at a relay that served others.
     pub fn all_failed(&self) -> bool {
-        !self.relays.is_empty() && self.relays.iter().all(|r| !r.errors.is_empty())
+        !self.relays.is_empty()
+            && self
+                .relays
+                .iter()
+                .all(|r| !r.errors.is_empty() && r.served == 0)
     }
 }
 

@@ -47,11 +47,12 @@
 //!   async [`Client`] does the I/O around it and reads the time from one
 //!   [`Clock`].
 //!
-//! - Peer links ([`peer`]): after signaling, a direct QUIC connection pinned
+//! - Peer links (`peer`, with the default `quic` feature): after signaling, a direct QUIC connection pinned
 //!   to the certificate fingerprints in the offer and answer, a
 //!   challenge-response with the Connectoid keys, a one-time key rotation
 //!   that retires the link, framed messages, and close.
-//! - The shared shopping list ([`list`]): the demo app's data and its merge.
+//! - The shared shopping list (`list`, with the default `cli` feature): the
+//!   demo app's data and its merge.
 //!
 //! The library reads no file but the profile it is given, and never sends or
 //! logs a private key. The app's payloads are opaque JSON: WebRTC SDP, QUIC

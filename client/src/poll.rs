@@ -183,12 +183,19 @@ impl Fetcher<'_> {
         let mut fetched = Vec::new();
         for (plan, wanted) in mailboxes.iter().zip(wanted) {
             if !wanted {
+                report.served += 1;
                 continue;
             }
             match self.fetch_mailbox(&relay, plan, limit, &mut report).await {
-                Ok(messages) => fetched.extend(messages),
+                Ok(messages) => {
+                    report.served += 1;
+                    fetched.extend(messages);
+                }
                 Err(error) if error.is_mailbox_refusal() => {
-                    tracing::debug!(%relay, nickname = %plan.nickname, "mailbox refused: {error}");
+                    // Said at warn level: a refusal is something the user
+                    // can fix (an API key, the relay's URL), and `events()`
+                    // streams only deliveries.
+                    tracing::warn!(%relay, nickname = %plan.nickname, "the relay refused this mailbox: {error}");
                     report.refused.push(MailboxRefusal {
                         nickname: plan.nickname.clone(),
                         mailbox: plan.key.public_key(),

@@ -104,7 +104,9 @@ impl RelayError {
     /// mailbox key. The relay's other mailboxes can still be served.
     pub fn is_mailbox_refusal(&self) -> bool {
         match self {
-            Self::BadQuestion => true,
+            // A question that does not open with the mailbox key is the
+            // relay's fault (§7 of the spec), not the mailbox's.
+            Self::BadQuestion => false,
             Self::Api(error) => match error.code {
                 ErrorCode::Forbidden
                 | ErrorCode::WrongAnswer
@@ -698,13 +700,13 @@ mod tests {
             api(ErrorCode::NoQuestion, None),
             api(ErrorCode::MailboxFull, None),
             api(ErrorCode::TooOften, Some("check_per_mailbox")),
-            RelayError::BadQuestion,
         ] {
             assert!(refusal.is_mailbox_refusal(), "{refusal}");
         }
         for failure in [
             api(ErrorCode::TooOften, Some("check_per_ip")),
             api(ErrorCode::TooOften, None),
+            RelayError::BadQuestion,
             api(ErrorCode::Unavailable, None),
             api(ErrorCode::Internal, None),
             RelayError::Timeout(Duration::from_secs(1)),

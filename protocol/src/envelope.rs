@@ -254,12 +254,12 @@ impl EnvelopeError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Seal(SealError::TooBig { .. }) => "Seal::TooBig",
-            Self::Seal(_) => "Seal::Hpke",
+            Self::Seal(SealError::Hpke(_)) => "Seal::Hpke",
             Self::Open(OpenError::TooShort { .. }) => "Open::TooShort",
             Self::Open(OpenError::BadEncappedKey) => "Open::BadEncappedKey",
             Self::Open(OpenError::Decrypt) => "Open::Decrypt",
             Self::Open(OpenError::Padding) => "Open::Padding",
-            Self::Open(_) => "Open::WrongLength",
+            Self::Open(OpenError::WrongLength { .. }) => "Open::WrongLength",
             Self::SignerMismatch => "SignerMismatch",
             Self::From(_) => "From",
             Self::Jws(_) => "Jws",

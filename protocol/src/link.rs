@@ -215,7 +215,7 @@ pub enum RelayUrlError {
     /// Longer than [`limits::MAX_RELAY_URL_LEN`] bytes (UTF-8).
     #[error("URL is {len} bytes long, the maximum is {max}")]
     TooLong {
-        /// Characters given.
+        /// Bytes given.
         len: usize,
         /// The maximum.
         max: usize,

@@ -352,7 +352,7 @@ async fn metrics(State(relay): State<Arc<Relay>>) -> axum::response::Response {
 async fn not_found() -> AppError {
     AppError(ApiError::new(
         ErrorCode::NotFound,
-        "the API is POST /; see also GET /.well-known/connectoid",
+        format!("the API is POST /; see also GET {INFO_PATH}"),
     ))
 }
 

@@ -116,6 +116,19 @@ impl PeerBook {
             .retain_mailboxes(|key| data_has_mailbox(data, key));
     }
 
+    /// A copy of the in-memory delivery state, to put back with
+    /// [`PeerBook::restore_inflight`] when a change cannot be stored.
+    pub(crate) fn inflight_snapshot(&self) -> Inflight {
+        self.inflight.clone()
+    }
+
+    /// Puts back the delivery state of [`PeerBook::inflight_snapshot`]:
+    /// deliveries made by a change that was not stored were never handed
+    /// out, so their messages must be fetched and judged again.
+    pub(crate) fn restore_inflight(&mut self, inflight: Inflight) {
+        self.inflight = inflight;
+    }
+
     /// Forgets seen ids that expired before `now`.
     pub(crate) fn expire_seen(&mut self, now: u64) {
         self.data.expire_seen(now);

@@ -36,7 +36,7 @@ struct Slot {
 }
 
 /// In-memory delivery state: what was fetched and not yet processed.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Inflight {
     /// Per (mailbox, relay): fetched messages after the stored cursor.
     slots: HashMap<(PublicKey, RelayUrl), BTreeMap<At, Slot>>,
