@@ -72,6 +72,17 @@ ensure_python_cryptography() {
     missing "python3 package cryptography" "python3 -m pip install cryptography"
 }
 
+# ensure_python_idna: python3 with the `idna` package (IDNA UTS #46; the
+# stdlib's encodings.idna is IDNA 2003), for the URLs of clarified.json in
+# spec/vectors/check.py.
+ensure_python_idna() {
+    have python3 || { missing python3 "install python3"; return 0; }
+    python3 -c 'import idna' 2>/dev/null && return 0
+    step "installing the Python package idna (for spec/vectors/check.py)"
+    python3 -m pip install --quiet idna && return 0
+    missing "python3 package idna" "python3 -m pip install idna"
+}
+
 ensure_cargo() {
     have cargo || die "cargo is not installed (install Rust with rustup first)"
 }

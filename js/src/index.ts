@@ -1,7 +1,8 @@
 /**
  * connectoid: the Connectoid client for browsers and Node (ESM), a second
  * implementation of `spec/protocol.md` and `spec/client.md`. Wire formats
- * (links, keys, HPKE, envelopes, the relay API, safety codes) are sans-I/O
+ * (links, keys, HPKE, envelopes, the relay API, safety codes, the peer
+ * link's frames, offers and challenge-response) are sans-I/O
  * modules; `client.ts` adds fan-out over relays and the profile kept in a
  * {@link Store}. Node-only parts (the file store) are in `connectoid/node`.
  */
@@ -14,4 +15,5 @@ export * from "./api.js";
 export * from "./safety.js";
 export * from "./store.js";
 export * from "./client.js";
+export * from "./peer.js";
 export * as udp from "./udp.js";

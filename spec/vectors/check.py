@@ -5,7 +5,10 @@ It shares no code with the Rust implementation: HPKE (RFC 9180), ES384, the
 link proof, the safety code and the UDP datagrams are re-implemented here with
 the Python `cryptography` package (44 or newer, for deterministic ECDSA), so a
 vector that passes here and in `cargo test -p connectoid-protocol` is what the
-spec says, not only what the library does.
+spec says, not only what the library does. The URLs of clarified.json (app
+URLs, relay URL normalization with IDNA UTS #46 non-transitional, answers
+bound to URLs, lengths in bytes) need the `idna` package; what is not
+re-derived is printed.
 
 Usage: python3 spec/vectors/check.py   (exit status 0 when every vector passes)
 """
@@ -587,10 +590,296 @@ def check_peer():
     return count
 
 
+# --- clarified.json: URLs (a restricted WHATWG URL parser), IDNA, lengths ---
+#
+# Only what the vectors need is re-implemented: http(s) URLs with a host,
+# optional port, path and query, and app URLs of other schemes kept as
+# text. IDNA is UTS #46 non-transitional through the `idna` package (the
+# stdlib `encodings.idna` is IDNA 2003, which maps "ß" to "ss"). Not
+# re-derived: the Bidi rule of RFC 5893 and "." / ".." path segments.
+
+DEFAULT_PORTS = {"http": "80", "https": "443"}
+C0_AND_SPACE = {chr(i) for i in range(0x21)} | {"\x7f"}
+PATH_SET = C0_AND_SPACE | set('"#<>?`{}')
+QUERY_SET = C0_AND_SPACE | set("\"#<>'")
+FRAGMENT_SET = C0_AND_SPACE | set('"<>`')
+
+
+def percent_encode(text, encode_set):
+    out = []
+    for ch in text:
+        if ch in encode_set or ord(ch) > 0x7E:
+            out.append("".join(f"%{b:02X}" for b in ch.encode()))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def ipv4_number(part):
+    if re.fullmatch(r"0[xX][0-9a-fA-F]*", part):
+        return int(part[2:] or "0", 16)
+    if re.fullmatch(r"0[0-7]+", part):
+        return int(part, 8)
+    if re.fullmatch(r"[0-9]+", part):
+        return int(part)
+    return None
+
+
+def parse_ipv4(host):
+    """WHATWG's IPv4 parser: None when the host is not an IPv4 address,
+    ValueError when it ends in a number but is not a valid one."""
+    parts = host.split(".")
+    if parts[-1] == "" and len(parts) > 1:
+        parts = parts[:-1]
+    if ipv4_number(parts[-1]) is None:
+        return None
+    numbers = [ipv4_number(p) for p in parts]
+    if len(numbers) > 4 or None in numbers or any(n > 255 for n in numbers[:-1]):
+        raise ValueError("bad IPv4")
+    if numbers[-1] >= 256 ** (5 - len(numbers)):
+        raise ValueError("bad IPv4")
+    value = numbers[-1]
+    for i, n in enumerate(numbers[:-1]):
+        value += n * 256 ** (3 - i)
+    return ".".join(str((value >> (8 * k)) & 255) for k in (3, 2, 1, 0))
+
+
+def domain_to_ascii(domain):
+    """UTS #46 ToASCII, non-transitional, CheckHyphens false, no STD3 rules."""
+    import unicodedata
+
+    import idna
+
+    mapped = idna.uts46_remap(domain, std3_rules=False, transitional=False)
+    labels = []
+    for label in mapped.split("."):
+        if label.startswith("xn--"):
+            decoded = idna.ulabel(label)  # raises on invalid punycode
+            if idna.uts46_remap(decoded, std3_rules=False, transitional=False) != decoded:
+                raise ValueError("A-label decodes to unmapped text")
+            labels.append(label)
+        elif label.isascii():
+            labels.append(label)
+        else:
+            if unicodedata.normalize("NFC", label) != label:
+                raise ValueError("not NFC")
+            for i, ch in enumerate(label):
+                if ch in "\u200c\u200d" and not idna.core.valid_contextj(label, i):
+                    raise ValueError("joiner out of context")
+            labels.append("xn--" + label.encode("punycode").decode())
+    return ".".join(labels)
+
+
+def normalize_url(text, relay=True):
+    """The normalized form of an http(s) URL without its fragment, or None
+    when it is rejected. With relay=False, other schemes are kept too
+    (lower-cased scheme, the rest percent-encoded as an opaque path)."""
+    import ipaddress
+    import urllib.parse
+
+    if relay and len(text.encode()) > load("links.json")["limits"]["max_relay_url_len"]:
+        return None
+    if any(ch.isspace() for ch in text) or (relay and "|" in text):
+        return None
+    m = re.fullmatch(r"([A-Za-z][A-Za-z0-9+.-]*):(.*)", text, re.S)
+    if not m:
+        return None
+    scheme, rest = m.group(1).lower(), m.group(2)
+    rest, hash_sign, _ = rest.partition("#")
+    if relay and hash_sign:
+        return None
+    if scheme not in DEFAULT_PORTS:
+        if relay:
+            return None
+        rest, q, query = rest.partition("?")
+        return scheme + ":" + percent_encode(rest, PATH_SET - {"?"}) + (q + percent_encode(query, QUERY_SET) if q else "")
+    if not rest.startswith("//"):
+        return None
+    rest = rest[2:]
+    rest, q, query = rest.partition("?")
+    slash = rest.find("/")
+    authority, path = (rest, "/") if slash < 0 else (rest[:slash], rest[slash:])
+    if "@" in authority:
+        return None
+    if authority.startswith("["):
+        end = authority.find("]")
+        host_text, port = authority[: end + 1], authority[end + 1 :]
+        try:
+            host = "[" + ipaddress.IPv6Address(host_text[1:-1]).compressed + "]"
+        except ValueError:
+            return None
+    else:
+        host_text, _, port = authority.partition(":")
+        port = ":" + port if ":" in authority else ""
+        try:
+            raw = urllib.parse.unquote_to_bytes(host_text).decode("utf-8")
+            host = domain_to_ascii(raw)
+            host = parse_ipv4(host) or host
+        except Exception:
+            return None
+        if not host or re.search(r"[\x00-\x20#%/:<>?@\[\\\]^|]", host):
+            return None
+    if port:
+        if not re.fullmatch(r":[0-9]*", port) or (len(port) > 1 and int(port[1:]) > 65535):
+            return None
+        if port == ":" or port[1:].lstrip("0") == DEFAULT_PORTS[scheme].lstrip("0"):
+            port = ""
+        else:
+            port = ":" + str(int(port[1:]))
+    url = scheme + "://" + host + port + percent_encode(path, PATH_SET)
+    if q:
+        url += "?" + percent_encode(query, QUERY_SET)
+    if relay and len(url.encode()) > load("links.json")["limits"]["max_relay_url_len"]:
+        return None
+    return url
+
+
+def query_pieces(url):
+    """The `&`-separated pieces of a URL's query (before any fragment)."""
+    base, _, query = url.partition("#")[0].partition("?")
+    return base, [p for p in query.split("&") if p]
+
+
+def piece_name(piece):
+    import urllib.parse
+
+    return urllib.parse.unquote_plus(piece.split("=", 1)[0])
+
+
+def link_from_input(mode, text, limits):
+    """The value of a shared link (spec §4.6 step 2; a reply value is taken
+    as it is); raises ValueError(code). Lengths are bytes of UTF-8."""
+    import urllib.parse
+
+    if mode == "link":
+        text = text.strip()
+        if text.startswith("connectoid="):
+            text = text[len("connectoid=") :]
+        elif ":" in text:
+            if len(text.encode()) > limits["max_link_len"] + limits["max_app_url_overhead"]:
+                raise ValueError("too-long")
+            for p in query_pieces(text)[1]:
+                if piece_name(p) == "connectoid":
+                    return urllib.parse.unquote_plus(p.split("=", 1)[1] if "=" in p else "")
+            raise ValueError("no-connectoid-parameter")
+    if len(text.encode()) > limits["max_link_len"]:
+        raise ValueError("too-long")
+    return text
+
+
+def read_relays(part):
+    """The normalized relay entries of a link's relays part; raises ValueError(code)."""
+    entries = []
+    for item in b64d(part).decode().split(" "):
+        url, bar, ext = item.partition("|")
+        normalized = normalize_url(url)
+        if normalized is None:
+            raise ValueError("bad-relay")
+        if normalized in [e["url"] for e in entries]:
+            raise ValueError("duplicate-relay")
+        entries.append({"url": normalized, "ext": b64d(ext).decode() if bar else None})
+    return entries
+
+
+def check_clarified():
+    try:
+        import idna  # noqa: F401
+    except ImportError:
+        sys.exit("clarified.json needs the Python package idna (python3 -m pip install idna)")
+    print(
+        "check_clarified: not re-derived here: the Bidi rule (RFC 5893) of IDNA,"
+        " '.'/'..' path segments and the WHATWG URL parser beyond http(s) host,"
+        " port, path and query (the vectors hold none of these)"
+    )
+    v = load("clarified.json")
+    limits = load("links.json")["limits"]
+    count = 0
+    for t in v["relay_urls"]:
+        assert normalize_url(t["input"]) == t["normalized"], (t["name"], normalize_url(t["input"]))
+        count += 1
+    for t in v["answers"]:
+        assert normalize_url(t["relay_url_input"]) == t["relay_url"], t
+        answer = hmac.new(bytes.fromhex(t["secret_hex"]), b"connectoid/v1 answer\x00" + t["relay_url"].encode(), hashlib.sha256).digest()
+        assert b64e(answer) == t["answer_b64"], t
+        count += 1
+    for t in v["app_urls"]:
+        without_fragment, hash_sign, fragment = t["app_url"].partition("#")
+        app = normalize_url(without_fragment, relay=False)
+        base, pieces = query_pieces(app)
+        pieces = [p for p in pieces if piece_name(p) != "connectoid"]
+        result = base + "?" + "&".join(pieces + ["connectoid=" + t["link"]])
+        result += hash_sign + percent_encode(fragment, FRAGMENT_SET)
+        assert result == t["result"], (t["name"], result)
+        assert link_from_input("link", result, limits) == t["link"], t["name"]
+        count += 1
+    for t in v["links_valid"]:
+        text = link_from_input(t["mode"], t["input"], limits)
+        parts = text.split(".")
+        link = t["link"]
+        assert parts[0] == link["pub"] and parse_public_text(parts[0])
+        assert read_relays(parts[1]) == link["relays"], t["name"]
+        entries = [r["url"] + ("|" + b64e(r["ext"].encode()) if r["ext"] else "") for r in link["relays"]]
+        encoded = t["encoded"].split(".")
+        assert b64d(encoded[1]).decode() == " ".join(entries) and encoded[0] == parts[0], t["name"]
+        assert encoded[2:] == parts[2:], t["name"]
+        count += 1
+    for t in v["links_invalid"]:
+        try:
+            text = link_from_input(t["mode"], t["input"], limits)
+            read_relays(text.split(".")[1])
+            raise AssertionError(t["name"] + " decoded")
+        except ValueError as e:
+            assert str(e) == t["code"], (t["name"], e)
+        if t["code"] == "too-long":
+            assert len(t["input"]) <= limits["max_link_len"] + limits["max_app_url_overhead"], t["name"]
+        count += 1
+    max_depth = 127
+    for t in v["envelopes"]:
+        recipient = secret_key(bytes.fromhex(t["recipient_secret_hex"]))
+        sealed = bytes.fromhex(t["sealed_hex"])
+        resealed = hpke_seal(b64d(t["sealed_to_b64"]), INFO[t["purpose"]], bytes.fromhex(t["padded_hex"]), bytes.fromhex(t["ikm_e_hex"]))
+        assert resealed == sealed, t["name"]
+        jws = unpad(hpke_open(recipient, INFO["message"], sealed)).decode()
+        assert jws == t["jws"], t["name"]
+        header, payload, sig = jws.split(".")
+        text = b64d(payload).decode()
+        parsed = json.loads(text)
+        from_key = b64d(parsed["from"].split(".")[0])
+        assert verify(from_key, (header + "." + payload).encode(), b64d(sig)), t["name"]
+        depth = deepest = 0
+        in_string = escaped = False
+        for ch in text:
+            if in_string:
+                escaped, in_string = (not escaped and ch == "\\"), in_string and (escaped or ch != '"')
+            elif ch == '"':
+                in_string = True
+            elif ch in "[{":
+                depth += 1
+                deepest = max(deepest, depth)
+            elif ch in "]}":
+                depth -= 1
+        error = None
+        if deepest > max_depth:
+            error = "Payload"
+        else:
+            try:
+                to = parse_public_text(parsed["to"]) if isinstance(parsed["to"], str) else None
+            except ValueError:
+                to = None
+            if to is None:
+                error = "Payload"
+            elif to != compress(recipient.public_key()):
+                error = "WrongRecipient"
+        assert error == t["error"], (t["name"], error)
+        count += 1
+    return count
+
+
 def main():
     total = 0
     for check in (
-        check_keys, check_hpke, check_envelopes, check_udp, check_safety, check_links, check_peer
+        check_keys, check_hpke, check_envelopes, check_udp, check_safety, check_links, check_peer,
+        check_clarified,
     ):
         count = check()
         print(f"{check.__name__}: {count} vectors ok")
