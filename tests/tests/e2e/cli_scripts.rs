@@ -1,0 +1,166 @@
+//! The `connectoid` CLI as scripts and new users meet it: JSON errors on
+//! stdout with the same exit code, `poll --json` with nothing new, snake_case
+//! keys, whole-millisecond latencies, hints for the usual mistakes (an
+//! unquoted string payload, an unknown peer, a relay without `http://`),
+//! relays probed before they are added, the payload limit in JSON bytes,
+//! completions, the man page and `--version`.
+
+use connectoid_tests::RelayProcess;
+use serde_json::Value;
+
+use super::cli::{json_lines, ok, run};
+
+/// Runs a command with `--json` that must fail with exit code 1; returns
+/// the one JSON object it printed on stdout.
+fn json_error(profile: &std::path::Path, args: &[&str]) -> Value {
+    let mut args = args.to_vec();
+    args.push("--json");
+    let output = run(profile, &args);
+    assert_eq!(output.status.code(), Some(1), "connectoid {args:?}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let error: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(error["ok"], false, "{error}");
+    error
+}
+
+#[test]
+fn json_errors_empty_polls_and_snake_case_keys() {
+    let relay = RelayProcess::start().unwrap();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (alice, bob) = (a.path(), b.path());
+
+    let error = json_error(alice, &["send", "Nobody", "{}"]);
+    assert!(
+        error["error"].as_str().unwrap().contains("no peer named"),
+        "{error}"
+    );
+    let error = json_error(alice, &["link", "decode", "not-a-link"]);
+    assert!(error["error"].is_string(), "{error}");
+
+    ok(alice, &["relays", "add", relay.url().as_str()]);
+    // Nothing new: one line that says so, not silence.
+    assert_eq!(
+        json_lines(alice, &["poll", "--once"]),
+        vec![serde_json::json!({ "event": "nothing-new" })]
+    );
+
+    // The shopping list prints snake_case keys.
+    ok(alice, &["list", "add", "milk"]);
+    let shown = json_lines(alice, &["list", "show"]).remove(0);
+    assert_eq!(shown["read_only"], false, "{shown}");
+    assert!(shown.get("readOnly").is_none(), "{shown}");
+    let item = &shown["items"][0];
+    assert_eq!(item["text"], "milk");
+    assert!(item["updated_at"].is_u64(), "{item}");
+    assert!(item.get("updatedAt").is_none(), "{item}");
+
+    // Latency in whole milliseconds.
+    let probes = json_lines(alice, &["relays", "probe"]).remove(0);
+    assert!(probes[0]["latency_ms"].is_u64(), "{probes}");
+
+    // An unknown peer: the known ones are listed. A bare word as payload:
+    // quoting is suggested.
+    let link = ok(alice, &["share", "Bob"]);
+    ok(bob, &["accept", link.trim(), "Alice"]);
+    let output = run(bob, &["send", "Alicia", "\"hi\""]);
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("known peers: Alice"), "{stderr}");
+    let output = run(bob, &["send", "Alice", "hello"]);
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains(r#"e.g. '"hello"'"#), "{stderr}");
+
+    // Too big: said in bytes of JSON, and that many bytes do go through.
+    let big = Value::String("x".repeat(70_000)).to_string();
+    let output = run(bob, &["send", "Alice", &big]);
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let max: usize = stderr
+        .split("may be at most ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{stderr}"));
+    let fits = Value::String("x".repeat(max - 2)).to_string();
+    assert_eq!(fits.len(), max);
+    ok(bob, &["send", "Alice", &fits]);
+    let over = Value::String("x".repeat(max - 1)).to_string();
+    assert!(!run(bob, &["send", "Alice", &over]).status.success());
+}
+
+#[test]
+fn relays_add_probes_suggests_and_prints_the_stored_url() {
+    let relay = RelayProcess::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path();
+
+    // host:port is not a URL: the error suggests http://.
+    for bare in ["127.0.0.1:8081", "localhost:8081"] {
+        let output = run(profile, &["relays", "add", bare]);
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(
+            stderr.contains(&format!("did you mean http://{bare}/")),
+            "{stderr}"
+        );
+    }
+
+    // A relay that does not answer: a warning, or a refusal with --strict.
+    let dead = "http://127.0.0.1:9/";
+    let output = run(profile, &["relays", "add", dead, "--strict"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8(output.stderr)
+            .unwrap()
+            .contains("does not answer")
+    );
+    assert!(
+        json_lines(profile, &["relays", "list"])[0]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let output = run(profile, &["relays", "add", dead]);
+    assert!(output.status.success());
+    assert!(
+        String::from_utf8(output.stderr)
+            .unwrap()
+            .starts_with("warning: http://127.0.0.1:9/ does not answer")
+    );
+
+    // A live one, given without the trailing slash: the stored URL is printed.
+    let given = relay.url().to_string();
+    let given = given.trim_end_matches('/');
+    let output = run(profile, &["relays", "add", given, "--strict"]);
+    assert!(output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.trim(), format!("added {}", relay.url()));
+}
+
+#[test]
+fn completions_man_page_and_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path();
+    let bash = ok(profile, &["completions", "bash"]);
+    assert!(
+        bash.contains("complete") && bash.contains("relays"),
+        "{bash}"
+    );
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        assert!(!ok(profile, &["completions", shell]).is_empty());
+    }
+    let man = ok(profile, &["man"]);
+    assert!(man.contains(".TH connectoid 1"), "{man}");
+    let version = ok(profile, &["--version"]);
+    assert!(
+        version.starts_with(&format!("connectoid {}", env!("CARGO_PKG_VERSION"))),
+        "{version}"
+    );
+    // Built from a git checkout (as the tests are): the commit is named.
+    if std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        assert!(version.contains("(commit "), "{version}");
+    }
+}
