@@ -12,6 +12,7 @@ mod common;
 
 mod conformance;
 mod http_server;
+mod packaging;
 mod process;
 #[cfg(feature = "redis")]
 mod redis;

@@ -164,3 +164,86 @@ fn completions_man_page_and_version() {
         assert!(version.contains("(commit "), "{version}");
     }
 }
+
+/// POSTs `body` to the relay as README.md's curl quickstart does; returns
+/// the HTTP status and the JSON answer.
+fn post(relay: &str, body: &Value) -> (u16, Value) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .post(relay)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    })
+}
+
+/// README.md's "Quickstart with curl", step by step: a key from a profile,
+/// a send, a check, `connectoid answer`, and the receive it unlocks.
+#[test]
+fn the_curl_quickstart_receives_with_the_answer_the_cli_prints() {
+    let relay = RelayProcess::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let me = dir.path();
+    let url = relay.url().to_string();
+    // LINK=$(me share Me --relay $RELAY); KEY=$(me link decode "$LINK" | awk '/^key:/ {print $2}')
+    let link = ok(me, &["share", "Me", "--relay", &url]);
+    let decoded = ok(me, &["link", "decode", link.trim()]);
+    let key = decoded
+        .lines()
+        .find_map(|line| line.strip_prefix("key:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    // DATA: 200 random bytes in base64url.
+    let mut bytes = [0u8; 200];
+    getrandom::fill(&mut bytes).unwrap();
+    let data = connectoid::protocol::b64::encode(&bytes);
+
+    let (status, sent) = post(
+        &url,
+        &serde_json::json!({"pub": key, "ext": null, "action": "send", "data": data}),
+    );
+    assert_eq!((status, &sent), (200, &serde_json::json!({"ok": true})));
+    let (_, checked) = post(
+        &url,
+        &serde_json::json!({"pub": key, "ext": null, "action": "check", "at": 0}),
+    );
+    assert_eq!(checked["found"], true, "{checked}");
+    let question = checked["question"].as_str().unwrap();
+
+    // A wrong answer: 403 "Wrong answer", as README.md says.
+    let (status, refused) = post(
+        &url,
+        &serde_json::json!({"pub": key, "ext": null, "action": "receive",
+            "answer": connectoid::protocol::b64::encode(&[0u8; 32]), "at": 0, "limit": 1}),
+    );
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (403, Some("Wrong answer"))
+    );
+
+    // ANSWER=$(me answer Me --relay $RELAY "$QUESTION")
+    let answer = ok(me, &["answer", "Me", "--relay", &url, question]);
+    let (status, received) = post(
+        &url,
+        &serde_json::json!({"pub": key, "ext": null, "action": "receive",
+            "answer": answer.trim(), "at": 0, "limit": 1}),
+    );
+    assert_eq!(status, 200, "{received}");
+    assert_eq!(received["ok"], true, "{received}");
+    assert_eq!(received["data"], data.as_str(), "{received}");
+    assert!(received["at"].is_u64(), "{received}");
+
+    // A question about another mailbox is refused, in one sentence.
+    let output = run(me, &["answer", "Me", "--relay", &url, "AAAA"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("not about your mailbox"), "{stderr}");
+}
