@@ -577,6 +577,12 @@ impl Client {
             async move { transport.send(&entry, ext, key, sealed.to_vec()).await }
         })
         .await;
+        for (entry, result) in &results {
+            match result {
+                Ok(()) => tracing::info!("{}: sent {} bytes over HTTP", entry.url, sealed.len()),
+                Err(e) => tracing::info!("{}: send failed: {e}", entry.url),
+            }
+        }
         SendReport {
             relays: results
                 .into_iter()

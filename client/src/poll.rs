@@ -180,13 +180,33 @@ impl Fetcher<'_> {
         report.udp = self
             .udp_round(&relay, info.as_ref(), &mailboxes, &mut wanted)
             .await;
+        let by_http = wanted.iter().filter(|w| **w).count();
+        match &report.udp {
+            UdpUse::Answered { datagrams, .. } => tracing::info!(
+                "{relay}: checked {} mailbox(es) over UDP ({datagrams} datagram(s)), {by_http} to fetch over HTTP",
+                mailboxes.len()
+            ),
+            UdpUse::FellBack { reason } => tracing::info!(
+                "{relay}: UDP check failed ({reason}); checking {by_http} mailbox(es) over HTTP"
+            ),
+            _ => tracing::info!("{relay}: checking {by_http} mailbox(es) over HTTP"),
+        }
         let mut fetched = Vec::new();
         for (plan, wanted) in mailboxes.iter().zip(wanted) {
             if !wanted {
                 continue;
             }
             match self.fetch_mailbox(&relay, plan, limit, &mut report).await {
-                Ok(messages) => fetched.extend(messages),
+                Ok(messages) => {
+                    if !messages.is_empty() {
+                        tracing::info!(
+                            "{relay}: received {} message(s) for {}",
+                            messages.len(),
+                            plan.nickname
+                        );
+                    }
+                    fetched.extend(messages);
+                }
                 Err(error) if error.is_mailbox_refusal() => {
                     tracing::debug!(%relay, nickname = %plan.nickname, "mailbox refused: {error}");
                     report.refused.push(MailboxRefusal {

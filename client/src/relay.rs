@@ -249,6 +249,10 @@ impl Transport {
                 read_body(response).await
             })
             .await?;
+        tracing::debug!(
+            "{relay}: {action} answered HTTP {status}, {} bytes",
+            bytes.len()
+        );
         match Response::from_json(action, &bytes) {
             Ok(Response::Error(error)) => Err(RelayError::Api(error)),
             Ok(response) if status == 200 => Ok(response),

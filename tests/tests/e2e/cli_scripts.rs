@@ -247,3 +247,34 @@ fn the_curl_quickstart_receives_with_the_answer_the_cli_prints() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.contains("not about your mailbox"), "{stderr}");
 }
+
+/// `-v` says what the client does (which relay, UDP or HTTP, what arrived);
+/// logs to a pipe carry no colour codes.
+#[test]
+fn verbose_logs_say_what_the_client_does_without_colour_codes() {
+    let relay = RelayProcess::start().unwrap();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (alice, bob) = (a.path(), b.path());
+    let url = relay.url().to_string();
+    let link = ok(alice, &["share", "Bob", "--relay", &url]);
+    let output = run(bob, &["-v", "accept", link.trim(), "Alice"]);
+    assert!(output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains(&format!("{url}: sent")), "{stderr}");
+    let output = run(alice, &["-v", "poll"]);
+    assert!(output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("over UDP"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{url}: received 1 message(s) for Bob")),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes in a pipe: {stderr:?}"
+    );
+    // -vv: every request.
+    let output = run(alice, &["-vv", "--no-udp", "poll"]);
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("check answered HTTP 200"), "{stderr}");
+}
