@@ -278,3 +278,59 @@ fn verbose_logs_say_what_the_client_does_without_colour_codes() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.contains("check answered HTTP 200"), "{stderr}");
 }
+
+/// `sync` says whom it waits for and, per peer, whether it synced directly
+/// or was not reached within `--wait` (whose default `--help` shows).
+/// (The lone run comes last: an offer it leaves pending still makes a
+/// later sync of the peer try it first; see issue 15, item 4.)
+#[test]
+fn sync_says_whom_it_waits_for_and_the_result_per_peer() {
+    let relay = RelayProcess::start().unwrap();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (alice, bob) = (a.path(), b.path());
+    let url = relay.url().to_string();
+    let help = ok(alice, &["sync", "--help"]);
+    assert!(
+        help.contains("--wait <SECONDS>") && help.contains("[default: 30]"),
+        "{help}"
+    );
+
+    ok(alice, &["list", "add", "milk"]);
+    let link = ok(alice, &["list", "share", "Bob", "--relay", &url]);
+    ok(bob, &["accept", link.trim(), "Alice"]);
+
+    // Both: each says it synced directly (bounded by --wait).
+    let args = ["sync", "--loopback", "--interval", "0.2", "--wait", "60"];
+    let bob_dir = bob.to_owned();
+    let bob_sync = std::thread::spawn(move || run(&bob_dir, &args));
+    let alice_out = run(alice, &args);
+    let bob_out = bob_sync.join().unwrap();
+    for (output, peer) in [(alice_out, "Bob"), (bob_out, "Alice")] {
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        assert!(
+            output.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            stdout.contains(&format!("synced with {peer} directly")),
+            "{stdout}"
+        );
+    }
+    let shown = json_lines(bob, &["list", "show"]).remove(0);
+    assert_eq!(shown["items"][0]["text"], "milk", "{shown}");
+
+    // Bob alone: Alice is not reached within the wait.
+    let args = ["sync", "--loopback", "--interval", "0.2", "--wait", "1"];
+    let output = run(bob, &args);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("waiting for Alice (up to 1 s; Ctrl-C to stop)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("not synced with Alice: not reached within 1 s"),
+        "{stderr}"
+    );
+}
