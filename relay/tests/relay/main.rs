@@ -11,6 +11,7 @@
 mod common;
 
 mod conformance;
+mod flags;
 mod http_server;
 mod packaging;
 mod process;
