@@ -37,7 +37,12 @@ Exit codes: 0 clean shutdown (Ctrl-C or SIGTERM), 1 failed to start or failed wh
 2 bad flags or config file.";
 
 #[derive(Debug, Parser)]
-#[command(name = "connectoid-relay", version, about = ABOUT, after_help = AFTER_HELP)]
+#[command(
+    name = "connectoid-relay",
+    version = env!("CONNECTOID_VERSION"),
+    about = ABOUT,
+    after_help = AFTER_HELP
+)]
 struct Args {
     /// Read settings from this TOML file (keys are the flag names).
     #[arg(long, env = "CONNECTOID_CONFIG", value_name = "FILE")]

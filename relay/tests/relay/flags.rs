@@ -66,3 +66,20 @@ fn an_https_relay_says_https_when_ready() {
     child.wait().unwrap();
     assert!(line.starts_with("listening https=127.0.0.1:"), "{line}");
 }
+
+#[test]
+fn version_names_the_commit_in_a_checkout() {
+    let output = relay_bin().arg("--version").output().unwrap();
+    let version = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        version.starts_with(&format!("connectoid-relay {}", env!("CARGO_PKG_VERSION"))),
+        "{version}"
+    );
+    if std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        assert!(version.contains("(commit "), "{version}");
+    }
+}
