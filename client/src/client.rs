@@ -595,6 +595,12 @@ impl Client {
             async move { transport.send(&entry, ext, key, sealed.to_vec()).await }
         })
         .await;
+        for (entry, result) in &results {
+            match result {
+                Ok(()) => tracing::info!("{}: sent {} bytes over HTTP", entry.url, sealed.len()),
+                Err(e) => tracing::info!("{}: send failed: {e}", entry.url),
+            }
+        }
         SendReport {
             relays: results
                 .into_iter()
@@ -644,6 +650,24 @@ impl Client {
             .ok_or_else(|| ClientError::UnknownPeer(nickname.to_owned()))?;
         info.safety_code
             .ok_or_else(|| ClientError::NotConnected(nickname.to_owned()))
+    }
+
+    /// The answer (base64url, as the relay API carries it) to `relay`'s
+    /// `question` (base64url, as `check` returned it) about our mailbox for
+    /// `nickname`: what a `receive` or `delete` made by hand (curl) at that
+    /// relay must carry. Sends nothing.
+    pub async fn answer(
+        &self,
+        nickname: &str,
+        relay: &RelayUrl,
+        question: &str,
+    ) -> Result<String, ClientError> {
+        let sealed = connectoid_protocol::b64::decode(question.trim())
+            .map_err(|_| ClientError::BadQuestion(nickname.to_owned()))?;
+        let answer = self
+            .view(|book, _| book.answer(nickname, &sealed, relay))
+            .await??;
+        Ok(connectoid_protocol::b64::encode(&answer.0))
     }
 
     /// Ends the share with `nickname`: tells the peer (an `unshare`

@@ -76,6 +76,15 @@ pub enum ClientError {
     /// The link was already accepted under another nickname.
     #[error("this link was already accepted as {0:?}")]
     AlreadyAccepted(String),
+    /// The payload is too big to seal into one message (at most
+    /// `limits::MAX_MESSAGE_BYTES`, 64 KiB, sealed).
+    #[error("the payload is {len} bytes of JSON; it may be at most {max} bytes")]
+    PayloadTooBig {
+        /// Bytes of the payload's compact JSON.
+        len: usize,
+        /// The most bytes of compact JSON a payload may have.
+        max: usize,
+    },
     /// The envelope could not be made (the payload is too big).
     #[error("cannot seal the message")]
     Envelope(#[from] EnvelopeError),
@@ -83,6 +92,10 @@ pub enum ClientError {
     /// kinds are the client's own.
     #[error("the app cannot send {0:?} envelopes")]
     KindNotAllowed(Kind),
+    /// The question does not open with the mailbox key of this peer (it
+    /// was asked about another mailbox, or it is damaged).
+    #[error("the question is not about your mailbox for {0:?} (or it is damaged)")]
+    BadQuestion(String),
     /// No relay accepted the message; the report says why for each.
     #[error("no relay accepted the message ({0})")]
     NoRelayAccepted(SendReport),

@@ -180,6 +180,17 @@ impl Fetcher<'_> {
         report.udp = self
             .udp_round(&relay, info.as_ref(), &mailboxes, &mut wanted)
             .await;
+        let by_http = wanted.iter().filter(|w| **w).count();
+        match &report.udp {
+            UdpUse::Answered { datagrams, .. } => tracing::info!(
+                "{relay}: checked {} mailbox(es) over UDP ({datagrams} datagram(s)), {by_http} to fetch over HTTP",
+                mailboxes.len()
+            ),
+            UdpUse::FellBack { reason } => tracing::info!(
+                "{relay}: UDP check failed ({reason}); checking {by_http} mailbox(es) over HTTP"
+            ),
+            _ => tracing::info!("{relay}: checking {by_http} mailbox(es) over HTTP"),
+        }
         let mut fetched = Vec::new();
         for (plan, wanted) in mailboxes.iter().zip(wanted) {
             if !wanted {
@@ -189,6 +200,13 @@ impl Fetcher<'_> {
             match self.fetch_mailbox(&relay, plan, limit, &mut report).await {
                 Ok(messages) => {
                     report.served += 1;
+                    if !messages.is_empty() {
+                        tracing::info!(
+                            "{relay}: received {} message(s) for {}",
+                            messages.len(),
+                            plan.nickname
+                        );
+                    }
                     fetched.extend(messages);
                 }
                 Err(error) if error.is_mailbox_refusal() => {

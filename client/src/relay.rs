@@ -67,6 +67,16 @@ pub enum RelayError {
     /// No connection could be made, or it broke before an answer came.
     #[error("connection failed: {0}")]
     Connect(String),
+    /// The relay's TLS certificate does not chain to a trusted root: it is
+    /// self-signed, or signed by a private CA this client was not given
+    /// (`ClientBuilder::add_root_certificates_pem`, the CLI's
+    /// `--root-cert`). The text is rustls' reason.
+    #[error("the relay's certificate is not trusted (self-signed?): pass --root-cert FILE ({0})")]
+    UntrustedCertificate(String),
+    /// The relay's TLS certificate is trusted but not valid for the relay
+    /// URL's host name (or has expired). The text is rustls' reason.
+    #[error("the relay's certificate does not fit its URL ({0})")]
+    InvalidCertificate(String),
     /// The relay answered with a protocol error (such as "Too often").
     #[error("relay refused: {0}")]
     Api(ApiError),
@@ -93,7 +103,13 @@ impl RelayError {
     /// Whether the relay looks unreachable (timeout or connection failure),
     /// rather than reachable but unhappy.
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, Self::Timeout(_) | Self::Connect(_))
+        matches!(
+            self,
+            Self::Timeout(_)
+                | Self::Connect(_)
+                | Self::UntrustedCertificate(_)
+                | Self::InvalidCertificate(_)
+        )
     }
 
     /// Whether the relay refused one mailbox rather than failing as a
@@ -235,6 +251,10 @@ impl Transport {
                 read_body(response).await
             })
             .await?;
+        tracing::debug!(
+            "{relay}: {action} answered HTTP {status}, {} bytes",
+            bytes.len()
+        );
         match Response::from_json(action, &bytes) {
             Ok(Response::Error(error)) => Err(RelayError::Api(error)),
             Ok(response) if status == 200 => Ok(response),
@@ -395,11 +415,40 @@ fn connect_error(error: reqwest::Error) -> RelayError {
     let mut text = error.to_string();
     let mut source = std::error::Error::source(&error);
     while let Some(cause) = source {
+        if let Some(certificate) = certificate_error(cause) {
+            return certificate;
+        }
         text.push_str(": ");
         text.push_str(&cause.to_string());
         source = cause.source();
     }
     RelayError::Connect(text)
+}
+
+/// A rustls certificate error in `cause` (itself, or inside the
+/// `io::Error`s the TLS stream wraps it in), as the error a user can act on.
+fn certificate_error(cause: &(dyn std::error::Error + 'static)) -> Option<RelayError> {
+    // io::Error hides its inner error from `source()`: look inside, through
+    // io::Errors wrapping io::Errors.
+    let mut inner: &(dyn std::error::Error + 'static) = cause;
+    while let Some(io) = inner.downcast_ref::<std::io::Error>() {
+        inner = io.get_ref()?;
+    }
+    let tls = inner.downcast_ref::<rustls::Error>()?;
+    let rustls::Error::InvalidCertificate(reason) = tls else {
+        return None;
+    };
+    Some(match reason {
+        rustls::CertificateError::NotValidForName
+        | rustls::CertificateError::NotValidForNameContext { .. }
+        | rustls::CertificateError::Expired
+        | rustls::CertificateError::ExpiredContext { .. }
+        | rustls::CertificateError::NotValidYet
+        | rustls::CertificateError::NotValidYetContext { .. } => {
+            RelayError::InvalidCertificate(reason.to_string())
+        }
+        _ => RelayError::UntrustedCertificate(reason.to_string()),
+    })
 }
 
 async fn read_body(mut response: reqwest::Response) -> Result<(u16, Vec<u8>), RelayError> {

@@ -44,7 +44,12 @@ Exit codes: 0 clean shutdown (Ctrl-C or SIGTERM), 1 failed to start or failed wh
 2 bad flags or config file.";
 
 #[derive(Debug, Parser)]
-#[command(name = "connectoid-relay", version, about = ABOUT, after_help = AFTER_HELP)]
+#[command(
+    name = "connectoid-relay",
+    version = env!("CONNECTOID_VERSION"),
+    about = ABOUT,
+    after_help = AFTER_HELP
+)]
 struct Args {
     /// Read settings from this TOML file (keys are the flag names).
     #[arg(long, env = "CONNECTOID_CONFIG", value_name = "FILE")]
@@ -65,6 +70,13 @@ impl FromStr for RateSetting {
     fn from_str(text: &str) -> Result<Self, String> {
         if text.eq_ignore_ascii_case("off") {
             return Ok(Self(None));
+        }
+        // Only the documented form: a bare number is refused rather than
+        // read as a guess of what was meant.
+        if !text.contains(':') {
+            return Err(format!(
+                "invalid rate {text:?}: use PER_MINUTE:BURST (e.g. 120:60) or off"
+            ));
         }
         text.parse()
             .map(|r| Self(Some(r)))
@@ -255,9 +267,15 @@ struct Settings {
     #[arg(long, env = "CONNECTOID_MAX_CONNECTIONS_PER_IP", value_name = "N")]
     max_connections_per_ip: Option<usize>,
 
-    /// Log format on stderr; the level comes from RUST_LOG [default: text, level info].
+    /// Log format on stderr [default: text].
     #[arg(long, env = "CONNECTOID_LOG_FORMAT", value_name = "FORMAT")]
     log_format: Option<LogFormat>,
+
+    /// Log level on stderr: error, warn, info, debug or trace, or a filter
+    /// such as `connectoid_relay=debug,info`. Without it, RUST_LOG is used
+    /// if set [default: info].
+    #[arg(long, env = "CONNECTOID_LOG_LEVEL", value_name = "LEVEL")]
+    log_level: Option<String>,
 }
 
 impl Settings {
@@ -297,6 +315,7 @@ impl Settings {
             max_connections,
             max_connections_per_ip,
             log_format,
+            log_level,
         )
     }
 
@@ -312,6 +331,12 @@ impl Settings {
         config.udp = self.udp;
         if let Some(store) = self.store {
             config.store = store.parse::<StoreUrl>()?;
+            if let StoreUrl::Other(_) = config.store {
+                // The URL is not repeated: it may hold a password.
+                bail!(
+                    "--store: unsupported store; use redb, redis://HOST:PORT or redis+cluster://HOST:PORT,..."
+                );
+            }
         }
         config.tls = match (self.tls_cert, self.tls_key) {
             (Some(cert), Some(key)) => Some(TlsConfig { cert, key }),
@@ -335,9 +360,13 @@ impl Settings {
         }
         let limits = &mut config.limits;
         if let Some(max) = self.max_message_bytes {
-            if max == 0 || max > protocol::MAX_MESSAGE_BYTES {
+            // No sealed message is smaller than the smallest padding bucket
+            // plus the seal's overhead: a lower limit refuses every message.
+            let smallest = connectoid_protocol::seal::MIN_PADDED_LEN
+                + connectoid_protocol::seal::SEAL_OVERHEAD;
+            if !(smallest..=protocol::MAX_MESSAGE_BYTES).contains(&max) {
                 bail!(
-                    "max-message-bytes must be 1 to {}",
+                    "max-message-bytes must be {smallest} (the smallest sealed message) to {}",
                     protocol::MAX_MESSAGE_BYTES
                 );
             }
@@ -439,9 +468,14 @@ fn settings(args: Args) -> anyhow::Result<Settings> {
     Ok(args.settings.or(file))
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// Logs on stderr at `level` (a filter), else RUST_LOG, else `info`.
+fn init_logging(format: LogFormat, level: Option<&str>) -> anyhow::Result<()> {
+    let filter = match level {
+        Some(level) => tracing_subscriber::EnvFilter::try_new(level)
+            .with_context(|| format!("invalid --log-level {level:?}"))?,
+        None => tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -450,6 +484,7 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    Ok(())
 }
 
 /// Ctrl-C (SIGINT) and SIGTERM, registered as soon as this is made, so that
@@ -491,10 +526,12 @@ impl Signals {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let mut signals = Signals::register().context("cannot listen for signals")?;
+    let tls = config.tls.is_some();
     let server = Server::spawn(config).await?;
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "listening http={}", server.http_addr())?;
+        let scheme = if tls { "https" } else { "http" };
+        writeln!(out, "listening {scheme}={}", server.http_addr())?;
         if let Some(udp) = server.udp_addr() {
             writeln!(out, "listening udp={udp}")?;
         }
@@ -515,7 +552,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(settings.log_format.unwrap_or(LogFormat::Text));
+    if let Err(error) = init_logging(
+        settings.log_format.unwrap_or(LogFormat::Text),
+        settings.log_level.as_deref(),
+    ) {
+        eprintln!("connectoid-relay: {error:#}");
+        return ExitCode::from(2);
+    }
     let config = match settings.into_config() {
         Ok(config) => config,
         Err(error) => {

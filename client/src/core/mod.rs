@@ -169,6 +169,24 @@ impl PeerBook {
         self.data.peer(nickname).map(peer_info)
     }
 
+    /// The answer to `relay`'s `question` (the sealed bytes a `check`
+    /// returned) about our mailbox for `nickname`: what a `receive` or
+    /// `delete` at that relay must carry (spec/protocol.md 7.6).
+    pub(crate) fn answer(
+        &self,
+        nickname: &str,
+        question: &[u8],
+        relay: &RelayUrl,
+    ) -> Result<connectoid_protocol::Answer, ClientError> {
+        let peer = self
+            .data
+            .peer(nickname)
+            .ok_or_else(|| ClientError::UnknownPeer(nickname.to_owned()))?;
+        let secret = connectoid_protocol::seal::open_question(&peer.mailbox.key.0, question)
+            .map_err(|_| ClientError::BadQuestion(nickname.to_owned()))?;
+        Ok(connectoid_protocol::Answer::for_relay(&secret, relay))
+    }
+
     /// Makes a link-key pair and a one-time link for `nickname` naming
     /// `relays`, and records the share (status [`PeerStatus::Waiting`]).
     pub(crate) fn share<R: CryptoRng + ?Sized>(
@@ -549,11 +567,42 @@ fn seal_for<R: CryptoRng + ?Sized>(
         proof: None,
         body,
     };
-    let sealed = envelope::seal_envelope(rng, &peer.mailbox.key.0, &envelope)?;
+    let sealed = envelope::seal_envelope(rng, &peer.mailbox.key.0, &envelope)
+        .map_err(|e| payload_too_big(&peer.mailbox.key.0, &envelope, e))?;
     Ok(Outgoing {
         to: their.0.clone(),
         sealed,
     })
+}
+
+/// Says "too big" in the app's terms: how many bytes of JSON the payload
+/// has and may have. The sealed plaintext is a JWS whose middle part is the
+/// envelope's JSON in base64url (4 characters per 3 bytes, unpadded); only
+/// the body's bytes vary, so the largest body follows exactly.
+fn payload_too_big(
+    key: &SecretKey,
+    envelope: &Envelope,
+    error: envelope::EnvelopeError,
+) -> ClientError {
+    let envelope::EnvelopeError::Seal(connectoid_protocol::seal::SealError::TooBig { max, .. }) =
+        error
+    else {
+        return ClientError::Envelope(error);
+    };
+    let Ok(jws) = envelope.sign(key) else {
+        return ClientError::Envelope(error);
+    };
+    let Some(encoded) = jws.split('.').nth(1).map(str::len) else {
+        return ClientError::Envelope(error);
+    };
+    let fixed = jws.len() - encoded;
+    let json = encoded * 3 / 4;
+    let json_max = max.saturating_sub(fixed) * 3 / 4;
+    let body = envelope.body.to_string().len();
+    ClientError::PayloadTooBig {
+        len: body,
+        max: body.saturating_sub(json.saturating_sub(json_max)),
+    }
 }
 
 fn peer_info(peer: &PeerRecord) -> PeerInfo {

@@ -193,7 +193,8 @@ pub fn relay_binary() -> Result<PathBuf, LaunchError> {
 pub struct Listening {
     /// The process.
     pub child: Child,
-    /// The address of its `listening http=` line, when one was awaited.
+    /// The address of its `listening http=` (or `https=`) line, when one
+    /// was awaited.
     pub http: Option<SocketAddr>,
     /// The address of its `listening udp=` line, when one was awaited.
     pub udp: Option<SocketAddr>,
@@ -245,7 +246,10 @@ pub fn spawn_listening(
                 status: listening.child.wait().ok(),
             });
         };
-        if let Some(addr) = line.strip_prefix("listening http=") {
+        if let Some(addr) = line
+            .strip_prefix("listening http=")
+            .or_else(|| line.strip_prefix("listening https="))
+        {
             listening.http = Some(parse(&line, addr)?);
         } else if let Some(addr) = line.strip_prefix("listening udp=") {
             listening.udp = Some(parse(&line, addr)?);

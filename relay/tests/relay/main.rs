@@ -11,7 +11,9 @@
 mod common;
 
 mod conformance;
+mod flags;
 mod http_server;
+mod packaging;
 mod process;
 #[cfg(feature = "redis")]
 mod redis;

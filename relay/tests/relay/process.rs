@@ -176,7 +176,8 @@ fn exit_codes_and_help() {
         .arg(dir.path())
         .output()
         .unwrap();
-    assert_eq!(store.status.code(), Some(1));
+    // A store URL the relay does not know is a bad flag: exit 2.
+    assert_eq!(store.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&store.stderr).contains("unsupported store"));
     // Redis that does not answer: exit 1 with the reason (nothing listens on port 1).
     let redis = relay_bin()

@@ -6,6 +6,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod cli;
+mod cli_scripts;
+mod cli_tls;
 mod dedupe;
 mod flow;
 mod https;

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// Connectoid: share a link, accept one, and exchange signaling messages with
 /// peers through several relays.
 #[derive(Debug, Parser)]
-#[command(name = "connectoid", version, about)]
+#[command(name = "connectoid", version = env!("CONNECTOID_VERSION"), about)]
 pub(crate) struct Cli {
     /// The profile directory (keys, peers, cursors). Default: the user's data
     /// directory, e.g. ~/.local/share/connectoid.
@@ -16,7 +16,7 @@ pub(crate) struct Cli {
     pub(crate) profile: Option<PathBuf>,
 
     /// Print machine-readable JSON on stdout (one object, or one per line
-    /// for `poll`).
+    /// for `poll` and `sync`); an error is `{"ok":false,"error":"..."}`.
     #[arg(long, global = true)]
     pub(crate) json: bool,
 
@@ -28,11 +28,20 @@ pub(crate) struct Cli {
     #[arg(long, global = true)]
     pub(crate) no_udp: bool,
 
-    /// Extra root certificate(s) in PEM for HTTPS relays (repeatable).
-    #[arg(long = "root-cert", global = true, value_name = "FILE")]
+    /// Extra root certificate(s) in PEM for HTTPS relays (repeatable). With
+    /// `relays add` they are also kept in the profile and trusted by every
+    /// later command.
+    #[arg(
+        long = "root-cert",
+        global = true,
+        value_name = "FILE",
+        env = "CONNECTOID_ROOT_CERT",
+        value_delimiter = ','
+    )]
     pub(crate) root_certs: Vec<PathBuf>,
 
-    /// More log output on stderr (-v info, -vv debug).
+    /// More log output on stderr: -v what the client does (relays, UDP or
+    /// HTTP, what arrived or was rejected), -vv every request.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub(crate) verbose: u8,
 
@@ -61,6 +70,10 @@ pub(crate) enum Command {
         /// Also draw the link as a QR code on the terminal.
         #[arg(long)]
         qr: bool,
+        /// Refuse (instead of warning) when a relay does not answer or
+        /// needs an API key that was not given.
+        #[arg(long)]
+        strict: bool,
     },
     /// Open LINK as NICKNAME and send the first message (with PAYLOAD).
     Accept {
@@ -87,11 +100,11 @@ pub(crate) enum Command {
         #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
         interval: f64,
     },
-    /// Send PAYLOAD_JSON to NICKNAME.
+    /// Send PAYLOAD to NICKNAME.
     Send {
         /// The peer.
         nickname: String,
-        /// The payload as JSON.
+        /// The payload as JSON: quote a string in the shell, '"hello"'.
         payload: String,
         /// What the payload is.
         #[arg(long, value_enum, default_value_t = SendKind::App)]
@@ -137,6 +150,26 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: ListCommand,
     },
+    /// Print the answer to a relay's question about your mailbox for
+    /// NICKNAME, for a `receive` or `delete` made by hand (curl).
+    Answer {
+        /// The peer whose mailbox the question is about (your share's
+        /// nickname).
+        nickname: String,
+        /// The relay that asked (the answer is bound to its URL).
+        #[arg(long, value_name = "URL")]
+        relay: String,
+        /// The question, as `check` returned it.
+        question: String,
+    },
+    /// Print a shell completion script on stdout, e.g.
+    /// `connectoid completions bash > ~/.local/share/bash-completion/completions/connectoid`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) on stdout, e.g. `connectoid man | man -l -`.
+    Man,
     /// Sync the shopping list with every peer: signal through the relays,
     /// connect peer to peer (QUIC), merge, disconnect.
     Sync {
@@ -146,9 +179,10 @@ pub(crate) enum Command {
         /// Seconds between polls.
         #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
         interval: f64,
-        /// Polls before giving up on peers not synced yet (without --watch).
-        #[arg(long, value_name = "N", default_value_t = 30)]
-        polls: usize,
+        /// Seconds to wait for peers not synced yet before giving up
+        /// (without --watch).
+        #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+        wait: f64,
         /// Advertise and dial loopback addresses only (both peers on this machine).
         #[arg(long)]
         loopback: bool,
@@ -204,13 +238,19 @@ pub(crate) enum LinkCommand {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum RelaysCommand {
-    /// Add a relay to the profile's list.
+    /// Add a relay to the profile's list (after asking it for its
+    /// information document). Root certificates given with --root-cert are
+    /// kept in the profile.
     Add {
-        /// The relay's URL.
+        /// The relay's URL, such as https://relay.example/.
         url: String,
         /// App data for this relay only, such as its API key.
         #[arg(long)]
         ext: Option<String>,
+        /// Refuse (instead of warning) when the relay does not answer or
+        /// needs an API key that was not given.
+        #[arg(long)]
+        strict: bool,
     },
     /// Remove a relay from the profile's list.
     Remove {

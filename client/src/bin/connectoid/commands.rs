@@ -2,6 +2,7 @@
 //! go to stdout (human text, or JSON with `--json`); status and progress go
 //! to stderr. Nothing here decides protocol behaviour.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -28,9 +29,20 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Relay {
             command: RelayCommand::Info { url },
         } => return relay_info(&cli, url, json).await,
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut command, "connectoid", &mut std::io::stdout());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Man => {
+            let command = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(command).render(&mut std::io::stdout())?;
+            return Ok(ExitCode::SUCCESS);
+        }
         _ => {}
     }
     let client = open(&cli)?;
+    let root_certs = cli.root_certs.clone();
     match cli.command {
         Command::Share {
             nickname,
@@ -39,9 +51,19 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             pick,
             app_url,
             qr,
+            strict,
         } => {
             let mut options = ShareOptions::default();
             options.relays = parse_relays(&relays)?;
+            if pick.is_none() {
+                // `--pick` probes the relays itself.
+                let named = if options.relays.is_empty() {
+                    client.relays().await
+                } else {
+                    options.relays.clone()
+                };
+                check_relays(&client, &named, ext.is_some(), strict).await?;
+            }
             options.pick = pick;
             options.ext = ext;
             let link = client.share(&nickname, options).await?;
@@ -95,7 +117,12 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 SendKind::Answer => Kind::Answer,
                 SendKind::App => Kind::App,
             };
-            let report = client.send(&nickname, kind, parse_json(&payload)?).await?;
+            let report = match client.send(&nickname, kind, parse_json(&payload)?).await {
+                Err(connectoid::ClientError::UnknownPeer(name)) => {
+                    bail!("{}", unknown_peer(&client, &name).await)
+                }
+                other => other?,
+            };
             print_send(&report, &nickname, json);
         }
         Command::Peers => {
@@ -135,6 +162,26 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
         }
+        Command::Answer {
+            nickname,
+            relay,
+            question,
+        } => {
+            let relay = parse_relay(&relay)?;
+            let answer = match client.answer(&nickname, &relay, &question).await {
+                Err(connectoid::ClientError::UnknownPeer(name)) => {
+                    bail!("{}", unknown_peer(&client, &name).await)
+                }
+                other => other?,
+            };
+            if json {
+                print_json(
+                    &json!({ "nickname": nickname, "relay": relay.to_string(), "answer": answer }),
+                );
+            } else {
+                println!("{answer}");
+            }
+        }
         Command::SafetyCode { nickname } => {
             let code = client.safety_code(&nickname).await?;
             if json {
@@ -155,20 +202,30 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Relays { command } => match command {
-            RelaysCommand::Add { url, ext } => {
+            RelaysCommand::Add { url, ext, strict } => {
                 let mut entry = RelayEntry::new(parse_relay(&url)?);
                 entry.ext = ext;
+                check_relays(&client, std::slice::from_ref(&entry), false, strict).await?;
+                let kept = keep_root_certificates(&root_certs, client.profile_dir())?;
+                let url = entry.url.to_string();
                 if client.add_relay(entry).await? {
                     eprintln!("added {url}");
                 } else {
                     eprintln!("{url} is already in the list");
+                }
+                for path in kept {
+                    eprintln!(
+                        "kept the root certificate {} in the profile",
+                        path.display()
+                    );
                 }
                 if json {
                     print_relays(&client.relays().await, json);
                 }
             }
             RelaysCommand::Remove { url } => {
-                if !client.remove_relay(&parse_relay(&url)?).await? {
+                let url = parse_relay(&url)?;
+                if !client.remove_relay(&url).await? {
                     bail!("{url} is not in the relay list");
                 }
                 eprintln!("removed {url}");
@@ -195,10 +252,13 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sync {
             watch,
             interval,
-            polls,
+            wait,
             loopback,
-        } => sync(&client, watch, interval, polls, loopback, json).await?,
-        Command::Link { .. } | Command::Relay { .. } => unreachable_command()?,
+        } => sync(&client, watch, interval, wait, loopback, json).await?,
+        Command::Link { .. }
+        | Command::Relay { .. }
+        | Command::Completions { .. }
+        | Command::Man => unreachable_command()?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -253,7 +313,15 @@ async fn list_command(client: &Client, command: ListCommand, json: bool) -> anyh
     };
     let items = shopping.visible();
     if json {
-        print_json(&json!({ "items": items, "readOnly": shopping.is_read_only() }));
+        // The CLI's own snake_case keys; the list's file and sync format
+        // between peers keep theirs.
+        let items: Vec<Value> = items
+            .iter()
+            .map(|item| {
+                json!({ "id": item.id, "text": item.text, "updated_at": item.updated_at, "by": item.by })
+            })
+            .collect();
+        print_json(&json!({ "items": items, "read_only": shopping.is_read_only() }));
     } else {
         for item in items {
             println!("- {}", item.text);
@@ -282,19 +350,44 @@ async fn sync(
     client: &Client,
     watch: bool,
     interval: f64,
-    polls: usize,
+    wait: f64,
     loopback: bool,
     json: bool,
 ) -> anyhow::Result<()> {
     if !interval.is_finite() || interval <= 0.0 {
         bail!("--interval must be a positive number of seconds");
     }
+    if !wait.is_finite() || wait <= 0.0 {
+        bail!("--wait must be a positive number of seconds");
+    }
     let mut options = list::SyncOptions::default();
     if loopback {
         options.link = connectoid::PeerLinkOptions::loopback();
     }
     options.interval = Duration::from_secs_f64(interval);
-    options.polls = if watch { 1 } else { polls.max(1) };
+    // Each poll waits one interval: the polls that fit in the wait.
+    let polls = ((wait / interval).ceil() as usize).max(1);
+    options.polls = if watch { 1 } else { polls };
+    let peers: Vec<String> = client
+        .peers()
+        .await
+        .into_iter()
+        .map(|p| p.nickname)
+        .collect();
+    if peers.is_empty() {
+        bail!("no peers to sync with: share the list with `connectoid list share NICKNAME` first");
+    }
+    if watch {
+        eprintln!(
+            "syncing with {} as changes come; Ctrl-C to stop",
+            peers.join(", ")
+        );
+    } else {
+        eprintln!(
+            "waiting for {} (up to {wait} s; Ctrl-C to stop)...",
+            peers.join(", ")
+        );
+    }
     let mut syncer = list::Syncer::new(client.clone(), options.clone());
     let mut last = None;
     loop {
@@ -308,13 +401,28 @@ async fn sync(
             if json {
                 print_json(&json!({ "synced": nickname, "changed": changed }));
             } else {
-                println!("synced with {nickname}: {changed} item(s) changed here");
+                println!("synced with {nickname} directly: {changed} item(s) changed here");
             }
         }
         for (nickname, error) in &report.failed {
-            eprintln!("{nickname}: {error}");
+            if json {
+                print_json(&json!({ "not_synced": nickname, "error": error }));
+            }
+            eprintln!("not synced with {nickname}: {error}");
         }
         if !watch {
+            for nickname in &peers {
+                let done = report.synced.iter().any(|(n, _)| n == nickname)
+                    || report.failed.iter().any(|(n, _)| n == nickname);
+                if !done {
+                    if json {
+                        print_json(&json!({ "not_synced": nickname, "error": "not reached" }));
+                    }
+                    eprintln!(
+                        "not synced with {nickname}: not reached within {wait} s (is the other side running `connectoid sync`?)"
+                    );
+                }
+            }
             if report.synced.is_empty() {
                 bail!("no peer synced (is the other side running `connectoid sync`?)");
             }
@@ -342,11 +450,96 @@ fn timeout(cli: &Cli) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(cli.timeout))
 }
 
-fn root_certificates(cli: &Cli) -> anyhow::Result<Vec<Vec<u8>>> {
-    cli.root_certs
+/// The directory in the profile where `relays add --root-cert` keeps root
+/// certificates, one PEM file each; every command trusts them.
+const ROOTS_DIR: &str = "root-certificates";
+
+/// The root certificates given with `--root-cert` (or
+/// `CONNECTOID_ROOT_CERT`), then those kept in the profile (when `profile`
+/// is given).
+fn root_certificates(cli: &Cli, profile: Option<&Path>) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut paths = cli.root_certs.clone();
+    if let Some(dir) = profile.map(|p| p.join(ROOTS_DIR))
+        && dir.is_dir()
+    {
+        let mut kept: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .with_context(|| format!("{}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "pem"))
+            .collect();
+        kept.sort();
+        paths.extend(kept);
+    }
+    paths
         .iter()
         .map(|path| std::fs::read(path).with_context(|| format!("{}", path.display())))
         .collect()
+}
+
+/// Copies the `--root-cert` files into the profile (named by a hash of
+/// their content, so adding one twice keeps one copy); returns the copies.
+fn keep_root_certificates(root_certs: &[PathBuf], profile: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    use sha2::Digest as _;
+    let dir = profile.join(ROOTS_DIR);
+    let mut kept = Vec::new();
+    for path in root_certs {
+        let pem = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
+        std::fs::create_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
+        let digest = sha2::Sha256::digest(&pem);
+        let name = format!("{}.pem", connectoid::protocol::b64::encode(&digest[..12]));
+        let copy = dir.join(name);
+        std::fs::write(&copy, &pem).with_context(|| format!("{}", copy.display()))?;
+        kept.push(copy);
+    }
+    Ok(kept)
+}
+
+/// Asks each relay for its information document; warns (or, when
+/// `strict`, fails) for each that does not answer, or requires an API key
+/// while neither its entry nor the link (`link_ext`) carries one.
+async fn check_relays(
+    client: &Client,
+    relays: &[RelayEntry],
+    link_ext: bool,
+    strict: bool,
+) -> anyhow::Result<()> {
+    let probes =
+        futures::future::join_all(relays.iter().map(|entry| client.probe(&entry.url))).await;
+    let mut problems = Vec::new();
+    for (entry, probe) in relays.iter().zip(&probes) {
+        match (&probe.info, &probe.error) {
+            (_, Some(error)) => problems.push(format!("{} does not answer: {error}", entry.url)),
+            (Some(info), None) if info.api_key_required && entry.ext.is_none() && !link_ext => {
+                problems.push(format!(
+                    "{} requires an API key: pass it with --ext",
+                    entry.url
+                ));
+            }
+            _ => {}
+        }
+    }
+    if strict && !problems.is_empty() {
+        bail!("{}", problems.join("; "));
+    }
+    for problem in problems {
+        eprintln!("warning: {problem}");
+    }
+    Ok(())
+}
+
+/// "no peer named ..." with the names the profile knows.
+async fn unknown_peer(client: &Client, name: &str) -> String {
+    let known: Vec<String> = client
+        .peers()
+        .await
+        .into_iter()
+        .map(|p| p.nickname)
+        .collect();
+    if known.is_empty() {
+        format!("no peer named {name:?}; there are no peers yet (share or accept a link first)")
+    } else {
+        format!("no peer named {name:?}; known peers: {}", known.join(", "))
+    }
 }
 
 /// Opens the client on the profile (`--profile`, else the user's data directory).
@@ -360,7 +553,7 @@ fn open(cli: &Cli) -> anyhow::Result<Client> {
     let mut builder = Client::builder(&dir)
         .relay_timeout(timeout(cli)?)
         .udp(!cli.no_udp);
-    for pem in root_certificates(cli)? {
+    for pem in root_certificates(cli, Some(&dir))? {
         builder = builder.add_root_certificates_pem(&pem);
     }
     Ok(builder.build()?)
@@ -379,6 +572,9 @@ async fn poll(client: &Client, watch: bool, interval: f64, json: bool) -> anyhow
             bail!("every relay failed");
         }
         if poll.deliveries.is_empty() {
+            if json {
+                print_json(&json!({ "event": "nothing-new" }));
+            }
             eprintln!("nothing new");
         }
     } else {
@@ -433,7 +629,11 @@ fn print_poll_problems(report: &connectoid::PollReport) {
 fn print_delivery(delivery: &Delivery, json: bool) -> bool {
     let event = &delivery.event;
     if let Event::LinkAlreadyUsed { nickname } = event {
+        // An error: said once, on stderr (and as a JSON line with --json).
         eprintln!("connectoid: {nickname}: {}", connectoid::LINK_ALREADY_USED);
+        if !json {
+            return true;
+        }
     }
     if json {
         let mut line = event_json(event);
@@ -494,10 +694,17 @@ fn event_text(event: &Event) -> String {
             key,
             safety_code,
             body,
-        } => format!(
-            "{nickname} connected (key {key}, safety code {}): {body}",
-            safety_code.words()
-        ),
+        } => {
+            let said = if body.is_null() {
+                String::new()
+            } else {
+                format!(" and sent: {body}")
+            };
+            format!(
+                "{nickname} connected (key {key}, safety code {}){said}",
+                safety_code.words()
+            )
+        }
         Event::Message {
             nickname,
             kind,
@@ -562,7 +769,12 @@ fn link_decode(text: &str, json: bool) -> anyhow::Result<ExitCode> {
 
 async fn relay_info(cli: &Cli, url: &str, json: bool) -> anyhow::Result<ExitCode> {
     let relay = parse_relay(url)?;
-    let probe = connectoid::probe_relay(&relay, timeout(cli)?, &root_certificates(cli)?).await?;
+    let probe = connectoid::probe_relay(
+        &relay,
+        timeout(cli)?,
+        &root_certificates(cli, cli.profile.as_deref())?,
+    )
+    .await?;
     let result = probe
         .error
         .clone()
@@ -576,7 +788,15 @@ async fn relay_info(cli: &Cli, url: &str, json: bool) -> anyhow::Result<ExitCode
 }
 
 fn parse_relay(text: &str) -> anyhow::Result<RelayUrl> {
-    RelayUrl::parse(text).map_err(|e| anyhow!("relay {text}: {e}"))
+    RelayUrl::parse(text).map_err(|e| {
+        // `127.0.0.1:8081` or `localhost:8081` parse as a URL with scheme
+        // "127.0.0.1" or "localhost": say what was meant.
+        if !text.contains("://") {
+            anyhow!("relay {text}: {e} (did you mean http://{text}/ ?)")
+        } else {
+            anyhow!("relay {text}: {e}")
+        }
+    })
 }
 
 fn parse_relays(texts: &[String]) -> anyhow::Result<Vec<RelayEntry>> {
@@ -591,7 +811,12 @@ fn parse_app_url(text: &str) -> anyhow::Result<url::Url> {
 }
 
 fn parse_json(text: &str) -> anyhow::Result<Value> {
-    serde_json::from_str(text).map_err(|e| anyhow!("payload is not JSON: {e}"))
+    serde_json::from_str(text).map_err(|e| {
+        anyhow!(
+            "the payload is not JSON ({e}); quote a string as JSON, e.g. '{}'",
+            serde_json::Value::from(text)
+        )
+    })
 }
 
 fn qr_code(text: &str) -> anyhow::Result<String> {
@@ -605,6 +830,18 @@ fn qr_code(text: &str) -> anyhow::Result<String> {
 
 fn print_json(value: &Value) {
     println!("{value}");
+}
+
+/// Reports a failed command: one line on stderr and, with `--json`, one
+/// `{"ok":false,"error":...}` object on stdout; exit code 1.
+pub(crate) fn fail(error: &anyhow::Error, json: bool) -> ExitCode {
+    // One line: the error and its causes, joined by ": ".
+    let text = format!("{error:#}");
+    if json {
+        print_json(&json!({ "ok": false, "error": text }));
+    }
+    eprintln!("connectoid: {text}");
+    ExitCode::FAILURE
 }
 
 fn outcome_json(
@@ -703,7 +940,8 @@ fn probe_json(probe: &RelayProbe) -> Value {
     json!({
         "relay": probe.relay.to_string(),
         "healthy": probe.is_healthy(),
-        "latency_ms": probe.latency.map(|d| d.as_secs_f64() * 1000.0),
+        // Whole milliseconds: a script wants 3, not 2.8419169999999996.
+        "latency_ms": probe.latency.map(|d| d.as_millis().max(1) as u64),
         "info": probe.info,
         "error": probe.error.as_ref().map(ToString::to_string),
     })
