@@ -11,6 +11,7 @@
 //! [`Response::from_json`] reads them for a client. This module has no
 //! notion of storage, time or rate limits; the relay decides those.
 
+use serde_json::value::RawValue;
 use std::fmt;
 
 use crate::at::At;
@@ -308,16 +309,25 @@ pub struct Request {
     pub op: Operation,
 }
 
+// Members are kept as raw JSON text and decoded one by one, so a number no
+// member can hold (`1e400`, `18446744073709551616`, 20,000 digits) is "Bad
+// value" naming its member, whatever its form, not a parse failure of the body.
 #[derive(serde::Deserialize)]
-struct RawRequest {
-    #[serde(rename = "pub")]
-    key: Option<serde_json::Value>,
-    ext: Option<serde_json::Value>,
-    action: Option<serde_json::Value>,
-    data: Option<serde_json::Value>,
-    at: Option<serde_json::Value>,
-    answer: Option<serde_json::Value>,
-    limit: Option<serde_json::Value>,
+struct RawRequest<'a> {
+    #[serde(rename = "pub", borrow)]
+    key: Option<&'a RawValue>,
+    #[serde(borrow)]
+    ext: Option<&'a RawValue>,
+    #[serde(borrow)]
+    action: Option<&'a RawValue>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(borrow)]
+    at: Option<&'a RawValue>,
+    #[serde(borrow)]
+    answer: Option<&'a RawValue>,
+    #[serde(borrow)]
+    limit: Option<&'a RawValue>,
 }
 
 fn missing(field: &str) -> ApiError {
@@ -330,25 +340,40 @@ fn string<'a>(field: &str, value: &'a serde_json::Value) -> Result<&'a str, ApiE
         .ok_or_else(|| ApiError::new(ErrorCode::BadValue, format!("{field}: expected a string")))
 }
 
-fn present(value: Option<serde_json::Value>) -> Option<serde_json::Value> {
-    value.filter(|v| !v.is_null())
+/// Decodes a member's raw text; `null` (or absent) is `None`. The body was
+/// already parsed as JSON, so the only failure left is a number out of the
+/// range of an `f64` (`1e400`, a 20,000-digit integer): "Bad value".
+fn present(field: &str, raw: Option<&RawValue>) -> Result<Option<serde_json::Value>, ApiError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let value: serde_json::Value = serde_json::from_str(raw.get()).map_err(|_| {
+        ApiError::new(
+            ErrorCode::BadValue,
+            format!("{field}: a number out of range"),
+        )
+    })?;
+    Ok(Some(value).filter(|v| !v.is_null()))
 }
 
-fn uint(field: &str, value: Option<serde_json::Value>) -> Result<Option<u64>, ApiError> {
-    present(value)
-        .map(|v| {
-            v.as_u64().ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::BadValue,
-                    format!("{field}: expected a non-negative integer"),
-                )
-            })
+/// An unsigned 64-bit integer member: `-1`, `1.5`, `1e3`, `"5"`, `2^64`,
+/// `1e400` and a 20,000-digit number are all "Bad value" with the same detail.
+fn uint(field: &str, raw: Option<&RawValue>) -> Result<Option<u64>, ApiError> {
+    let Some(raw) = raw.filter(|raw| raw.get() != "null") else {
+        return Ok(None);
+    };
+    serde_json::from_str::<u64>(raw.get())
+        .map(Some)
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::BadValue,
+                format!("{field}: expected a non-negative integer below 2^64"),
+            )
         })
-        .transpose()
 }
 
-fn answer(value: Option<serde_json::Value>) -> Result<Option<Answer>, ApiError> {
-    let Some(value) = present(value) else {
+fn answer(raw: Option<&RawValue>) -> Result<Option<Answer>, ApiError> {
+    let Some(value) = present("answer", raw)? else {
         return Ok(None);
     };
     let bytes = b64::decode(string("answer", &value)?)
@@ -398,7 +423,7 @@ impl Request {
         }
         let raw: RawRequest = serde_json::from_slice(body)
             .map_err(|e| ApiError::new(ErrorCode::MalformedJson, e.to_string()))?;
-        let action = present(raw.action).ok_or_else(|| missing("action"))?;
+        let action = present("action", raw.action)?.ok_or_else(|| missing("action"))?;
         let action = match string("action", &action)? {
             "send" => Action::Send,
             "check" => Action::Check,
@@ -412,10 +437,10 @@ impl Request {
                 ));
             }
         };
-        let key = present(raw.key).ok_or_else(|| missing("pub"))?;
+        let key = present("pub", raw.key)?.ok_or_else(|| missing("pub"))?;
         let key: PublicKey = parse_key(string("pub", &key)?)
             .map_err(|e| ApiError::new(ErrorCode::BadPublicKey, format!("pub: {e}")))?;
-        let ext = match present(raw.ext) {
+        let ext = match present("ext", raw.ext)? {
             None => None,
             Some(value) => {
                 let ext = string("ext", &value)?;
@@ -436,7 +461,7 @@ impl Request {
         let at = |raw_at| Ok::<_, ApiError>(At(uint("at", raw_at)?.unwrap_or(0)));
         let op = match action {
             Action::Send => {
-                let data = present(raw.data).ok_or_else(|| missing("data"))?;
+                let data = present("data", raw.data)?.ok_or_else(|| missing("data"))?;
                 let data = string("data", &data)?;
                 if data.len() > b64::encoded_len(limits::MAX_MESSAGE_BYTES) {
                     return Err(ApiError::new(
@@ -768,6 +793,56 @@ mod tests {
             b64::encode(&[0; 32])
         );
         assert_eq!(parse(&receive).unwrap_err().code, ErrorCode::BadValue);
+    }
+
+    #[test]
+    fn every_unrepresentable_number_is_one_bad_value_naming_its_member() {
+        let k = key();
+        let answer = b64::encode(&[0; 32]);
+        let huge = format!("1{}", "0".repeat(20_000));
+        for number in ["18446744073709551616", "1e400", "-1", "1.5", "1e3", &huge] {
+            let check = format!(r#"{{"action":"check","pub":"{k}","at":{number}}}"#);
+            assert_eq!(
+                parse(&check).unwrap_err(),
+                ApiError::new(
+                    ErrorCode::BadValue,
+                    "at: expected a non-negative integer below 2^64"
+                ),
+                "at: {}",
+                &number[..number.len().min(24)]
+            );
+            let receive = format!(
+                r#"{{"action":"receive","pub":"{k}","answer":"{answer}","limit":{number}}}"#
+            );
+            assert_eq!(
+                parse(&receive).unwrap_err(),
+                ApiError::new(
+                    ErrorCode::BadValue,
+                    "limit: expected a non-negative integer below 2^64"
+                ),
+                "limit: {}",
+                &number[..number.len().min(24)]
+            );
+        }
+        // The largest `at` is accepted; an out-of-range number in a string
+        // member names that member; one in an unknown member is ignored.
+        let check = format!(r#"{{"action":"check","pub":"{k}","at":18446744073709551615}}"#);
+        assert_eq!(
+            parse(&check).unwrap().op,
+            Operation::Check { at: At(u64::MAX) }
+        );
+        let check = format!(r#"{{"action":"check","pub":"{k}","ext":1e400}}"#);
+        assert_eq!(
+            parse(&check).unwrap_err(),
+            ApiError::new(ErrorCode::BadValue, "ext: a number out of range")
+        );
+        let check = format!(r#"{{"action":"check","pub":"{k}","other":[{huge}, 1e400]}}"#);
+        assert!(parse(&check).is_ok());
+        // A body that is not JSON is still "Malformed JSON", numbers or not.
+        let check = format!(r#"{{"action":"check","pub":"{k}","at":1e400"#);
+        assert_eq!(parse(&check).unwrap_err().code, ErrorCode::MalformedJson);
+        let check = format!(r#"{{"action":"check","pub":"{k}","at":1,"at":2}}"#);
+        assert_eq!(parse(&check).unwrap_err().code, ErrorCode::MalformedJson);
     }
 
     #[test]
