@@ -12,6 +12,14 @@ import { renderSVG } from "uqr";
 import { Item, merge, SyncMessage, visible } from "./list.js";
 
 const PEER = "peer";
+/** How long an offer waits for its connection before it is made again. */
+const ANSWER_WAIT_MS = 15_000;
+/** How often a list not yet acked is sent again over an open channel. */
+const RESEND_MS = 1_000;
+/** How long an open channel may take to finish its sync before it is closed. */
+const SYNC_WAIT_MS = 15_000;
+/** Longest time one delivery may take to handle before the poll loop goes on. */
+const HANDLE_WAIT_MS = 10_000;
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 
 interface State {
@@ -106,6 +114,12 @@ let pc: RTCPeerConnection | null = null;
 let session = "";
 /** Candidates that arrived before the remote description. */
 let early: RTCIceCandidateInit[] = [];
+/**
+ * Candidates of a session whose offer has not been seen yet: the offer and
+ * its candidates travel as separate envelopes, possibly through different
+ * relays, so a candidate can arrive first. Kept for a few sessions.
+ */
+const ahead = new Map<string, RTCIceCandidateInit[]>();
 /** Our candidates gathered before our offer or answer is out; sent after it, so they never overtake it. */
 let outbox: RTCIceCandidateInit[] | null = null;
 
@@ -121,7 +135,15 @@ function flushOutbox() {
 }
 
 async function addCandidate(s: string, candidate: RTCIceCandidateInit) {
-  if (s !== session || !pc) return;
+  if (s !== session) {
+    if (!ahead.has(s)) {
+      if (ahead.size >= 4) ahead.delete(ahead.keys().next().value!);
+      ahead.set(s, []);
+    }
+    ahead.get(s)!.push(candidate);
+    return;
+  }
+  if (!pc) return;
   if (!pc.remoteDescription) early.push(candidate);
   else await pc.addIceCandidate(candidate);
 }
@@ -133,7 +155,7 @@ async function flushEarly() {
 function newConnection(): RTCPeerConnection {
   pc?.close();
   const conn = new RTCPeerConnection({ iceServers: [] });
-  conn.ondatachannel = (e) => channel(e.channel);
+  conn.ondatachannel = (e) => channel(e.channel, conn);
   early = [];
   // Trickle ICE: every candidate travels as its own Connectoid envelope.
   conn.onicecandidate = (e) => {
@@ -143,17 +165,47 @@ function newConnection(): RTCPeerConnection {
   return conn;
 }
 
-function channel(dc: RTCDataChannel) {
+/**
+ * Runs one sync over a data channel of `conn`: each side sends its list when
+ * the channel opens, resends it every second until the other side acks it,
+ * acks what it receives, and closes once it has both received the other's
+ * list and had its own acked (closing any earlier could drop a list still in
+ * flight when the connection goes). A side whose list was never acked stays
+ * dirty and syncs again. Events of a channel whose connection was replaced
+ * (an offer answered while the last channel was still closing) do not touch
+ * the current connection.
+ */
+function channel(dc: RTCDataChannel, conn: RTCPeerConnection) {
   let received = false;
+  let acked = false;
+  let resend: ReturnType<typeof setInterval> | undefined;
+  const finish = () => {
+    if (!received || !acked) return;
+    clearInterval(resend);
+    const close = () => (dc.bufferedAmount > 0 ? setTimeout(close, 20) : dc.close());
+    close();
+  };
   dc.onopen = () => {
     demo.channelOpens.push(performance.now());
     status("channel open");
     const msg: SyncMessage = { items: state.items, ...(state.role === "owner" ? { access: state.access } : {}) };
     dirty = false;
-    dc.send(JSON.stringify(msg));
+    const text = JSON.stringify(msg);
+    dc.send(text);
+    resend = setInterval(() => dc.readyState === "open" && dc.send(text), RESEND_MS);
+    // A channel that does not finish its sync is given up (and the sync
+    // made again if something is left to send).
+    setTimeout(() => dc.readyState !== "closed" && !(received && acked) && dc.close(), SYNC_WAIT_MS);
   };
   dc.onmessage = (e) => {
-    const msg = JSON.parse(String(e.data)) as SyncMessage;
+    const msg = JSON.parse(String(e.data)) as SyncMessage | { ack: true };
+    if ("ack" in msg) {
+      acked = true;
+      finish();
+      return;
+    }
+    dc.send(JSON.stringify({ ack: true }));
+    if (received) return; // a resent copy
     if (state.role === "guest") {
       state.readOnlyHere = msg.access === "read-only";
     }
@@ -163,12 +215,14 @@ function channel(dc: RTCDataChannel) {
     render();
     received = true;
     demo.syncs++;
-    const close = () => (dc.bufferedAmount > 0 ? setTimeout(close, 20) : dc.close());
-    close();
+    finish();
   };
   dc.onclose = () => {
+    clearInterval(resend);
+    conn.close();
+    if (!acked) dirty = true;
+    if (conn !== pc) return;
     status(received ? "synced; channel closed" : "channel closed");
-    pc?.close();
     pc = null;
     if (dirty) void syncSoon();
   };
@@ -179,7 +233,7 @@ async function startSession(linkText?: string) {
   session = crypto.randomUUID();
   outbox = [];
   const conn = newConnection();
-  channel(conn.createDataChannel("list"));
+  channel(conn.createDataChannel("list"), conn);
   await conn.setLocalDescription(await conn.createOffer());
   const d = conn.localDescription!;
   const sdpOffer = { type: d.type, sdp: d.sdp };
@@ -196,6 +250,16 @@ async function startSession(linkText?: string) {
   }
   flushOutbox();
   render();
+  // An offer that is never answered (lost, or the other side's offer won a
+  // glare) must not hold the page's one connection for good: give up on it
+  // and offer again if there is still something to sync.
+  setTimeout(() => {
+    if (pc !== conn || conn.connectionState === "connected") return;
+    conn.close();
+    pc = null;
+    status("no answer to the offer; trying again");
+    if (dirty) void syncSoon();
+  }, ANSWER_WAIT_MS);
 }
 
 async function answer(offer: RTCSessionDescriptionInit, offerSession: string) {
@@ -205,6 +269,8 @@ async function answer(offer: RTCSessionDescriptionInit, offerSession: string) {
   session = offerSession;
   outbox = [];
   const conn = newConnection();
+  early = ahead.get(offerSession) ?? [];
+  ahead.delete(offerSession);
   await conn.setRemoteDescription(offer);
   await flushEarly();
   await conn.setLocalDescription(await conn.createAnswer());
@@ -280,7 +346,11 @@ async function pollLoop() {
         const { deliveries } = await client.poll();
         for (const d of deliveries) {
           try {
-            await handle(d);
+            // A WebRTC call that never settles must not stop the loop.
+            await Promise.race([
+              handle(d),
+              new Promise((_, fail) => setTimeout(() => fail(new Error(`handling a ${d.event.event} took over ${HANDLE_WAIT_MS} ms`)), HANDLE_WAIT_MS)),
+            ]);
           } catch (e) {
             error((e as Error).message);
           }

@@ -19,6 +19,7 @@ let relays: Relay[] = [];
 let server: ChildProcess;
 let origin = "";
 let browser: Browser;
+const pages: Page[] = [];
 
 before(async () => {
   assert.ok(existsSync(CHROMIUM), `${CHROMIUM} not found: apt-get install -y chromium, or set CHROMIUM`);
@@ -55,6 +56,7 @@ async function device(): Promise<Page> {
   const context = await browser.newContext();
   const page = await context.newPage();
   page.on("pageerror", (e) => console.error(`page error: ${e.message}`));
+  pages.push(page);
   return page;
 }
 
@@ -66,6 +68,11 @@ async function until(what: string, check: () => Promise<boolean>, timeoutMs = 30
   while (Date.now() < end) {
     if (await check()) return;
     await new Promise((r) => setTimeout(r, 50));
+  }
+  // What each page did, to tell a lost message from a stuck connection.
+  for (const [i, page] of pages.entries()) {
+    const log = await page.evaluate(() => (window as unknown as { demo: { log: string[] } }).demo.log).catch(() => []);
+    console.error(`page ${i} log:\n  ${log.join("\n  ")}`);
   }
   assert.fail(`timed out waiting for ${what}`);
 }
@@ -111,12 +118,12 @@ test("two Chromium devices share a shopping list over WebRTC signalled through C
   // A second use of the link is refused.
   const eve = await device();
   await eve.goto(link);
-  await eve.locator("#error", { hasText: "this link was already used (intercepted?)" }).waitFor({ timeout: 30_000 });
+  await until("the second use refused on Eve's page", async () => ((await eve.textContent("#error")) ?? "").includes("this link was already used (intercepted?)"));
   assert.deepEqual((await items(bob)).sort(), ["bread", "eggs", "milk"]);
 
   // Unshare removes the peer on both sides.
   await alice.click("#unshare");
   await alice.locator("#peer", { hasText: "no peer" }).waitFor();
-  await bob.locator("#peer", { hasText: "no peer" }).waitFor({ timeout: 30_000 });
+  await until("the peer removed on Bob's page", async () => ((await bob.textContent("#peer")) ?? "") === "no peer");
   await bob.locator("#status", { hasText: "the peer unshared" }).waitFor();
 });
