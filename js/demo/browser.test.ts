@@ -61,7 +61,13 @@ async function device(): Promise<Page> {
 }
 
 const items = (page: Page) => page.locator("#items li").evaluateAll((lis) => lis.map((li) => li.firstChild?.textContent ?? ""));
-const opens = (page: Page) => page.evaluate(() => (window as unknown as { demo: { channelOpens: number[] } }).demo.channelOpens.length);
+/** The page's test hooks (`demo` in app.ts). */
+interface Demo {
+  channelOpens: number[];
+  log: string[];
+}
+const demo = <T>(page: Page, pick: (d: Demo) => T): Promise<T> => page.evaluate(`(${pick.toString()})(window.demo)`) as Promise<T>;
+const opens = (page: Page) => demo(page, (d) => d.channelOpens.length);
 
 async function until(what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
   const end = Date.now() + timeoutMs;
@@ -71,7 +77,7 @@ async function until(what: string, check: () => Promise<boolean>, timeoutMs = 30
   }
   // What each page did, to tell a lost message from a stuck connection.
   for (const [i, page] of pages.entries()) {
-    const log = await page.evaluate(() => (window as unknown as { demo: { log: string[] } }).demo.log).catch(() => []);
+    const log = await demo(page, (d) => d.log).catch((): string[] => []);
     console.error(`page ${i} log:\n  ${log.join("\n  ")}`);
   }
   assert.fail(`timed out waiting for ${what}`);
@@ -92,7 +98,7 @@ test("two Chromium devices share a shopping list over WebRTC signalled through C
   const started = performance.now();
   await bob.goto(link);
   await until("the data channel open on both sides", async () => (await opens(alice)) >= 1 && (await opens(bob)) >= 1);
-  const [a, b] = await Promise.all([alice, bob].map((p) => p.evaluate(() => (window as unknown as { demo: { channelOpens: number[] } }).demo.channelOpens[0]!)));
+  const [a, b] = await Promise.all([alice, bob].map((p) => demo(p, (d) => d.channelOpens[0]!)));
   const elapsed = performance.now() - started;
   console.log(`time from Bob opening the link to the data channel open on both sides: ${elapsed.toFixed(0)} ms (channel open at ${a!.toFixed(0)} / ${b!.toFixed(0)} ms page time)`);
 
