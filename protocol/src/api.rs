@@ -837,6 +837,23 @@ mod tests {
     }
 
     #[test]
+    fn info_documents_without_connection_limits_still_parse() {
+        let old = r#"{"software":"r","version":"1","protocol":1,
+            "limits":{"max_message_bytes":65536,"max_receive_limit":100,
+                      "max_pending_per_mailbox":100,"max_checks_per_datagram":16},
+            "retention":{"message_seconds":3600,"question_seconds":60,"mailbox_idle_seconds":60}}"#;
+        let info: RelayInfo = serde_json::from_str(old).unwrap();
+        assert_eq!(info.limits.max_connections_per_source, None);
+        assert_eq!(info.limits.idle_timeout_seconds, None);
+        let mut info = info;
+        info.limits.max_connections_per_source = Some(256);
+        info.limits.idle_timeout_seconds = Some(30);
+        let text = serde_json::to_string(&info).unwrap();
+        assert!(text.contains(r#""max_connections_per_source":256,"idle_timeout_seconds":30"#));
+        assert_eq!(serde_json::from_str::<RelayInfo>(&text).unwrap(), info);
+    }
+
+    #[test]
     fn a_key_off_the_curve_is_refused_before_later_faults() {
         let mut off = [0xffu8; crate::keys::PUBLIC_KEY_LEN];
         off[0] = 0x02;
@@ -1023,6 +1040,17 @@ pub struct InfoLimits {
     pub max_pending_per_mailbox: u32,
     /// Most mailboxes one UDP check datagram may carry.
     pub max_checks_per_datagram: u32,
+    /// Most HTTP connections the relay keeps open from one source (an IPv4
+    /// address or an IPv6 /64); past it the source's oldest idle connection
+    /// is closed or the new one refused. `None`: not advertised.
+    #[serde(default)]
+    pub max_connections_per_source: Option<u32>,
+    /// Seconds an HTTP connection may stay idle (kept alive between
+    /// requests, or delivering a request's headers) before the relay closes
+    /// it; a client's connection pool should close idle connections sooner.
+    /// `None`: not advertised.
+    #[serde(default)]
+    pub idle_timeout_seconds: Option<u64>,
 }
 
 /// The retention part of [`RelayInfo`], in seconds.
@@ -1063,7 +1091,8 @@ impl RelayInfo {
 impl InfoLimits {
     /// Limits of `max_message_bytes` bytes per message, `max_receive_limit`
     /// messages per `receive`, `max_pending_per_mailbox` messages per
-    /// mailbox and `max_checks_per_datagram` mailboxes per UDP check.
+    /// mailbox and `max_checks_per_datagram` mailboxes per UDP check; the
+    /// connection limits are not advertised (set them after).
     pub fn new(
         max_message_bytes: u64,
         max_receive_limit: u32,
@@ -1075,6 +1104,8 @@ impl InfoLimits {
             max_receive_limit,
             max_pending_per_mailbox,
             max_checks_per_datagram,
+            max_connections_per_source: None,
+            idle_timeout_seconds: None,
         }
     }
 }

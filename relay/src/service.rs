@@ -132,6 +132,9 @@ impl Relay {
                 seconds(config.retention.mailbox_idle),
             ),
         );
+        info.limits.max_connections_per_source =
+            Some(u32::try_from(config.connections.max_per_source).unwrap_or(u32::MAX));
+        info.limits.idle_timeout_seconds = Some(config.connections.header_timeout.as_secs());
         info.udp_port = udp_port;
         info.api_key_required = !config.api_keys.is_empty();
         info.contact = config.contact.clone();

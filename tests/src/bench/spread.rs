@@ -19,7 +19,7 @@ use super::load::{Budget, http_load_spread, udp_load_spread};
 use super::proc::RelayOptions;
 use super::report::{Report, Row};
 use super::scenarios::{
-    FAR_CURSOR, ROOMY, Setup, check_body, found_false, measure, udp_datagram, udp_not_found,
+    FAR_CURSOR, ROOMY, Setup, check_body, found_false, measure_pair, udp_datagram, udp_not_found,
 };
 
 /// `count` valid public keys, fast: random compressed points, kept when
@@ -64,13 +64,17 @@ fn spread_keys(count: usize) -> Vec<PublicKey> {
 
 /// Checks spread over many existing mailboxes (1 000 000, 100 000 with
 /// `--quick`), over HTTP and UDP: the CPU per check must not depend on how
-/// many distinct mailboxes poll (compared with the 64-mailbox rows).
+/// many distinct mailboxes poll. Each row's baseline is the same relay
+/// (which also holds the 64 benchmark mailboxes) checked over those 64 by
+/// the same load generator, in alternating rounds with the spread load, so
+/// that a drift of a shared machine's load does not move the ratio.
 pub(super) async fn checks_spread(setup: &Setup, report: &mut Report) -> anyhow::Result<()> {
     let count = setup.options.idle_mailboxes() as usize;
     let began = Instant::now();
     let keys = tokio::task::spawn_blocking(move || spread_keys(count)).await?;
+    let few = setup.publics();
     let dir = setup.data_dir("spread");
-    populate_ids(&dir, keys.iter().map(MailboxId::from).collect()).await?;
+    populate_ids(&dir, keys.iter().chain(&few).map(MailboxId::from).collect()).await?;
     eprintln!(
         "bench: {count} mailboxes with valid keys made in {:.1}s",
         began.elapsed().as_secs_f64()
@@ -79,22 +83,28 @@ pub(super) async fn checks_spread(setup: &Setup, report: &mut Report) -> anyhow:
         .with(ROOMY)
         .start()?;
     let (addr, udp) = (relay.http_addr()?, relay.udp_addr()?);
-    let bodies = Arc::new(
-        keys.iter()
-            .map(|k| check_body(k, FAR_CURSOR))
-            .collect::<Vec<_>>(),
-    );
-    let datagrams = Arc::new(
-        keys.iter()
-            .map(|k| udp_datagram(std::slice::from_ref(k), 1))
-            .collect::<Vec<_>>(),
-    );
+    let bodies = |keys: &[PublicKey]| {
+        Arc::new(
+            keys.iter()
+                .map(|k| check_body(k, FAR_CURSOR))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let datagrams = |keys: &[PublicKey]| {
+        Arc::new(
+            keys.iter()
+                .map(|k| udp_datagram(std::slice::from_ref(k), 1))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let (spread_bodies, few_bodies) = (bodies(&keys), bodies(&few));
+    let (spread_datagrams, few_datagrams) = (datagrams(&keys), datagrams(&few));
     drop(keys);
     // One pass over every mailbox first, as polling apps make: the relay
     // has seen each key once (as it has when the mailbox was made by a send).
     let warm = http_load_spread(
         addr,
-        Arc::clone(&bodies),
+        Arc::clone(&spread_bodies),
         4,
         Budget::new(Duration::from_secs(600), count as u64),
         found_false,
@@ -113,36 +123,56 @@ pub(super) async fn checks_spread(setup: &Setup, report: &mut Report) -> anyhow:
             }
         )
     };
-    let ours = measure(
-        &relay,
-        http_load_spread(addr, Arc::clone(&bodies), 4, setup.budget(), found_false),
+    let baseline = |what: &str| format!("the same relay, {what} over the 64 benchmark mailboxes");
+    let (spread, few_measure) = measure_pair(
+        setup,
+        (&relay, |budget| {
+            http_load_spread(addr, Arc::clone(&spread_bodies), 4, budget, found_false)
+        }),
+        (&relay, |budget| {
+            http_load_spread(addr, Arc::clone(&few_bodies), 4, budget, found_false)
+        }),
     )
     .await?;
     let mut row = Row::ours(
         "check_http_spread",
         "check over HTTP, kept-alive, spread over many mailboxes",
-        ours,
+        spread,
     );
+    row.baseline = Some((baseline("checks"), few_measure));
     row.note = note("checks");
     report.rows.push(row);
     let wait = Duration::from_millis(500);
-    let ours = measure(
-        &relay,
-        udp_load_spread(
-            udp,
-            Arc::clone(&datagrams),
-            4,
-            wait,
-            setup.budget(),
-            udp_not_found,
-        ),
+    let (spread, few_measure) = measure_pair(
+        setup,
+        (&relay, |budget| {
+            udp_load_spread(
+                udp,
+                Arc::clone(&spread_datagrams),
+                4,
+                wait,
+                budget,
+                udp_not_found,
+            )
+        }),
+        (&relay, |budget| {
+            udp_load_spread(
+                udp,
+                Arc::clone(&few_datagrams),
+                4,
+                wait,
+                budget,
+                udp_not_found,
+            )
+        }),
     )
     .await?;
     let mut row = Row::ours(
         "check_udp_spread",
         "UDP check, 1 mailbox per datagram, spread over many mailboxes",
-        ours,
+        spread,
     );
+    row.baseline = Some((baseline("datagrams"), few_measure));
     row.note = note("datagrams");
     report.rows.push(row);
     Ok(())
