@@ -81,7 +81,7 @@ impl Metrics {
         let connections_closed = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "connections",
-            "Plain-HTTP connections open",
+            "HTTP(S) connections open",
             connections.clone(),
         );
         registry.register(
