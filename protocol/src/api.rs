@@ -16,7 +16,7 @@ use std::fmt;
 
 use crate::at::At;
 use crate::b64;
-use crate::keys::PublicKey;
+use crate::keys::{KeyError, PublicKey, UnvalidatedKey};
 use crate::limits;
 use crate::seal::{QUESTION_SECRET_LEN, SEAL_OVERHEAD};
 
@@ -298,11 +298,14 @@ impl Operation {
     }
 }
 
-/// A decoded request.
+/// A decoded request. `K` is how its key is held: a validated
+/// [`PublicKey`] (the default, [`Request::from_json`]), or the
+/// [`UnvalidatedKey`] a relay decodes ([`Request::from_json_unvalidated`])
+/// and validates only when it must.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
+pub struct Request<K = PublicKey> {
     /// The mailbox (`pub`).
-    pub key: PublicKey,
+    pub key: K,
     /// App data for the relay, such as an API key (`ext`).
     pub ext: Option<String>,
     /// The action and its fields.
@@ -399,21 +402,40 @@ pub(crate) fn is_json_object(bytes: &[u8]) -> bool {
         .is_some_and(|&b| b == b'{')
 }
 
+/// "Bad public key" for a `pub` that could not be parsed.
+fn bad_public_key(error: &KeyError) -> ApiError {
+    ApiError::new(ErrorCode::BadPublicKey, format!("pub: {error}"))
+}
+
 impl Request {
     /// Decodes a request body. Unknown fields are ignored; `null` is the same
     /// as absent.
     pub fn from_json(body: &[u8]) -> Result<Self, ApiError> {
-        Self::from_json_with(body, str::parse)
+        let request = Request::from_json_unvalidated(body)?;
+        Ok(Self {
+            key: request.validated_key()?,
+            ext: request.ext,
+            op: request.op,
+        })
+    }
+}
+
+impl Request<UnvalidatedKey> {
+    /// The request's key checked to be a point on the curve, or the "Bad
+    /// public key" error [`Request::from_json`] gives for it.
+    pub fn validated_key(&self) -> Result<PublicKey, ApiError> {
+        self.key.validate().map_err(|e| bad_public_key(&e))
     }
 
-    /// [`Request::from_json`] with the caller's parser for the `pub` text,
-    /// which must accept exactly what `PublicKey::from_str` accepts. A relay
-    /// uses it to skip the point decompression (the costliest step of a
-    /// check) for keys it has already validated.
-    pub fn from_json_with(
-        body: &[u8],
-        parse_key: impl FnOnce(&str) -> Result<PublicKey, crate::keys::KeyError>,
-    ) -> Result<Self, ApiError> {
+    /// [`Request::from_json`] without the check that `pub` is a point on
+    /// the curve (the costliest step of decoding a check), for a relay that
+    /// knows most keys it sees to be valid already (they name mailboxes it
+    /// holds). It answers exactly what `from_json` answers, with one
+    /// exception: a body whose only fault is a `pub` off the curve decodes
+    /// here, and [`Request::validated_key`] gives its error. (When the body
+    /// has another fault after `pub`, the key is checked, so that "Bad
+    /// public key" comes first, as from `from_json`.)
+    pub fn from_json_unvalidated(body: &[u8]) -> Result<Self, ApiError> {
         // serde would also read a struct from a JSON array; only an object is a request.
         if !is_json_object(body) {
             return Err(ApiError::new(
@@ -438,8 +460,25 @@ impl Request {
             }
         };
         let key = present("pub", raw.key)?.ok_or_else(|| missing("pub"))?;
-        let key: PublicKey = parse_key(string("pub", &key)?)
-            .map_err(|e| ApiError::new(ErrorCode::BadPublicKey, format!("pub: {e}")))?;
+        let key: UnvalidatedKey = string("pub", &key)?
+            .parse()
+            .map_err(|e| bad_public_key(&e))?;
+        match Self::decode_after_key(key, &raw, action) {
+            Ok(request) => Ok(request),
+            // "Bad public key" comes before any fault of a later member.
+            Err(error) => match key.validate() {
+                Ok(_) => Err(error),
+                Err(key_error) => Err(bad_public_key(&key_error)),
+            },
+        }
+    }
+
+    /// The members after `pub`, in the order [`Request::from_json`] checks them.
+    fn decode_after_key(
+        key: UnvalidatedKey,
+        raw: &RawRequest<'_>,
+        action: Action,
+    ) -> Result<Self, ApiError> {
         let ext = match present("ext", raw.ext)? {
             None => None,
             Some(value) => {
@@ -508,7 +547,9 @@ impl Request {
         };
         Ok(Self { key, ext, op })
     }
+}
 
+impl<K: fmt::Display> Request<K> {
     /// Encodes the request body, with the seed's field names.
     pub fn to_json(&self) -> String {
         let mut body = serde_json::Map::new();
@@ -796,6 +837,61 @@ mod tests {
     }
 
     #[test]
+    fn info_documents_without_connection_limits_still_parse() {
+        let old = r#"{"software":"r","version":"1","protocol":1,
+            "limits":{"max_message_bytes":65536,"max_receive_limit":100,
+                      "max_pending_per_mailbox":100,"max_checks_per_datagram":16},
+            "retention":{"message_seconds":3600,"question_seconds":60,"mailbox_idle_seconds":60}}"#;
+        let info: RelayInfo = serde_json::from_str(old).unwrap();
+        assert_eq!(info.limits.max_connections_per_source, None);
+        assert_eq!(info.limits.idle_timeout_seconds, None);
+        let mut info = info;
+        info.limits.max_connections_per_source = Some(256);
+        info.limits.idle_timeout_seconds = Some(30);
+        let text = serde_json::to_string(&info).unwrap();
+        assert!(text.contains(r#""max_connections_per_source":256,"idle_timeout_seconds":30"#));
+        assert_eq!(serde_json::from_str::<RelayInfo>(&text).unwrap(), info);
+    }
+
+    #[test]
+    fn a_key_off_the_curve_is_refused_before_later_faults() {
+        let mut off = [0xffu8; crate::keys::PUBLIC_KEY_LEN];
+        off[0] = 0x02;
+        let off = b64::encode(&off);
+        let refused = ApiError::new(
+            ErrorCode::BadPublicKey,
+            "pub: not a point on the P-384 curve",
+        );
+        // Its only fault: decoded unvalidated, refused when validated.
+        let check = format!(r#"{{"action":"check","pub":"{off}","at":1}}"#);
+        assert_eq!(parse(&check).unwrap_err(), refused);
+        let unvalidated = Request::from_json_unvalidated(check.as_bytes()).unwrap();
+        assert_eq!(unvalidated.op, Operation::Check { at: At(1) });
+        assert_eq!(unvalidated.validated_key().unwrap_err(), refused);
+        // With a later fault too: the key's comes first either way.
+        for body in [
+            format!(r#"{{"action":"check","pub":"{off}","at":-1}}"#),
+            format!(r#"{{"action":"send","pub":"{off}","data":"a+b="}}"#),
+            format!(r#"{{"action":"receive","pub":"{off}"}}"#),
+            format!(r#"{{"action":"check","pub":"{off}","ext":5}}"#),
+        ] {
+            assert_eq!(parse(&body).unwrap_err(), refused, "{body}");
+            assert_eq!(
+                Request::from_json_unvalidated(body.as_bytes()).unwrap_err(),
+                refused,
+                "{body}"
+            );
+        }
+        // A valid key with the same later fault gets that fault.
+        let body = format!(r#"{{"action":"check","pub":"{}","at":-1}}"#, key());
+        assert_eq!(
+            Request::from_json_unvalidated(body.as_bytes()).unwrap_err(),
+            parse(&body).unwrap_err()
+        );
+        assert_eq!(parse(&body).unwrap_err().code, ErrorCode::BadValue);
+    }
+
+    #[test]
     fn every_unrepresentable_number_is_one_bad_value_naming_its_member() {
         let k = key();
         let answer = b64::encode(&[0; 32]);
@@ -944,6 +1040,17 @@ pub struct InfoLimits {
     pub max_pending_per_mailbox: u32,
     /// Most mailboxes one UDP check datagram may carry.
     pub max_checks_per_datagram: u32,
+    /// Most HTTP connections the relay keeps open from one source (an IPv4
+    /// address or an IPv6 /64); past it the source's oldest idle connection
+    /// is closed or the new one refused. `None`: not advertised.
+    #[serde(default)]
+    pub max_connections_per_source: Option<u32>,
+    /// Seconds an HTTP connection may stay idle (kept alive between
+    /// requests, or delivering a request's headers) before the relay closes
+    /// it; a client's connection pool should close idle connections sooner.
+    /// `None`: not advertised.
+    #[serde(default)]
+    pub idle_timeout_seconds: Option<u64>,
 }
 
 /// The retention part of [`RelayInfo`], in seconds.
@@ -984,7 +1091,8 @@ impl RelayInfo {
 impl InfoLimits {
     /// Limits of `max_message_bytes` bytes per message, `max_receive_limit`
     /// messages per `receive`, `max_pending_per_mailbox` messages per
-    /// mailbox and `max_checks_per_datagram` mailboxes per UDP check.
+    /// mailbox and `max_checks_per_datagram` mailboxes per UDP check; the
+    /// connection limits are not advertised (set them after).
     pub fn new(
         max_message_bytes: u64,
         max_receive_limit: u32,
@@ -996,6 +1104,8 @@ impl InfoLimits {
             max_receive_limit,
             max_pending_per_mailbox,
             max_checks_per_datagram,
+            max_connections_per_source: None,
+            idle_timeout_seconds: None,
         }
     }
 }

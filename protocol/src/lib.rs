@@ -52,7 +52,7 @@ pub use api::{
 };
 pub use at::At;
 pub use envelope::{Envelope, EnvelopeError, Kind, LinkProof, open_envelope, seal_envelope};
-pub use keys::{KeyError, PublicKey, SecretKey};
+pub use keys::{KeyError, PublicKey, SecretKey, UnvalidatedKey};
 pub use link::{Link, LinkError, LinkSecret, RelayEntry, RelayEntryError, RelayUrl, RelayUrlError};
 pub use safety::SafetyCode;
 pub use udp::{CheckRequest, CheckResponse, CheckStatus, MailboxCheck, ObservedAddr};

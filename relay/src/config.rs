@@ -74,11 +74,11 @@ pub struct Config {
     /// The relay's clock. Default [`SystemClock`]; tests use a
     /// [`ManualClock`](crate::ManualClock).
     pub clock: Arc<dyn Clock>,
-    /// Timeouts and caps of plain-HTTP connections; see [`ConnectionLimits`].
+    /// Timeouts and caps of HTTP(S) connections; see [`ConnectionLimits`].
     pub connections: ConnectionLimits,
 }
 
-/// How long a plain-HTTP connection may take and how many may be open
+/// How long an HTTP(S) connection may take and how many may be open
 /// (`spec/relay.md` §6.1). Timeouts are real time, not the relay's clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {

@@ -1,4 +1,4 @@
-//! Who may hold a plain-HTTP connection: the caps on open connections in
+//! Who may hold an HTTP(S) connection: the caps on open connections in
 //! total and per source, the choice of which connection to close when a
 //! cap is reached, and the process's open-file limit.
 //!

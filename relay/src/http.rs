@@ -234,7 +234,7 @@ where
         match read_body(body, &parts.headers, relay.connection_limits().body_timeout).await {
             Ok(body) => match relay.parse_request(&body) {
                 Ok(request) => {
-                    let action = request.op.action().as_str();
+                    let action = request.request().op.action().as_str();
                     (action, relay.handle(&request, source).await)
                 }
                 Err(error) => ("invalid", Err(error)),

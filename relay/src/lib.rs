@@ -40,7 +40,6 @@ pub mod testing;
 
 mod connections;
 mod http;
-mod key_cache;
 mod metrics;
 mod rate;
 mod server;
@@ -54,7 +53,7 @@ pub use config::{
 };
 pub use http::{RelayRouter, router};
 pub use server::{Server, ShutdownError, SpawnError};
-pub use service::{PROTOCOL_VERSION, Relay};
+pub use service::{PROTOCOL_VERSION, Relay, ValidRequest};
 pub use store::{RedbStore, Store, StoreError, StoreOptions};
 #[cfg(feature = "redis")]
 pub use store::{RedisStore, RedisTarget};

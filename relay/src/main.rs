@@ -258,7 +258,7 @@ struct Settings {
     #[arg(long, env = "CONNECTOID_BODY_TIMEOUT", value_name = "SECONDS")]
     body_timeout: Option<u64>,
 
-    /// Most plain-HTTP connections open at once (lowered to fit the open-file
+    /// Most HTTP(S) connections open at once (lowered to fit the open-file
     /// limit); at the cap the oldest idle connection is closed [default: 10000].
     #[arg(long, env = "CONNECTOID_MAX_CONNECTIONS", value_name = "N")]
     max_connections: Option<usize>,

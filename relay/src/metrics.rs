@@ -11,7 +11,7 @@
 //! | `connectoid_mailboxes` | gauge | | mailboxes kept |
 //! | `connectoid_pending_messages` | gauge | | messages kept |
 //! | `connectoid_stored_bytes` | gauge | | bytes of message data kept |
-//! | `connectoid_connections` | gauge | | plain-HTTP connections open |
+//! | `connectoid_connections` | gauge | | HTTP(S) connections open |
 //! | `connectoid_connections_closed_total` | counter | `reason` | connections closed or refused by the caps: `evicted`, `refused_per_source`, `refused_full` |
 //!
 //! Labels never carry keys, addresses or message contents. This module only
@@ -81,7 +81,7 @@ impl Metrics {
         let connections_closed = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "connections",
-            "Plain-HTTP connections open",
+            "HTTP(S) connections open",
             connections.clone(),
         );
         registry.register(

@@ -2,6 +2,10 @@
 //! starts the HTTP server, the UDP check loop and the sweeper;
 //! [`Server::shutdown`] stops them in order.
 //!
+//! Plain HTTP and HTTPS are served by the same accept loop, under the same
+//! connection caps and timeouts (`spec/relay.md` §6.1); over TLS the
+//! handshake is part of the header timeout and HTTP/2 is offered by ALPN.
+//!
 //! Every task belongs to the [`Server`] handle: dropping it without a
 //! shutdown aborts them (the store's writer thread then finishes what is
 //! queued and exits by itself). This module reads only the TLS files it is
@@ -12,7 +16,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum_server::tls_rustls::RustlsConfig;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -76,7 +81,8 @@ pub struct Server {
     http_addr: SocketAddr,
     udp_addr: Option<SocketAddr>,
     relay: Arc<Relay>,
-    http_stop: HttpStop,
+    /// Tells the HTTP(S) accept loop to stop, with the grace period.
+    http_stop: watch::Sender<Option<Duration>>,
     stop: watch::Sender<bool>,
     http_task: Option<JoinHandle<io::Result<()>>>,
     tasks: JoinSet<()>,
@@ -162,25 +168,14 @@ impl Server {
         let relay = Arc::new(Relay::new(&config, store, udp_addr.map(|a| a.port())));
 
         let service = router(Arc::clone(&relay));
-        let (http_stop, http_task) = match tls {
-            None => {
-                let (stop, stopped) = watch::channel(None);
-                let task = tokio::spawn(serve_http(listener, service, Arc::clone(&relay), stopped));
-                (HttpStop::Plain(stop), task)
-            }
-            Some(tls) => {
-                let handle = axum_server::Handle::new();
-                let app = tower::service_fn(move |peer: SocketAddr| {
-                    std::future::ready(Ok::<_, std::convert::Infallible>(service.for_peer(peer)))
-                });
-                let task = tokio::spawn(
-                    axum_server::from_tcp_rustls(listener, tls)
-                        .handle(handle.clone())
-                        .serve(app),
-                );
-                (HttpStop::Tls(handle), task)
-            }
-        };
+        let (http_stop, stopped) = watch::channel(None);
+        let http_task = tokio::spawn(serve_http(
+            listener,
+            service,
+            Arc::clone(&relay),
+            tls.map(tokio_rustls::TlsAcceptor::from),
+            stopped,
+        ));
 
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
@@ -230,7 +225,8 @@ impl Server {
     /// [`Config::shutdown_timeout`]), stops the UDP loop and the sweeper,
     /// then flushes and closes the store.
     pub async fn shutdown(mut self) -> Result<(), ShutdownError> {
-        self.http_stop.graceful(self.shutdown_timeout);
+        // The loop sees the change, or the sender's drop, either way.
+        let _ = self.http_stop.send(Some(self.shutdown_timeout));
         let http = match self.http_task.take() {
             Some(task) => match task.await {
                 Ok(result) => result,
@@ -258,46 +254,30 @@ impl Drop for Server {
     }
 }
 
-/// How [`Server::shutdown`] stops the HTTP server.
-#[derive(Debug)]
-enum HttpStop {
-    /// [`serve_http`]: the grace period, once it is time to stop.
-    Plain(watch::Sender<Option<Duration>>),
-    /// axum-server (HTTPS, with HTTP/2 by ALPN).
-    Tls(axum_server::Handle),
-}
-
-impl HttpStop {
-    /// Stops accepting connections; lets requests under way finish for at
-    /// most `timeout`, then closes the connections.
-    fn graceful(&self, timeout: Duration) {
-        match self {
-            Self::Plain(stop) => drop(stop.send(Some(timeout))),
-            Self::Tls(handle) => handle.graceful_shutdown(Some(timeout)),
-        }
-    }
-}
-
-/// Serves plain HTTP/1.1 with hyper's connection directly (the HTTP/1-or-2
-/// detection and per-connection wrappers of a general-purpose server cost
-/// CPU on every request of a kept-alive connection, and plain-text HTTP/2 is
-/// not something clients of a relay use). When `stop` names a grace period,
-/// stops accepting, asks every connection to finish its request under way,
-/// and closes those still open after the period. Dropping the task (an
-/// abort) closes every connection at once.
+/// Serves HTTP/1.1, and over TLS (`tls`) also HTTP/2 by ALPN, with hyper's
+/// connections directly (the HTTP/1-or-2 detection and per-connection
+/// wrappers of a general-purpose server cost CPU on every request of a
+/// kept-alive connection, and plain-text HTTP/2 is not something clients of
+/// a relay use). When `stop` names a grace period, stops accepting, asks
+/// every connection to finish its request under way, and closes those still
+/// open after the period. Dropping the task (an abort) closes every
+/// connection at once.
 ///
 /// Each connection must deliver a request's headers within
 /// [`ConnectionLimits::header_timeout`](crate::ConnectionLimits) of the
 /// relay starting to wait for them (hyper's header timer, which also ends
-/// idle kept-alive connections); the caps on connections are enforced by
-/// [`Connections`] at accept.
+/// idle kept-alive connections); over TLS the handshake must end within the
+/// same time of the accept, and a connection with no request under way and
+/// none begun for that long is closed (HTTP/2 has no header timer). The caps
+/// on connections are enforced by [`Connections`] at accept, for plain HTTP
+/// and TLS alike.
 async fn serve_http(
     listener: std::net::TcpListener,
     service: crate::http::RelayRouter,
     relay: Arc<Relay>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut stop: watch::Receiver<Option<Duration>>,
 ) -> io::Result<()> {
-    use hyper_util::rt::TokioIo;
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let limits = *relay.connection_limits();
@@ -313,10 +293,12 @@ async fn serve_http(
     }
     let table = Connections::new(max_total, limits.max_per_source);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
+    let mut http2 = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+    http2.timer(hyper_util::rt::TokioTimer::new());
     let mut connections = JoinSet::new();
     let mut accept_failures = RareLog::default();
     loop {
@@ -340,26 +322,61 @@ async fn serve_http(
                             continue;
                         }
                     };
-                    let service = service.for_peer(peer);
-                    let (id, busy) = (ticket.id(), ticket.busy_counter());
-                    let connection = builder.serve_connection(
-                        TokioIo::new(stream),
+                    let id = ticket.id();
+                    let activity = Activity::new(ticket.busy_counter());
+                    let responder = {
+                        let service = service.for_peer(peer);
+                        let activity = activity.clone();
                         hyper::service::service_fn(move |request| {
-                            let busy = Busy::new(Arc::clone(&busy));
+                            let busy = activity.begin();
                             let answer = service.respond(request);
                             async move {
                                 let answer = answer.await;
                                 drop(busy);
                                 answer
                             }
-                        }),
-                    );
-                    let watched = graceful.watch(connection);
-                    let task = connections.spawn(async move {
-                        let _ticket = ticket;
-                        // A client that went away or timed out: nothing to do.
-                        let _ = watched.await;
-                    });
+                        })
+                    };
+                    let watcher = graceful.watcher();
+                    let task = match &tls {
+                        None => {
+                            let connection = http1.serve_connection(
+                                hyper_util::rt::TokioIo::new(stream),
+                                responder,
+                            );
+                            connections.spawn(async move {
+                                let _ticket = ticket;
+                                // A client that went away or timed out: nothing to do.
+                                let _ = watcher.watch(connection).await;
+                            })
+                        }
+                        Some(acceptor) => {
+                            let handshake = acceptor.accept(stream);
+                            let (http1, http2) = (http1.clone(), http2.clone());
+                            let idle = limits.header_timeout;
+                            connections.spawn(async move {
+                                let _ticket = ticket;
+                                let Ok(Ok(stream)) = tokio::time::timeout(idle, handshake).await else {
+                                    return;
+                                };
+                                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                                let io = hyper_util::rt::TokioIo::new(stream);
+                                if h2 {
+                                    let connection = watcher.watch(http2.serve_connection(io, responder));
+                                    tokio::select! {
+                                        _ = connection => {}
+                                        () = activity.idle_for(idle) => {}
+                                    }
+                                } else {
+                                    let connection = watcher.watch(http1.serve_connection(io, responder));
+                                    tokio::select! {
+                                        _ = connection => {}
+                                        () = activity.idle_for(idle) => {}
+                                    }
+                                }
+                            })
+                        }
+                    };
                     table.serving(id, task);
                     relay.metrics().connections_open(table.len());
                 }
@@ -383,6 +400,45 @@ async fn serve_http(
                 connections.shutdown().await;
                 return Ok(());
             }
+        }
+    }
+}
+
+/// What a connection is doing: requests under way (the connection's
+/// [`Busy`] counter, which [`Connections`] reads to find idle connections)
+/// and requests begun so far.
+#[derive(Debug, Clone)]
+struct Activity {
+    busy: Arc<AtomicU32>,
+    begun: Arc<AtomicU64>,
+}
+
+impl Activity {
+    fn new(busy: Arc<AtomicU32>) -> Self {
+        Self {
+            busy,
+            begun: Arc::default(),
+        }
+    }
+
+    /// Marks a request under way until the guard is dropped.
+    fn begin(&self) -> Busy {
+        self.begun.fetch_add(1, Ordering::Relaxed);
+        Busy::new(Arc::clone(&self.busy))
+    }
+
+    /// Ends once a whole period of `idle` passed with no request under way
+    /// and none begun: between `idle` and twice `idle` after the last
+    /// request ended.
+    async fn idle_for(&self, idle: Duration) {
+        let mut seen = self.begun.load(Ordering::Relaxed);
+        loop {
+            tokio::time::sleep(idle).await;
+            let begun = self.begun.load(Ordering::Relaxed);
+            if begun == seen && self.busy.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            seen = begun;
         }
     }
 }
@@ -451,7 +507,7 @@ async fn sweeper(relay: Arc<Relay>, every: Duration, mut stopped: watch::Receive
 
 /// A rustls server configuration with the aws-lc-rs provider (the only one
 /// this project compiles in), whatever the process default is.
-fn tls_config(tls: &TlsConfig) -> Result<RustlsConfig, SpawnError> {
+fn tls_config(tls: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, SpawnError> {
     use rustls::pki_types::pem::PemObject as _;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs = CertificateDer::pem_file_iter(&tls.cert)
@@ -473,5 +529,5 @@ fn tls_config(tls: &TlsConfig) -> Result<RustlsConfig, SpawnError> {
         .with_single_cert(certs, key)
         .map_err(|e| SpawnError::Tls(e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(RustlsConfig::from_config(Arc::new(config)))
+    Ok(Arc::new(config))
 }

@@ -15,8 +15,10 @@
 //! The only asymmetric cryptography here is sealing a mailbox's question,
 //! once per mailbox per question lifetime, on the blocking pool; a check that
 //! finds nothing is one lookup in the store (in memory for redb, one script
-//! call for Redis). A request's `pub` is validated once per key and then
-//! taken from a cache as large as the mailbox cap. This module does not parse JSON (beyond
+//! call for Redis). A request's `pub` is checked to be a curve point (the
+//! costliest step of decoding it) only when the store does not hold its
+//! mailbox: a mailbox exists only because a send with a validated key made
+//! it ([`Relay::parse_request`]). This module does not parse JSON (beyond
 //! handing bodies to the protocol's decoder) or know about status codes (see
 //! `http`).
 
@@ -29,18 +31,41 @@ use connectoid_protocol::limits as protocol_limits;
 use connectoid_protocol::seal::{QUESTION_SECRET_LEN, seal_question};
 use connectoid_protocol::udp::{CheckRequest, CheckResponse, CheckStatus};
 use connectoid_protocol::{
-    Answer, ApiError, ErrorCode, Operation, PublicKey, RelayInfo, RelayUrl, Request, Response,
+    Answer, ApiError, ErrorCode, Operation, RelayInfo, RelayUrl, Request, Response, UnvalidatedKey,
 };
 
 use crate::clock::Clock;
 use crate::config::{Config, Limits, micros};
-use crate::key_cache::KeyCache;
 use crate::metrics::Metrics;
 use crate::rate::{Limit, Limiters};
 use crate::store::{Deleted, MailboxId, Question, SourcePrefix, Store, StoreError, SweepReport};
 
 /// The protocol version this relay speaks (defined by the protocol crate).
 pub use connectoid_protocol::api::PROTOCOL_VERSION;
+
+/// A decoded API request whose `pub` names a point on the curve: checked by
+/// [`Relay::parse_request`], or the key of a mailbox the store holds (made
+/// by a send whose key was checked). Made from a [`Request`] whose key is a
+/// [`PublicKey`](connectoid_protocol::PublicKey) with `From`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidRequest(Request<UnvalidatedKey>);
+
+impl ValidRequest {
+    /// The request (its key as received).
+    pub fn request(&self) -> &Request<UnvalidatedKey> {
+        &self.0
+    }
+}
+
+impl From<Request> for ValidRequest {
+    fn from(request: Request) -> Self {
+        Self(Request {
+            key: request.key.into(),
+            ext: request.ext,
+            op: request.op,
+        })
+    }
+}
 
 /// The relay's behaviour, shared by the HTTP and UDP front ends.
 pub struct Relay {
@@ -54,7 +79,6 @@ pub struct Relay {
     metrics: Metrics,
     info: RelayInfo,
     trust_forwarded_for: bool,
-    keys: KeyCache,
     connections: crate::config::ConnectionLimits,
 }
 
@@ -108,6 +132,9 @@ impl Relay {
                 seconds(config.retention.mailbox_idle),
             ),
         );
+        info.limits.max_connections_per_source =
+            Some(u32::try_from(config.connections.max_per_source).unwrap_or(u32::MAX));
+        info.limits.idle_timeout_seconds = Some(config.connections.header_timeout.as_secs());
         info.udp_port = udp_port;
         info.api_key_required = !config.api_keys.is_empty();
         info.contact = config.contact.clone();
@@ -127,7 +154,6 @@ impl Relay {
             metrics: Metrics::new(),
             info,
             trust_forwarded_for: config.trust_forwarded_for,
-            keys: KeyCache::new(usize::try_from(config.limits.max_mailboxes).unwrap_or(usize::MAX)),
             connections: config.connections,
         }
     }
@@ -213,22 +239,35 @@ impl Relay {
         }
     }
 
-    /// Decodes a request body ([`Request::from_json`]), validating its `pub`
-    /// only the first time the relay sees that key. A body that is not
-    /// UTF-8 anywhere, including inside members the decoder skips, is
-    /// "Malformed JSON" (RFC 8259 §8.1).
-    pub fn parse_request(&self, body: &[u8]) -> Result<Request, ApiError> {
+    /// Decodes a request body, answering exactly what [`Request::from_json`]
+    /// answers, but checks that its `pub` is a point on the curve only when
+    /// the store does not hold that mailbox ([`Store::holds`]): only a send
+    /// whose key was checked makes a mailbox, so a check, receive or send of
+    /// a mailbox that exists needs no check, and its cost does not depend on
+    /// how many mailboxes there are. A body that is not UTF-8 anywhere,
+    /// including inside members the decoder skips, is "Malformed JSON" (RFC
+    /// 8259 §8.1).
+    pub fn parse_request(&self, body: &[u8]) -> Result<ValidRequest, ApiError> {
         if let Err(error) = std::str::from_utf8(body) {
             return Err(ApiError::new(
                 ErrorCode::MalformedJson,
                 format!("the body is not UTF-8 (at byte {})", error.valid_up_to()),
             ));
         }
-        Request::from_json_with(body, |text| self.keys.parse(text))
+        let request = Request::from_json_unvalidated(body)?;
+        if !self.store.holds(&MailboxId(*request.key.as_bytes())) {
+            request.validated_key()?;
+        }
+        Ok(ValidRequest(request))
     }
 
     /// Answers one API request from `source`.
-    pub async fn handle(&self, request: &Request, source: IpAddr) -> Result<Response, ApiError> {
+    pub async fn handle(
+        &self,
+        request: &ValidRequest,
+        source: IpAddr,
+    ) -> Result<Response, ApiError> {
+        let request = &request.0;
         if !self.authorized(request.ext.as_deref()) {
             let detail = match request.ext {
                 None => "this relay requires an API key in ext",
@@ -237,7 +276,7 @@ impl Relay {
             return Err(ApiError::new(ErrorCode::Forbidden, detail));
         }
         let now = self.clock.now_us();
-        let mailbox = MailboxId::from(&request.key);
+        let mailbox = MailboxId(*request.key.as_bytes());
         let source = SourcePrefix::from(source);
         match &request.op {
             Operation::Send { data } => {
@@ -341,7 +380,7 @@ impl Relay {
     async fn question(
         &self,
         mailbox: MailboxId,
-        key: &PublicKey,
+        key: &UnvalidatedKey,
         now_us: u64,
     ) -> Result<Question, ApiError> {
         if let Some(question) = self
@@ -358,7 +397,12 @@ impl Relay {
             let mut rng = rand::rng();
             let mut secret = [0u8; QUESTION_SECRET_LEN];
             rng.fill_bytes(&mut secret);
-            seal_question(&mut rng, &key, &secret).map(|sealed| (secret, sealed))
+            // The key is valid (`ValidRequest`); checking it again costs
+            // little next to sealing.
+            let key = key.validate().map_err(|error| error.to_string())?;
+            seal_question(&mut rng, &key, &secret)
+                .map(|sealed| (secret, sealed))
+                .map_err(|error| error.to_string())
         })
         .await
         .map_err(|error| {
@@ -506,5 +550,73 @@ impl Relay {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{RedbStore, StoreOptions};
+    use connectoid_protocol::{At, SecretKey, b64};
+
+    fn check_body(key_text: &str) -> Vec<u8> {
+        format!(
+            r#"{{"pub":"{key_text}","action":"check","at":{}}}"#,
+            u64::MAX
+        )
+        .into_bytes()
+    }
+
+    /// A check of a mailbox the store holds takes its key as valid; one of
+    /// a mailbox it does not hold is checked, as `Request::from_json` does.
+    #[tokio::test]
+    async fn only_keys_of_unknown_mailboxes_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::for_tests(dir.path());
+        let store: Arc<dyn Store> =
+            Arc::new(RedbStore::open(dir.path(), StoreOptions::from_config(&config)).unwrap());
+        let relay = Relay::new(&config, Arc::clone(&store), None);
+        let source: IpAddr = [192, 0, 2, 1].into();
+        let now = relay.clock.now_us();
+
+        // Well-formed bytes that are not a curve point: no send through the
+        // relay can make this mailbox.
+        let mut off_curve = [0xffu8; 49];
+        off_curve[0] = 0x02;
+        let off_text = b64::encode(&off_curve);
+        let refused = relay.parse_request(&check_body(&off_text)).unwrap_err();
+        assert_eq!(
+            refused,
+            Request::from_json(&check_body(&off_text)).unwrap_err()
+        );
+        assert_eq!(refused.code, ErrorCode::BadPublicKey);
+        // Made in the store directly, it is found without a check of its key.
+        store
+            .send(MailboxId(off_curve), vec![0; 113], now)
+            .await
+            .unwrap();
+        let request = relay.parse_request(&check_body(&off_text)).unwrap();
+        assert_eq!(relay.handle(&request, source).await, Ok(Response::NotFound));
+
+        // A valid key of an unknown mailbox: checked, and answered.
+        let key = SecretKey::from_bytes(&[9; 48]).unwrap().public_key();
+        let request = relay.parse_request(&check_body(&key.to_string())).unwrap();
+        assert_eq!(request.request().key.validate(), Ok(key));
+        assert_eq!(relay.handle(&request, source).await, Ok(Response::NotFound));
+        // Sends make mailboxes only for checked keys.
+        let send = Request {
+            key,
+            ext: None,
+            op: Operation::Send { data: vec![0; 113] },
+        };
+        let request = relay.parse_request(send.to_json().as_bytes()).unwrap();
+        assert_eq!(relay.handle(&request, source).await, Ok(Response::Done));
+        assert!(store.holds(&MailboxId(*key.as_bytes())));
+        let found = store
+            .check(&[(MailboxId(*key.as_bytes()), At::ZERO)], now)
+            .await
+            .unwrap();
+        assert_eq!(found, [true]);
+        store.close().await.unwrap();
     }
 }

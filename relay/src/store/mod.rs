@@ -322,6 +322,16 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         self.stats().await.map(drop)
     }
 
+    /// Whether the store holds `mailbox` now, answered from memory at once
+    /// (no I/O, no waiting on other requests); `false` when it cannot tell
+    /// that way, which is the default. Only a send whose key was validated
+    /// makes a mailbox, so the relay does not validate the key of a request
+    /// for a mailbox held here (`spec/relay.md` §5).
+    fn holds(&self, mailbox: &MailboxId) -> bool {
+        let _ = mailbox;
+        false
+    }
+
     /// Whether this backend keeps rate-limit buckets itself, shared by every
     /// relay node using it. When `false` (the default) the relay keeps its
     /// buckets in memory and never calls [`Store::take_token`].

@@ -323,6 +323,8 @@ async fn other_routes() {
     let relay = TestRelay::new(|config| {
         config.contact = Some("mailto:ops@relay.example".into());
         config.peers = vec!["https://relay-b.example/".into()];
+        config.connections.max_per_source = 32;
+        config.connections.header_timeout = std::time::Duration::from_secs(20);
     });
     let (status, headers, text) = relay.get("/.well-known/connectoid").await;
     assert_eq!(status, StatusCode::OK);
@@ -338,6 +340,11 @@ async fn other_routes() {
     assert_eq!(info.udp_port, Some(7447));
     assert_eq!(info.limits.max_message_bytes, 65_536);
     assert_eq!(info.limits.max_checks_per_datagram, 16);
+    assert_eq!(info.limits.max_connections_per_source, Some(32));
+    assert_eq!(info.limits.idle_timeout_seconds, Some(20));
+    let raw: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(raw["limits"]["max_connections_per_source"], 32);
+    assert_eq!(raw["limits"]["idle_timeout_seconds"], 20);
     assert_eq!(info.retention.message_seconds, 3600);
     assert_eq!(info.retention.question_seconds, 60);
     assert_eq!(info.retention.mailbox_idle_seconds, 30 * 86_400);

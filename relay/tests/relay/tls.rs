@@ -33,6 +33,17 @@ impl rustls::time_provider::TimeProvider for In2030 {
 
 /// `GET path` over TLS, trusting only the fixture certificate.
 fn https_get(addr: std::net::SocketAddr, path: &str) -> String {
+    https_exchange(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
+    )
+    .0
+}
+
+/// Sends `request` over TLS (trusting only the fixture certificate) and
+/// reads until the relay closes the connection or 60 s pass: what was read,
+/// and how reading ended.
+fn https_exchange(addr: std::net::SocketAddr, request: &str) -> (String, std::io::Result<usize>) {
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(CertificateDer::from_pem_file(fixture("tls-cert.pem")).unwrap())
@@ -46,20 +57,129 @@ fn https_get(addr: std::net::SocketAddr, path: &str) -> String {
     let name = ServerName::try_from("localhost").unwrap();
     let connection = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
     let socket = std::net::TcpStream::connect(addr).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    socket.set_read_timeout(Some(AT_MOST)).unwrap();
     let mut tls = rustls::StreamOwned::new(connection, socket);
-    write!(
-        tls,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    tls.write_all(request.as_bytes()).unwrap();
     let mut response = Vec::new();
     // A peer closing without close_notify is an error to rustls; the bytes
     // read before it are what matters.
-    let _ = tls.read_to_end(&mut response);
-    String::from_utf8(response).unwrap()
+    let ended = tls.read_to_end(&mut response);
+    (String::from_utf8(response).unwrap(), ended)
+}
+
+/// How long a test waits for the relay to close a connection by itself (its
+/// timeouts are 1 s here): far more than needed, so only a relay that never
+/// closes it fails.
+const AT_MOST: Duration = Duration::from_secs(60);
+
+/// Whether reading ended because the peer closed (not because `AT_MOST` passed).
+fn closed_by_peer(ended: &std::io::Result<usize>) -> bool {
+    match ended {
+        Ok(_) => true,
+        Err(error) => !matches!(
+            error.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+fn tls_config(dir: &std::path::Path) -> Config {
+    let mut config = Config::for_tests(dir);
+    config.tls = Some(TlsConfig {
+        cert: fixture("tls-cert.pem"),
+        key: fixture("tls-key.pem"),
+    });
+    config
+}
+
+/// HTTPS connections live under the timeouts of plain HTTP: one that never
+/// starts its TLS handshake, and one kept alive and idle after a request,
+/// are both closed after the header timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_connections_are_closed_when_slow_or_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = tls_config(dir.path());
+    config.connections.header_timeout = Duration::from_secs(1);
+    let server = Server::spawn(config).await.unwrap();
+    let addr = server.http_addr();
+    let no_handshake = tokio::task::spawn_blocking(move || {
+        let mut socket = std::net::TcpStream::connect(addr).unwrap();
+        socket.set_read_timeout(Some(AT_MOST)).unwrap();
+        let mut bytes = Vec::new();
+        let ended = socket.read_to_end(&mut bytes);
+        (bytes, ended)
+    });
+    let kept_alive = tokio::task::spawn_blocking(move || {
+        https_exchange(addr, "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    });
+    let (bytes, ended) = no_handshake.await.unwrap();
+    assert!(
+        closed_by_peer(&ended),
+        "a stalled handshake was kept: {ended:?}"
+    );
+    assert!(bytes.is_empty(), "{bytes:?}");
+    let (response, ended) = kept_alive.await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        closed_by_peer(&ended),
+        "an idle connection was kept: {ended:?}"
+    );
+    server.shutdown().await.unwrap();
+}
+
+/// The connection cap holds for HTTPS: with the relay full of connections
+/// that never start their handshake, a normal HTTPS request is still
+/// answered, because the oldest of them is closed to make room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_connections_are_capped() {
+    const CAP: usize = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = tls_config(dir.path());
+    config.connections.header_timeout = Duration::from_secs(3600);
+    config.connections.max_total = CAP;
+    let server = Server::spawn(config).await.unwrap();
+    let addr = server.http_addr();
+    let mut stalled = Vec::new();
+    for _ in 0..CAP {
+        stalled.push(std::net::TcpStream::connect(addr).unwrap());
+    }
+    // Bounded wait until the relay has taken all of them in.
+    let mut full = false;
+    for _ in 0..600 {
+        if server
+            .relay()
+            .metrics_text()
+            .await
+            .contains(&format!("connectoid_connections {CAP}\n"))
+        {
+            full = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(full, "{}", server.relay().metrics_text().await);
+    let response = tokio::task::spawn_blocking(move || https_get(addr, "/healthz"))
+        .await
+        .unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with(r#"{"ok":true}"#), "{response}");
+    // The oldest stalled connection was the one closed.
+    let oldest = stalled.remove(0);
+    let ended = tokio::task::spawn_blocking(move || {
+        let mut oldest = oldest;
+        oldest.set_read_timeout(Some(AT_MOST)).unwrap();
+        oldest.read_to_end(&mut Vec::new())
+    })
+    .await
+    .unwrap();
+    assert!(closed_by_peer(&ended), "{ended:?}");
+    let metrics = server.relay().metrics_text().await;
+    assert!(
+        metrics.contains(r#"connectoid_connections_closed_total{reason="evicted"} 1"#),
+        "{metrics}"
+    );
+    drop(stalled);
+    server.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

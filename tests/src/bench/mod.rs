@@ -14,13 +14,15 @@
 //! - [`load`]: HTTP and UDP load generators;
 //! - [`baseline`]: the baseline servers;
 //! - [`report`]: rows, targets, table and JSON;
-//! - [`scenarios`]: what is measured and how the targets are computed.
+//! - [`scenarios`]: what is measured and how the targets are computed;
+//! - [`spread`]: checks spread over many mailboxes.
 
 pub mod baseline;
 pub mod load;
 pub mod proc;
 pub mod report;
 pub mod scenarios;
+pub mod spread;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -412,6 +412,11 @@ impl Store for RedbStore {
         flushed
     }
 
+    fn holds(&self, mailbox: &MailboxId) -> bool {
+        self.open_index()
+            .is_ok_and(|index| index.mailboxes.contains_key(mailbox))
+    }
+
     async fn health(&self) -> Result<(), StoreError> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(StoreError::Closed);
