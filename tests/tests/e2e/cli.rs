@@ -255,6 +255,41 @@ fn errors_are_one_line_with_a_non_zero_exit() {
     assert_eq!(relays.len(), 1, "the other process's change is seen");
 }
 
+/// Issue 15, links: a changed or cut link is refused when it is opened
+/// (`link decode` and `accept`), and a pasted one (quotes, a line break,
+/// a full stop) is accepted as if typed.
+#[test]
+fn damaged_and_cut_links_are_refused_and_pasted_ones_cleaned() {
+    let relay = RelayProcess::start().unwrap();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (alice, bob) = (a.path(), b.path());
+    let link = ok(alice, &["share", "Bob", "--relay", relay.url().as_str()]);
+    let link = link.trim();
+
+    let index = link.len() / 2;
+    let other = if &link[index..=index] == "A" { "B" } else { "A" };
+    let changed = format!("{}{other}{}", &link[..index], &link[index + 1..]);
+    for args in [
+        vec!["link", "decode", &changed],
+        vec!["accept", &changed, "Alice"],
+    ] {
+        let error = fails(bob, &args);
+        assert!(error.contains("this link is damaged or incomplete"), "{error}");
+    }
+    let cut = &link[..link.len() - 6];
+    let error = fails(bob, &["accept", cut, "Alice"]);
+    assert!(error.contains("looks truncated"), "{error}");
+    // Cut at its third '.': a seed-form link without the secret.
+    let at_dot = &link[..link.rfind('.').unwrap()];
+    let error = fails(bob, &["accept", at_dot, "Alice"]);
+    assert!(error.contains("no link secret") && error.contains("truncated"), "{error}");
+    assert!(!ok(bob, &["peers"]).contains("Alice"), "nothing was accepted");
+
+    let pasted = format!("\"{}\n  {}\".", &link[..40], &link[40..]);
+    ok(bob, &["accept", &pasted, "Alice"]);
+    poll_for(alice, |e| e["event"] == "peer-connected");
+}
+
 #[test]
 fn poll_watch_prints_events_as_json_lines() {
     use std::io::BufRead as _;
