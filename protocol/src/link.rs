@@ -42,7 +42,9 @@ pub const LINK_CHECK_LEN: usize = 4;
 pub const SECRET_PART_LEN: usize = b64::encoded_len(LINK_SECRET_LEN + LINK_CHECK_LEN);
 
 /// Characters removed from the start of a pasted link (spec §4.6).
-const PASTE_OPENERS: &[char] = &['"', '\'', '`', '<', '(', '[', '\u{201c}', '\u{2018}', '\u{ab}'];
+const PASTE_OPENERS: &[char] = &[
+    '"', '\'', '`', '<', '(', '[', '\u{201c}', '\u{2018}', '\u{ab}',
+];
 
 /// Characters removed from the end of a pasted link; a `.` only while
 /// another `.` stays before it (spec §4.6).
@@ -151,7 +153,9 @@ pub enum LinkError {
     },
     /// The last part of a four-part value is longer than
     /// [`SECRET_PART_LEN`] characters: more than a secret and its checksum.
-    #[error("secret: expected {LINK_SECRET_LEN} bytes and a checksum, got {len} bytes and a checksum")]
+    #[error(
+        "secret: expected {LINK_SECRET_LEN} bytes and a checksum, got {len} bytes and a checksum"
+    )]
     SecretLength {
         /// Bytes given before the checksum.
         len: usize,
@@ -165,7 +169,9 @@ pub enum LinkError {
     UnexpectedSecret,
     /// The four-part link's checksum does not match: a character was
     /// changed, added or lost.
-    #[error("this link is damaged or incomplete (its checksum does not match); copy the whole link again")]
+    #[error(
+        "this link is damaged or incomplete (its checksum does not match); copy the whole link again"
+    )]
     Damaged,
     /// The link's last part ends early, as when a link is cut short.
     #[error("this link looks truncated ({part} ends early); copy the whole link again")]
@@ -882,7 +888,7 @@ mod tests {
     #[test]
     fn any_changed_character_of_a_four_part_link_is_damaged() {
         let text = shared_link().encode();
-        assert_eq!(text.split('.').last().map(str::len), Some(SECRET_PART_LEN));
+        assert_eq!(text.rsplit('.').next().map(str::len), Some(SECRET_PART_LEN));
         for (index, c) in text.char_indices() {
             if c == '.' {
                 continue;

@@ -46,8 +46,7 @@ pub(crate) fn build_links() -> Value {
     let k = alice.to_string();
     let e = |s: &str| b64::encode(s.as_bytes());
     let seed_url = e("https://connecto.id/");
-    let secret_bytes: [u8; 16] = sha2::Sha256::digest(b"connectoid test vector link secret")
-        [..16]
+    let secret_bytes: [u8; 16] = sha2::Sha256::digest(b"connectoid test vector link secret")[..16]
         .try_into()
         .unwrap();
     // A four-part value: the seed-form `head` with the secret and its
@@ -69,7 +68,11 @@ pub(crate) fn build_links() -> Value {
     let shared_multi = with_secret(&format!("{k}.{multi}.{}", e("api-key-123")));
     // One character replaced at byte `index` (by `A`, or `B` if it was `A`).
     let change_at = |text: &str, index: usize| {
-        let other = if &text[index..=index] == "A" { "B" } else { "A" };
+        let other = if &text[index..=index] == "A" {
+            "B"
+        } else {
+            "A"
+        };
         format!("{}{other}{}", &text[..index], &text[index + 1..])
     };
     let secret_at = shared.rfind('.').unwrap() + 1;
@@ -88,11 +91,7 @@ pub(crate) fn build_links() -> Value {
             "link",
             format!("{k}.{per_relay}.{}", e("app data")),
         ),
-        (
-            "link secret and ext",
-            "link",
-            shared_multi.clone(),
-        ),
+        ("link secret and ext", "link", shared_multi.clone()),
         ("link secret, no ext", "link", shared.clone()),
         (
             "app URL",
