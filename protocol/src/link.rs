@@ -128,12 +128,16 @@ pub enum LinkError {
         max: usize,
     },
     /// A relay entry is not a valid relay URL.
-    #[error("relays: entry {index}: {reason}")]
+    #[error("relays: entry {index}: {reason}{}", if *cut { "; the link may be cut short, copy the whole link again" } else { "" })]
     BadRelay {
         /// Zero-based index of the entry.
         index: usize,
         /// What is wrong (part of the message, not a `source()`).
         reason: RelayEntryError,
+        /// The entry ends a seed-form value (2 parts) and its URL is not a
+        /// URL or has no host, as when a link is cut inside its relays
+        /// part (`https://`): the message says the link may be cut short.
+        cut: bool,
     },
     /// The same relay URL appears twice.
     #[error("relays: entry {index} repeats an earlier relay")]
@@ -468,6 +472,7 @@ impl Link {
                 return Err(LinkError::BadRelay {
                     index,
                     reason: RelayEntryError::EmptyExt,
+                    cut: false,
                 });
             }
             check_ext(LinkPart::Relays, entry.ext.as_deref())?;
@@ -585,7 +590,7 @@ impl Link {
                 part: LinkPart::Relays,
             });
         }
-        let relays = decode_relays(parts[1])?;
+        let relays = decode_relays(parts[1], parts.len() == 2)?;
         let ext = match parts.get(2) {
             None | Some(&"") => None,
             Some(part) if parts.len() == 3 && looks_cut(part) => {
@@ -766,7 +771,8 @@ fn check_ext(part: LinkPart, ext: Option<&str>) -> Result<(), LinkError> {
     }
 }
 
-fn decode_relays(part: &str) -> Result<Vec<RelayEntry>, LinkError> {
+/// The relay list of a value; `ends_value` when it is the value's last part.
+fn decode_relays(part: &str, ends_value: bool) -> Result<Vec<RelayEntry>, LinkError> {
     let text = decode_text(LinkPart::Relays, part)?;
     if text.is_empty() {
         return Err(LinkError::NoRelays);
@@ -779,8 +785,17 @@ fn decode_relays(part: &str) -> Result<Vec<RelayEntry>, LinkError> {
         });
     }
     let mut relays: Vec<RelayEntry> = Vec::with_capacity(entries.len());
+    let last = entries.len() - 1;
     for (index, entry) in entries.into_iter().enumerate() {
-        let bad = |reason: RelayEntryError| LinkError::BadRelay { index, reason };
+        let bad = |reason: RelayEntryError| {
+            let cut = ends_value
+                && index == last
+                && matches!(
+                    reason,
+                    RelayEntryError::Url(RelayUrlError::NotAUrl(_) | RelayUrlError::NoHost)
+                );
+            LinkError::BadRelay { index, reason, cut }
+        };
         if entry.is_empty() {
             return Err(bad(RelayEntryError::Empty));
         }
@@ -914,7 +929,17 @@ mod tests {
             assert_eq!(error.code(), "truncated", "{}", &text[..end]);
             assert!(error.to_string().contains("looks truncated"));
         }
-        // A seed-form link cut inside its relays part.
+        // A seed-form link cut inside its relays part: as base64url, or
+        // as a URL ("https://" has no host).
+        let cut = format!("{}.{}", key(), b64::encode(b"https://"));
+        let error = Link::decode(&cut).unwrap_err();
+        assert_eq!(error.code(), "bad-relay");
+        assert!(
+            error
+                .to_string()
+                .ends_with("may be cut short, copy the whole link again"),
+            "{error}"
+        );
         let seed = format!("{}.{}", key(), b64::encode(b"https://connecto.id/"));
         assert_eq!(
             Link::decode(&seed[..seed.len() - 1]).unwrap_err().code(),
