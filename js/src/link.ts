@@ -1,11 +1,13 @@
 /**
  * Links (spec/protocol.md §4): the `connectoid` value a user shares
- * (`pub.relays[.ext[.secret]]`), the reply value every envelope carries, app
- * URLs, and relay URL normalization (WHATWG URL, IDNA UTS #46
+ * (`pub.relays[.ext[.secret]]`, the four-part form ending in a checksum), the
+ * reply value every envelope carries, app URLs, the cleaning of pasted links,
+ * and relay URL normalization (WHATWG URL, IDNA UTS #46
  * non-transitional). Decoding is strict and total: every fault is a
  * {@link LinkError} with the same stable code as the Rust implementation.
  * This module does not check whether relays are reachable.
  */
+import { sha256 } from "@noble/hashes/sha2.js";
 import { b64decode, b64encode, fromUtf8, utf8 } from "./b64.js";
 import { KeyError, PublicKey } from "./keys.js";
 
@@ -21,6 +23,10 @@ export const MAX_RELAY_URL_LEN = 256;
 export const MAX_EXT_LEN = 256;
 /** Bytes of a link secret. */
 export const LINK_SECRET_LEN = 16;
+/** Bytes of the checksum after the secret in a four-part value's last part. */
+export const LINK_CHECK_LEN = 4;
+/** Characters of a complete last part of a four-part value (27). */
+export const SECRET_PART_LEN = Math.ceil(((LINK_SECRET_LEN + LINK_CHECK_LEN) * 4) / 3);
 
 /** The stable codes of §4.7. */
 export type LinkErrorCode =
@@ -42,7 +48,9 @@ export type LinkErrorCode =
   | "ext-too-long"
   | "secret-length"
   | "unexpected-secret"
-  | "empty-ext";
+  | "empty-ext"
+  | "damaged"
+  | "truncated";
 
 /** A link or reply value could not be decoded (or built). */
 export class LinkError extends Error {
@@ -76,7 +84,6 @@ export interface Link {
 // Unicode White_Space, as Rust's char::is_whitespace and str::trim use it.
 const WS = "\\t\\n\\v\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
 const HAS_WS_OR_BAR = new RegExp(`[${WS}|]`, "u");
-const TRIM = new RegExp(`^[${WS}]+|[${WS}]+$`, "gu");
 
 const byteLen = (s: string): number => utf8(s).length;
 
@@ -108,7 +115,10 @@ export function encodeLink(link: Link): string {
   const relays = link.relays.map((e) => (e.ext != null ? `${e.url}|${b64encode(utf8(e.ext))}` : e.url)).join(" ");
   let out = `${link.key.toString()}.${b64encode(utf8(relays))}`;
   const ext = link.ext != null ? b64encode(utf8(link.ext)) : null;
-  if (link.secret) out += `.${ext ?? ""}.${b64encode(link.secret)}`;
+  if (link.secret) {
+    out += `.${ext ?? ""}.`;
+    out += b64encode(concatBytes(link.secret, linkCheck(out, link.secret)));
+  }
   else if (ext !== null) out += `.${ext}`;
   return out;
 }
@@ -133,11 +143,44 @@ function checkExt(part: string, ext: string | null | undefined): void {
   if (ext != null && byteLen(ext) > MAX_EXT_LEN) throw new LinkError("ext-too-long", `${part}: ext is ${byteLen(ext)} bytes, the maximum is ${MAX_EXT_LEN}`);
 }
 
-/** Decodes a shared link: a bare value, a `connectoid=` pair or an app URL (§4.6). */
+function concatBytes(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
+
+/** The checksum of a four-part value: SHA-256 of its text up to its third `.`, then the secret; first 4 bytes (§4.3). */
+function linkCheck(head: string, secret: Uint8Array): Uint8Array {
+  return sha256(concatBytes(utf8(head), secret)).slice(0, LINK_CHECK_LEN);
+}
+
+const PASTE_OPENERS = "\"'`<([\u201c\u2018\u00ab";
+const PASTE_CLOSERS = "\"'`>)],.\u201d\u2019\u00bb";
+const ALL_WS = new RegExp(`[${WS}]`, "gu");
+const B64_ALPHABET = /^[A-Za-z0-9_-]*$/;
+
+/**
+ * Removes what pasting adds (§4.6): all white space (line breaks inside
+ * too), then opening quotes or brackets at the start and closing ones or
+ * trailing `,` `.` at the end; a `.` only while another `.` stays before it.
+ */
+export function cleanPasted(input: string): string {
+  let text = input.replace(ALL_WS, "");
+  for (;;) {
+    const before = text.length;
+    if (text !== "" && PASTE_OPENERS.includes(text[0]!)) text = text.slice(1);
+    const last = text.slice(-1);
+    if (last !== "" && PASTE_CLOSERS.includes(last) && (last !== "." || text.slice(0, -1).includes("."))) text = text.slice(0, -1);
+    if (text.length === before) return text;
+  }
+}
+
+/** Decodes a shared link: a bare value, a `connectoid=` pair or an app URL (§4.6), once cleaned. */
 export function decodeLink(input: string): Link {
-  const trimmed = input.replace(TRIM, "");
-  if (trimmed === "") throw new LinkError("empty", "link is empty");
-  return decodeValue(extractValue(trimmed));
+  const cleaned = cleanPasted(input);
+  if (cleaned === "") throw new LinkError("empty", "link is empty");
+  return decodeValue(extractValue(cleaned));
 }
 
 /** Decodes a reply value (an envelope's `from`): no trimming, no URL, no secret. */
@@ -178,6 +221,8 @@ function decodeValue(value: string): Link {
   if (len > MAX_LINK_LEN) throw new LinkError("too-long", `link is ${len} bytes long, the maximum is ${MAX_LINK_LEN}`);
   const parts = value.split(".");
   if (parts.length < 2 || parts.length > 4) throw new LinkError("part-count", `link has ${parts.length} parts, expected 2 to 4 (pub.relays[.ext[.secret]])`);
+  // The checksum first: a changed character anywhere is "damaged".
+  const secret = parts.length === 4 ? checkSecretPart(value, parts[3]!) : null;
   const keyBytes = decodePart("pub-base64", "pub", parts[0]!);
   let key: PublicKey;
   try {
@@ -186,23 +231,59 @@ function decodeValue(value: string): Link {
     if (e instanceof KeyError) throw new LinkError("pub-key", `pub: ${e.message}`);
     throw e;
   }
+  if (parts.length === 2 && looksCut(parts[1]!)) throw truncated("relays");
   const relays = decodeRelays(parts[1]!);
   let ext: string | null = null;
   if (parts[2]) {
+    if (parts.length === 3 && looksCut(parts[2])) throw truncated("ext");
     const text = fromUtf8(decodePart("ext-base64", "ext", parts[2]));
     if (text === null) throw new LinkError("ext-utf8", "ext: not UTF-8 text");
     ext = text;
   }
   checkExt("ext", ext);
-  let secret: Uint8Array | null = null;
-  if (parts.length === 4) {
-    secret = decodePart("secret-base64", "secret", parts[3]!);
-    if (secret.length !== LINK_SECRET_LEN) throw new LinkError("secret-length", `secret: expected 16 bytes, got ${secret.length}`);
-  }
   const link: Link = { key, relays, ext, secret };
   const again = encodeLink(link).length;
   if (again > MAX_LINK_LEN) throw new LinkError("too-long", `link is ${again} bytes long, the maximum is ${MAX_LINK_LEN}`);
   return link;
+}
+
+function truncated(part: string): LinkError {
+  return new LinkError("truncated", `this link looks truncated (${part} ends early); copy the whole link again`);
+}
+
+const DAMAGED = "this link is damaged or incomplete (its checksum does not match); copy the whole link again";
+
+/** Whether a seed-form value's last part was cut: base64url characters only, but not canonical. */
+function looksCut(text: string): boolean {
+  if (!B64_ALPHABET.test(text)) return false;
+  try {
+    b64decode(text);
+    return false;
+  } catch {
+    return true;
+  }
+}
+
+/** Reads a four-part value's last part (secret and checksum) and verifies the checksum. */
+function checkSecretPart(value: string, part: string): Uint8Array {
+  if (!B64_ALPHABET.test(part)) decodePart("secret-base64", "secret", part);
+  if (part.length < SECRET_PART_LEN) throw truncated("secret");
+  if (part.length > SECRET_PART_LEN) {
+    const len = decodePart("secret-base64", "secret", part).length - LINK_CHECK_LEN;
+    throw new LinkError("secret-length", `secret: expected 16 bytes and a checksum, got ${len} bytes and a checksum`);
+  }
+  let bytes: Uint8Array;
+  try {
+    bytes = b64decode(part);
+  } catch {
+    throw new LinkError("damaged", DAMAGED);
+  }
+  const secret = bytes.slice(0, LINK_SECRET_LEN);
+  const expected = linkCheck(value.slice(0, value.length - part.length), secret);
+  let diff = 0;
+  for (let i = 0; i < LINK_CHECK_LEN; i++) diff |= expected[i]! ^ bytes[LINK_SECRET_LEN + i]!;
+  if (diff !== 0) throw new LinkError("damaged", DAMAGED);
+  return secret;
 }
 
 function decodeRelays(part: string): RelayEntry[] {

@@ -37,3 +37,25 @@ test("an envelope signed by one key and sealed to another opens only there, and 
   const tampered = jws.slice(0, -2) + (jws.endsWith("AA") ? "BA" : "AA");
   assert.throws(() => verifyJws(tampered), (x: unknown) => x instanceof EnvelopeError);
 });
+
+test("a changed character of a four-part link is damaged, a cut one truncated, a pasted one cleaned", () => {
+  const link: Link = {
+    key: SecretKey.generate().publicKey(),
+    relays: [{ url: "https://a.example/" }],
+    secret: new Uint8Array(16).fill(5),
+  };
+  const text = encodeLink(link);
+  const code = (input: string): string => {
+    try {
+      decodeLink(input);
+      return "ok";
+    } catch (e) {
+      return (e as LinkError).code;
+    }
+  };
+  const changed = text.slice(0, 70) + (text[70] === "A" ? "B" : "A") + text.slice(71);
+  assert.equal(code(changed), "damaged");
+  assert.equal(code(text.slice(0, -3)), "truncated");
+  assert.equal(code(`“${text.slice(0, 50)}\r\n ${text.slice(50)}”.`), "ok");
+  assert.equal(code(`(https://app.example.com/?connectoid=${text}),`), "ok");
+});

@@ -132,6 +132,9 @@ mod error_chain_tests {
             "AAAA.aHR0cHM6Ly9hLmV4YW1wbGUv",
             "A27jvdk637WKskGvGCcq9KYYG5Zrhh2uMz5dyP5K6dJ9ubOzaW7ArF5-L6zi729l7A.Zm9vOi8vYmFy",
             "A27jvdk637WKskGvGCcq9KYYG5Zrhh2uMz5dyP5K6dJ9ubOzaW7ArF5-L6zi729l7A.aHR0cHM6Ly9hLmV4YW1wbGUvfCw",
+            // Damaged (a changed character) and cut four-part links.
+            "A27jvdk637WKskGvGCcq9KYYG5Zrhh2uMz5dyP5K6dJ9ubOzaW7ArF5-L6zi729l7A.aHR0cHM6Ly9jb25uZWN0by5pZC8..OO4miLQPPFqlmx0dP-WLtIXCkxA",
+            "A27jvdk637WKskGvGCcq9KYYG5Zrhh2uMz5dyP5K6dJ9ubOzaW7ArF5-L6zi729l7A.aHR0cHM6Ly9jb25uZWN0by5pZC8..OO4miLQPPFqlmx0dP-W",
         ] {
             errors.push(Box::new(Link::decode(text).unwrap_err()));
         }

@@ -7,14 +7,18 @@
 //! relays  = b64( UTF-8: entry *( " " entry ) )
 //! entry   = relay-url [ "|" b64( per-relay ext, UTF-8 ) ]
 //! ext     = b64( UTF-8 app data ), empty = none
-//! secret  = b64( 16 random bytes )
+//! secret  = b64( 16 random bytes || 4-byte checksum )
 //! ```
 //!
 //! A one-relay link without a secret is exactly the seed's
-//! `<pub>.<relay url>[.<ext>]`. A decoder accepts the bare value, a
-//! `connectoid=` query pair, or a whole app URL such as
-//! `https://app.example.com/?connectoid=...`. Every fault is reported with the
-//! part it is in ([`LinkError::code`] gives a stable identifier for it).
+//! `<pub>.<relay url>[.<ext>]`. The four-part form this project added ends
+//! in a checksum (the first 4 bytes of SHA-256 of everything before it), so
+//! a mistyped or cut link is refused when it is opened. A decoder accepts
+//! the bare value, a `connectoid=` query pair, or a whole app URL such as
+//! `https://app.example.com/?connectoid=...`, after removing what pasting
+//! adds (quotes, white space and line breaks, trailing punctuation). Every
+//! fault is reported with the part it is in ([`LinkError::code`] gives a
+//! stable identifier for it).
 //!
 //! This module does not decide which relays are healthy or reachable; it only
 //! checks that each entry is an absolute `http`/`https` URL.
@@ -28,6 +32,25 @@ use crate::limits;
 
 /// Length in bytes of a link secret.
 pub const LINK_SECRET_LEN: usize = 16;
+
+/// Length in bytes of the checksum that follows the secret in a link's last
+/// part: the first bytes of SHA-256 of the value before it (spec §4.3).
+pub const LINK_CHECK_LEN: usize = 4;
+
+/// Characters of a complete secret part: base64url of the secret and the
+/// checksum (27).
+pub const SECRET_PART_LEN: usize = b64::encoded_len(LINK_SECRET_LEN + LINK_CHECK_LEN);
+
+/// Characters removed from the start of a pasted link (spec §4.6).
+const PASTE_OPENERS: &[char] = &[
+    '"', '\'', '`', '<', '(', '[', '\u{201c}', '\u{2018}', '\u{ab}',
+];
+
+/// Characters removed from the end of a pasted link; a `.` only while
+/// another `.` stays before it (spec §4.6).
+const PASTE_CLOSERS: &[char] = &[
+    '"', '\'', '`', '>', ')', ']', ',', '.', '\u{201d}', '\u{2019}', '\u{bb}',
+];
 
 /// A part of a link value, for error messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,12 +128,16 @@ pub enum LinkError {
         max: usize,
     },
     /// A relay entry is not a valid relay URL.
-    #[error("relays: entry {index}: {reason}")]
+    #[error("relays: entry {index}: {reason}{}", if *cut { "; the link may be cut short, copy the whole link again" } else { "" })]
     BadRelay {
         /// Zero-based index of the entry.
         index: usize,
         /// What is wrong (part of the message, not a `source()`).
         reason: RelayEntryError,
+        /// The entry ends a seed-form value (2 parts) and its URL is not a
+        /// URL or has no host, as when a link is cut inside its relays
+        /// part (`https://`): the message says the link may be cut short.
+        cut: bool,
     },
     /// The same relay URL appears twice.
     #[error("relays: entry {index} repeats an earlier relay")]
@@ -128,10 +155,13 @@ pub enum LinkError {
         /// The maximum.
         max: usize,
     },
-    /// The secret part does not decode to [`LINK_SECRET_LEN`] bytes.
-    #[error("secret: expected {LINK_SECRET_LEN} bytes, got {len}")]
+    /// The last part of a four-part value is longer than
+    /// [`SECRET_PART_LEN`] characters: more than a secret and its checksum.
+    #[error(
+        "secret: expected {LINK_SECRET_LEN} bytes and a checksum, got {len} bytes and a checksum"
+    )]
     SecretLength {
-        /// Bytes given.
+        /// Bytes given before the checksum.
         len: usize,
     },
     /// A link to encode has an empty link-wide ext (`Some("")`), which would
@@ -141,6 +171,18 @@ pub enum LinkError {
     /// A reply value (an envelope's `from`) carries a link secret.
     #[error("secret: a reply value must not carry a link secret")]
     UnexpectedSecret,
+    /// The four-part link's checksum does not match: a character was
+    /// changed, added or lost.
+    #[error(
+        "this link is damaged or incomplete (its checksum does not match); copy the whole link again"
+    )]
+    Damaged,
+    /// The link's last part ends early, as when a link is cut short.
+    #[error("this link looks truncated ({part} ends early); copy the whole link again")]
+    Truncated {
+        /// The last part of the value, the one that ends early.
+        part: LinkPart,
+    },
 }
 
 /// What is wrong with one entry of a link's relay list
@@ -204,6 +246,8 @@ impl LinkError {
             Self::SecretLength { .. } => "secret-length",
             Self::EmptyExt => "empty-ext",
             Self::UnexpectedSecret => "unexpected-secret",
+            Self::Damaged => "damaged",
+            Self::Truncated { .. } => "truncated",
         }
     }
 }
@@ -428,6 +472,7 @@ impl Link {
                 return Err(LinkError::BadRelay {
                     index,
                     reason: RelayEntryError::EmptyExt,
+                    cut: false,
                 });
             }
             check_ext(LinkPart::Relays, entry.ext.as_deref())?;
@@ -470,7 +515,8 @@ impl Link {
                 out.push('.');
                 out.push_str(ext.as_deref().unwrap_or(""));
                 out.push('.');
-                out.push_str(&b64::encode(&secret.0));
+                let check = link_check(&out, secret);
+                out.push_str(&b64::encode(&[&secret.0[..], &check[..]].concat()));
             }
         }
         out
@@ -497,13 +543,14 @@ impl Link {
         url
     }
 
-    /// Decodes a bare value, a `connectoid=` pair, or an app URL carrying one.
+    /// Decodes a bare value, a `connectoid=` pair, or an app URL carrying
+    /// one, once [`clean_pasted`] has removed what pasting adds.
     pub fn decode(input: &str) -> Result<Self, LinkError> {
-        let input = input.trim();
+        let input = clean_pasted(input);
         if input.is_empty() {
             return Err(LinkError::Empty);
         }
-        let value = extract_value(input)?;
+        let value = extract_value(&input)?;
         Self::decode_value(&value)
     }
 
@@ -530,25 +577,30 @@ impl Link {
         if !(2..=4).contains(&parts.len()) {
             return Err(LinkError::PartCount { count: parts.len() });
         }
+        // The checksum first: a changed character anywhere is "damaged",
+        // not whatever that character happens to break.
+        let secret = match parts.get(3) {
+            None => None,
+            Some(part) => Some(check_secret_part(value, part)?),
+        };
         let key_bytes = decode_part(LinkPart::Pub, parts[0])?;
         let key = PublicKey::from_bytes(&key_bytes).map_err(LinkError::Key)?;
-        let relays = decode_relays(parts[1])?;
+        if parts.len() == 2 && looks_cut(parts[1]) {
+            return Err(LinkError::Truncated {
+                part: LinkPart::Relays,
+            });
+        }
+        let relays = decode_relays(parts[1], parts.len() == 2)?;
         let ext = match parts.get(2) {
             None | Some(&"") => None,
+            Some(part) if parts.len() == 3 && looks_cut(part) => {
+                return Err(LinkError::Truncated {
+                    part: LinkPart::Ext,
+                });
+            }
             Some(part) => Some(decode_text(LinkPart::Ext, part)?),
         };
         check_ext(LinkPart::Ext, ext.as_deref())?;
-        let secret = match parts.get(3) {
-            None => None,
-            Some(part) => {
-                let bytes = decode_part(LinkPart::Secret, part)?;
-                let bytes: [u8; LINK_SECRET_LEN] = bytes
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| LinkError::SecretLength { len: bytes.len() })?;
-                Some(LinkSecret(bytes))
-            }
-        };
         let link = Self {
             key,
             relays,
@@ -579,6 +631,93 @@ impl FromStr for Link {
     fn from_str(text: &str) -> Result<Self, LinkError> {
         Self::decode(text)
     }
+}
+
+/// Removes what pasting a link adds (spec §4.6): every white-space
+/// character (line breaks that mail clients insert included), then, until
+/// none is left, an opening quote or bracket (`"` `'` `` ` `` `<` `(` `[`
+/// `“` `‘` `«`) at the start and a closing one or trailing punctuation
+/// (`"` `'` `` ` `` `>` `)` `]` `,` `.` `”` `’` `»`) at the end. A trailing
+/// `.` is removed only while another `.` stays before it, so `pub.` stays
+/// itself (and reports no relays).
+pub fn clean_pasted(input: &str) -> String {
+    let mut text: String = input.chars().filter(|c| !c.is_whitespace()).collect();
+    loop {
+        let before = text.len();
+        if text.starts_with(PASTE_OPENERS) {
+            text.remove(0);
+        }
+        if let Some(last) = text.chars().next_back()
+            && PASTE_CLOSERS.contains(&last)
+        {
+            let rest = &text[..text.len() - last.len_utf8()];
+            if last != '.' || rest.contains('.') {
+                text.truncate(rest.len());
+            }
+        }
+        if text.len() == before {
+            return text;
+        }
+    }
+}
+
+/// The checksum of a four-part value: the first [`LINK_CHECK_LEN`] bytes of
+/// SHA-256 over the value's text up to and including its third `.`, then
+/// the 16 secret bytes.
+fn link_check(head: &str, secret: &LinkSecret) -> [u8; LINK_CHECK_LEN] {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::new()
+        .chain_update(head.as_bytes())
+        .chain_update(secret.0)
+        .finalize();
+    let mut check = [0u8; LINK_CHECK_LEN];
+    check.copy_from_slice(&digest[..LINK_CHECK_LEN]);
+    check
+}
+
+/// Whether every character is of the base64url alphabet (`A-Z a-z 0-9 - _`).
+fn is_b64_alphabet(text: &str) -> bool {
+    text.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Reads the last part of a four-part value (the secret and the checksum)
+/// and verifies the checksum against the rest of `value`.
+fn check_secret_part(value: &str, part: &str) -> Result<LinkSecret, LinkError> {
+    let decoded = decode_part(LinkPart::Secret, part);
+    if let Err(error) = &decoded
+        && !is_b64_alphabet(part)
+    {
+        return Err(error.clone());
+    }
+    if part.len() < SECRET_PART_LEN {
+        return Err(LinkError::Truncated {
+            part: LinkPart::Secret,
+        });
+    }
+    if part.len() > SECRET_PART_LEN {
+        let len = decoded?.len() - LINK_CHECK_LEN;
+        return Err(LinkError::SecretLength { len });
+    }
+    // 27 characters of the alphabet: non-canonical trailing bits are a
+    // changed last character.
+    let bytes = decoded.map_err(|_| LinkError::Damaged)?;
+    let (secret, check) = bytes.split_at(LINK_SECRET_LEN);
+    let secret = LinkSecret(secret.try_into().map_err(|_| LinkError::Damaged)?);
+    let head = &value[..value.len() - part.len()];
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        &link_check(head, &secret)[..],
+        check,
+    )) {
+        return Err(LinkError::Damaged);
+    }
+    Ok(secret)
+}
+
+/// Whether the last part of a seed-form value (2 or 3 parts) was cut
+/// short: only base64url characters, but not canonical base64url.
+fn looks_cut(text: &str) -> bool {
+    is_b64_alphabet(text) && b64::decode(text).is_err()
 }
 
 fn extract_value(input: &str) -> Result<String, LinkError> {
@@ -632,7 +771,8 @@ fn check_ext(part: LinkPart, ext: Option<&str>) -> Result<(), LinkError> {
     }
 }
 
-fn decode_relays(part: &str) -> Result<Vec<RelayEntry>, LinkError> {
+/// The relay list of a value; `ends_value` when it is the value's last part.
+fn decode_relays(part: &str, ends_value: bool) -> Result<Vec<RelayEntry>, LinkError> {
     let text = decode_text(LinkPart::Relays, part)?;
     if text.is_empty() {
         return Err(LinkError::NoRelays);
@@ -645,8 +785,17 @@ fn decode_relays(part: &str) -> Result<Vec<RelayEntry>, LinkError> {
         });
     }
     let mut relays: Vec<RelayEntry> = Vec::with_capacity(entries.len());
+    let last = entries.len() - 1;
     for (index, entry) in entries.into_iter().enumerate() {
-        let bad = |reason: RelayEntryError| LinkError::BadRelay { index, reason };
+        let bad = |reason: RelayEntryError| {
+            let cut = ends_value
+                && index == last
+                && matches!(
+                    reason,
+                    RelayEntryError::Url(RelayUrlError::NotAUrl(_) | RelayUrlError::NoHost)
+                );
+            LinkError::BadRelay { index, reason, cut }
+        };
         if entry.is_empty() {
             return Err(bad(RelayEntryError::Empty));
         }
@@ -740,6 +889,82 @@ mod tests {
                 .code(),
             "no-connectoid-parameter"
         );
+    }
+
+    fn shared_link() -> Link {
+        Link {
+            key: key(),
+            relays: vec![relay("https://a.example/")],
+            ext: None,
+            secret: Some(LinkSecret([5; 16])),
+        }
+    }
+
+    #[test]
+    fn any_changed_character_of_a_four_part_link_is_damaged() {
+        let text = shared_link().encode();
+        assert_eq!(text.rsplit('.').next().map(str::len), Some(SECRET_PART_LEN));
+        for (index, c) in text.char_indices() {
+            if c == '.' {
+                continue;
+            }
+            let other = if c == 'A' { 'B' } else { 'A' };
+            let damaged = format!("{}{other}{}", &text[..index], &text[index + 1..]);
+            assert_eq!(
+                Link::decode(&damaged).unwrap_err().code(),
+                "damaged",
+                "{damaged}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_link_cut_in_its_last_part_looks_truncated() {
+        let text = shared_link().encode();
+        // Cut right after the dot, the rest is a seed-form link without a
+        // secret, which no checksum covers (spec §4.6).
+        let secret_start = text.rfind('.').unwrap() + 1;
+        for end in secret_start + 1..text.len() {
+            let error = Link::decode(&text[..end]).unwrap_err();
+            assert_eq!(error.code(), "truncated", "{}", &text[..end]);
+            assert!(error.to_string().contains("looks truncated"));
+        }
+        // A seed-form link cut inside its relays part: as base64url, or
+        // as a URL ("https://" has no host).
+        let cut = format!("{}.{}", key(), b64::encode(b"https://"));
+        let error = Link::decode(&cut).unwrap_err();
+        assert_eq!(error.code(), "bad-relay");
+        assert!(
+            error
+                .to_string()
+                .ends_with("may be cut short, copy the whole link again"),
+            "{error}"
+        );
+        let seed = format!("{}.{}", key(), b64::encode(b"https://connecto.id/"));
+        assert_eq!(
+            Link::decode(&seed[..seed.len() - 1]).unwrap_err().code(),
+            "truncated"
+        );
+    }
+
+    #[test]
+    fn pasted_links_are_cleaned() {
+        let link = shared_link();
+        let text = link.encode();
+        let (head, tail) = text.split_at(40);
+        for pasted in [
+            format!("\"{text}\""),
+            format!("'{text}'."),
+            format!("<{text}>,"),
+            format!("({text})."),
+            format!("\u{201c}{text}\u{201d}"),
+            format!("  {head}\r\n  {tail}\n"),
+            format!("https://app.example.com/?connectoid={text})."),
+        ] {
+            assert_eq!(Link::decode(&pasted), Ok(link.clone()), "{pasted:?}");
+        }
+        assert_eq!(clean_pasted(&format!("{}.", key())), format!("{}.", key()));
+        assert_eq!(clean_pasted(" \"a.b..\" "), "a.b");
     }
 
     #[test]

@@ -40,18 +40,27 @@ pub(crate) fn raise_open_file_limit() -> Option<u64> {
             maximum: before.maximum,
         };
         if let Err(error) = setrlimit(Resource::Nofile, raised) {
-            tracing::warn!(%error, soft = ?before.current, hard = ?before.maximum, "cannot raise the open-file limit");
+            tracing::warn!(
+                "cannot raise the open-file limit from {} to {}: {error}",
+                describe_limit(before.current),
+                describe_limit(before.maximum)
+            );
             return before.current;
         }
     }
     let after = getrlimit(Resource::Nofile);
     tracing::info!(
-        soft_before = ?before.current,
-        soft = ?after.current,
-        hard = ?after.maximum,
-        "open-file limit"
+        "open-file limit {} (was {}, hard limit {})",
+        describe_limit(after.current),
+        describe_limit(before.current),
+        describe_limit(after.maximum)
     );
     after.current
+}
+
+/// An open-file limit in words: the number, or "unlimited".
+pub(crate) fn describe_limit(limit: Option<u64>) -> String {
+    limit.map_or_else(|| "unlimited".to_owned(), |n| n.to_string())
 }
 
 /// The connection cap that fits in `open_files` file descriptors: `wanted`,

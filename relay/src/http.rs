@@ -3,6 +3,7 @@
 //! | route | answer |
 //! | --- | --- |
 //! | `POST /` | the API: a JSON body (whatever its `Content-Type`, so `curl -d` works) |
+//! | `GET /` | what this server is: a small HTML page for a browser (`Accept: text/html`), JSON otherwise, linking the information document |
 //! | `GET /.well-known/connectoid` | the information document ([`RelayInfo`](connectoid_protocol::RelayInfo)) |
 //! | `GET /healthz` | `{"ok":true}`, or 503 while the store cannot read or write (a full disk) |
 //! | `GET /metrics` | Prometheus (OpenMetrics) text |
@@ -30,16 +31,16 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Extension, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{any, get};
+use axum::routing::get;
 use connectoid_protocol::api::INFO_PATH;
 use connectoid_protocol::{ApiError, ErrorCode, Response, limits};
 use http_body_util::BodyExt as _;
 use tower::ServiceExt as _;
 use tower_http::cors::{Any, CorsLayer};
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::service::Relay;
 
@@ -64,15 +65,21 @@ pub fn router(relay: Arc<Relay>) -> RelayRouter {
         .allow_headers(Any)
         .max_age(Duration::from_secs(86_400));
     let rest = Router::new()
-        // `POST /` never gets here; this answers the other methods.
-        .route("/", any(method_not_allowed))
+        // `POST /` never gets here; `GET /` says what this server is.
+        .route("/", get(home).fallback(method_not_allowed))
         .route(INFO_PATH, get(info))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits::MAX_REQUEST_BODY))
-        .layer(TraceLayer::new_for_http())
+        .layer(Extension(StorageHealth::default()))
+        // A 5xx of these routes is a 503 from /healthz, logged once per
+        // change by `healthz` itself, not an ERROR line per probe.
+        .layer(
+            TraceLayer::new_for_http()
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
         .layer(cors)
         .with_state(Arc::clone(&relay));
     RelayRouter {
@@ -247,7 +254,16 @@ where
     relay.count_request(action, &result);
     let mut response = match result {
         Ok(response) => json(&response),
-        Err(error) => AppError(error).into_response(),
+        Err(error) => {
+            let retry_after = relay.retry_after_secs(&error);
+            let mut response = AppError(error).into_response();
+            if let Some(seconds) = retry_after {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            response
+        }
     };
     if unread {
         response
@@ -330,10 +346,72 @@ async fn info(State(relay): State<Arc<Relay>>) -> axum::response::Response {
     axum::Json(relay.info().clone()).into_response()
 }
 
-async fn healthz(State(relay): State<Arc<Relay>>) -> Result<axum::response::Response, AppError> {
+/// `GET /`: what this server is, for whoever opens the relay's URL in a
+/// browser (HTML) or with curl (JSON); the information document is linked
+/// relative to the relay's URL, so it works behind a path prefix too.
+async fn home(State(relay): State<Arc<Relay>>, headers: HeaderMap) -> axum::response::Response {
+    let info = relay.info();
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    if wants_html {
+        let info_href = INFO_PATH.trim_start_matches('/');
+        let page = format!(
+            "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Connectoid relay</title></head>\n\
+             <body><h1>Connectoid relay</h1>\n\
+             <p>This is a Connectoid relay ({software} {version}): a store-and-forward mailbox service \
+             for end-to-end encrypted messages. It has no web pages; apps talk to it with \
+             <code>POST</code> requests to this URL.</p>\n\
+             <p>Its information document: <a href=\"{info_href}\">{INFO_PATH}</a>.</p>\n</body></html>\n",
+            software = info.software,
+            version = info.version,
+        );
+        return (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            )],
+            page,
+        )
+            .into_response();
+    }
+    axum::Json(serde_json::json!({
+        "service": "connectoid relay",
+        "software": info.software,
+        "version": info.version,
+        "api": "POST /",
+        "info": INFO_PATH,
+    }))
+    .into_response()
+}
+
+/// Whether the last `/healthz` found the storage available, so that a
+/// change is logged once and not at every probe.
+#[derive(Clone, Debug)]
+struct StorageHealth(Arc<std::sync::atomic::AtomicBool>);
+
+impl Default for StorageHealth {
+    fn default() -> Self {
+        Self(Arc::new(std::sync::atomic::AtomicBool::new(true)))
+    }
+}
+
+async fn healthz(
+    State(relay): State<Arc<Relay>>,
+    Extension(health): Extension<StorageHealth>,
+) -> Result<axum::response::Response, AppError> {
+    use std::sync::atomic::Ordering;
     if let Err(error) = relay.store().health().await {
-        tracing::warn!(%error, "health check: storage is unavailable");
+        if health.0.swap(false, Ordering::Relaxed) {
+            tracing::warn!(
+                "health check: storage is unavailable ({error}); /healthz answers 503 until it is back"
+            );
+        }
         return Err(ApiError::new(ErrorCode::Unavailable, "storage is unavailable").into());
+    }
+    if !health.0.swap(true, Ordering::Relaxed) {
+        tracing::info!("health check: storage is available again");
     }
     Ok(json(&Response::Done))
 }

@@ -208,6 +208,25 @@ impl Limiters {
         }
     }
 
+    /// How long the bucket of kind `kind` ([`Limit::kind`]) takes to gain
+    /// one token: 60 s divided by its rate per minute, the longest of the
+    /// buckets of that kind (the `Retry-After` of a "Too often" answer).
+    /// `None` for an unknown or disabled kind.
+    pub(crate) fn refill_period(&self, kind: &str) -> Option<Duration> {
+        let rates = &self.rates;
+        let rate = match kind {
+            "send_per_ip" => rates.send_per_ip,
+            // The per-source share refills three times slower.
+            "send_per_mailbox" => self.send_per_mailbox_ip.0.or(rates.send_per_mailbox),
+            "check_per_ip" | "udp_per_ip" => rates.check_per_ip,
+            "check_per_mailbox" | "udp_per_mailbox" => rates.check_per_mailbox,
+            "wrong_answer_per_ip" => fraction(rates.check_per_ip, 20),
+            "wrong_answer_per_mailbox" => fraction(rates.check_per_mailbox, 2),
+            _ => None,
+        }?;
+        Some(Duration::from_secs(60) / rate.per_minute.max(1))
+    }
+
     /// Forgets buckets that are full again, so memory follows recent activity.
     pub(crate) fn forget_idle(&self) {
         fn shrink<K: Hash + Eq + Clone>(limiter: Option<&Keyed<K>>) {

@@ -159,9 +159,10 @@ impl Server {
         if config.urls.is_empty() {
             config.urls = crate::config::default_urls(http_addr, config.tls.is_some());
             if http_addr.ip().is_unspecified() {
+                let urls: Vec<&str> = config.urls.iter().map(|u| u.as_str()).collect();
                 tracing::warn!(
-                    urls = ?config.urls,
-                    "no public URL configured: answers are accepted only for these; set --url"
+                    "no public URL configured: answers are accepted only for {}; set --url to the URL clients use",
+                    urls.join(", ")
                 );
             }
         }
@@ -187,12 +188,17 @@ impl Server {
             ));
         }
         tasks.spawn(sweeper(Arc::clone(&relay), config.sweep_interval, stopped));
-        tracing::info!(
-            http = %http_addr,
-            udp = ?udp_addr,
-            tls = config.tls.is_some(),
-            "relay listening"
-        );
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        match udp_addr {
+            Some(udp) => {
+                tracing::info!("relay listening: {scheme} on {http_addr}, UDP checks on {udp}")
+            }
+            None => tracing::info!("relay listening: {scheme} on {http_addr}, no UDP checks"),
+        }
         Ok(Self {
             http_addr,
             udp_addr,
@@ -285,10 +291,9 @@ async fn serve_http(
     let max_total = crate::connections::cap_for_open_files(limits.max_total, open_files);
     if max_total < limits.max_total {
         tracing::warn!(
-            configured = limits.max_total,
-            cap = max_total,
-            open_files = ?open_files,
-            "connection cap lowered to fit the open-file limit"
+            "connection cap lowered from {} to {max_total} to fit the open-file limit of {}",
+            limits.max_total,
+            crate::connections::describe_limit(open_files)
         );
     }
     let table = Connections::new(max_total, limits.max_per_source);
@@ -395,7 +400,10 @@ async fn serve_http(
                 let timeout = changed.ok().and(*stop.borrow()).unwrap_or_default();
                 drop(listener);
                 if tokio::time::timeout(timeout, graceful.shutdown()).await.is_err() {
-                    tracing::warn!(?timeout, "connections still open after the grace period; closing them");
+                    tracing::warn!(
+                        "connections still open after the {} s grace period; closing them",
+                        timeout.as_secs_f64()
+                    );
                 }
                 connections.shutdown().await;
                 return Ok(());
@@ -496,7 +504,13 @@ async fn sweeper(relay: Arc<Relay>, every: Duration, mut stopped: watch::Receive
             _ = stopped.changed() => break,
             _ = interval.tick() => match relay.sweep().await {
                 Ok(report) if report != Default::default() => {
-                    tracing::info!(?report, "sweep");
+                    tracing::info!(
+                        "sweep removed {} expired message(s), {} idle mailbox(es) and {} expired question(s); {} last-check time(s) written",
+                        report.messages_removed,
+                        report.mailboxes_removed,
+                        report.questions_removed,
+                        report.checks_persisted
+                    );
                 }
                 Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "sweep failed"),

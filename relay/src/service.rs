@@ -80,6 +80,20 @@ pub struct Relay {
     info: RelayInfo,
     trust_forwarded_for: bool,
     connections: crate::config::ConnectionLimits,
+    unknown_url: UnknownUrlWarning,
+}
+
+/// How often at most the relay logs that answers match none of its URLs.
+const UNKNOWN_URL_WARNING_EVERY_US: u64 = 60_000_000;
+
+/// The rate-limited warning that answers match none of the relay's URLs:
+/// the sign of a relay reached under a name it was not told (`--url`).
+#[derive(Default)]
+struct UnknownUrlWarning {
+    /// When it was last logged (clock µs); 0 = never.
+    last_us: std::sync::atomic::AtomicU64,
+    /// Wrong answers since then.
+    since: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Relay {
@@ -155,12 +169,63 @@ impl Relay {
             info,
             trust_forwarded_for: config.trust_forwarded_for,
             connections: config.connections,
+            unknown_url: UnknownUrlWarning::default(),
+        }
+    }
+
+    /// The relay's URLs as one line, for messages.
+    fn url_list(&self) -> String {
+        self.urls
+            .iter()
+            .map(RelayUrl::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Logs, at most once a minute, that an answer matched none of the URLs
+    /// this relay answers for (with the number since the last warning).
+    fn warn_unknown_url(&self, now_us: u64) {
+        use std::sync::atomic::Ordering;
+        let warning = &self.unknown_url;
+        let since = warning.since.fetch_add(1, Ordering::Relaxed) + 1;
+        let last = warning.last_us.load(Ordering::Relaxed);
+        let due = last == 0 || now_us.saturating_sub(last) >= UNKNOWN_URL_WARNING_EVERY_US;
+        if due
+            && warning
+                .last_us
+                .compare_exchange(last, now_us.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            warning.since.store(0, Ordering::Relaxed);
+            tracing::warn!(
+                "{since} answer(s) matched none of the URLs this relay answers for ({}); \
+                 if clients reach it under another URL (a proxy, a DNS name, another port), \
+                 add that URL with --url (said at most once a minute)",
+                self.url_list()
+            );
         }
     }
 
     /// The information document served at `GET /.well-known/connectoid`.
     pub fn info(&self) -> &RelayInfo {
         &self.info
+    }
+
+    /// The `Retry-After` of an error answered with 429, in whole seconds
+    /// (at least 1): for "Too often" the refused bucket's time to gain one
+    /// token, for "Mailbox full" a minute (room comes back when the owner
+    /// receives or messages expire, which the relay cannot foresee).
+    pub fn retry_after_secs(&self, error: &ApiError) -> Option<u64> {
+        match error.code {
+            ErrorCode::TooOften => {
+                let period = self
+                    .limiters
+                    .refill_period(error.detail.as_deref().unwrap_or(""))?;
+                Some(period.as_secs_f64().ceil().max(1.0) as u64)
+            }
+            ErrorCode::MailboxFull => Some(60),
+            _ => None,
+        }
     }
 
     /// The URLs whose answers this relay accepts ([`Config::urls`], or the
@@ -454,13 +519,19 @@ impl Relay {
         if matches {
             Ok(())
         } else {
+            self.warn_unknown_url(now_us);
             self.take(Limit::WrongAnswerPerSource(source), now_us)
                 .await?;
             self.take(Limit::WrongAnswerPerMailbox(mailbox), now_us)
                 .await?;
             Err(ApiError::new(
                 ErrorCode::WrongAnswer,
-                "the answer does not match this mailbox's question",
+                format!(
+                    "the answer does not match this mailbox's question for any URL this relay \
+                     answers for ({}); if you reach it under another URL, its operator must add \
+                     that one with --url",
+                    self.url_list()
+                ),
             ))
         }
     }

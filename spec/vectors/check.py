@@ -414,8 +414,73 @@ def check_safety():
     return len(v["vectors"])
 
 
+# Unicode White_Space (Rust's char::is_whitespace); str.isspace() differs.
+WHITE_SPACE = set("\t\n\v\f\r \u0085\u00a0\u1680\u2028\u2029\u202f\u205f\u3000") | {
+    chr(c) for c in range(0x2000, 0x200B)
+}
+PASTE_OPENERS = "\"'`<([\u201c\u2018\u00ab"
+PASTE_CLOSERS = "\"'`>)],.\u201d\u2019\u00bb"
+B64_ALPHABET = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+SECRET_PART_LEN = 27  # base64url of 16 secret bytes and a 4-byte checksum
+
+
+def clean_pasted(text):
+    """§4.6: white space out everywhere, then openers at the start and
+    closers at the end (a '.' only while another '.' stays before it)."""
+    text = "".join(ch for ch in text if ch not in WHITE_SPACE)
+    while True:
+        before = len(text)
+        if text and text[0] in PASTE_OPENERS:
+            text = text[1:]
+        if text and text[-1] in PASTE_CLOSERS and (text[-1] != "." or "." in text[:-1]):
+            text = text[:-1]
+        if len(text) == before:
+            return text
+
+
+def link_check(head: str, secret: bytes) -> bytes:
+    """§4.3: the first 4 bytes of SHA-256 of the value up to its third '.', then the secret."""
+    return hashlib.sha256(head.encode() + secret).digest()[:4]
+
+
+def canonical_b64(text):
+    try:
+        return b64e(b64d(text)) == text
+    except Exception:
+        return False
+
+
+def link_shape_code(text):
+    """The code §4.6 gives the checks this project added (cleaning, the
+    four-part checksum, truncation), or None when they pass."""
+    text = clean_pasted(text)
+    if text.startswith("connectoid="):
+        text = text[len("connectoid="):]
+    elif ":" in text:
+        return None  # app URLs: the valid vectors cover them
+    parts = text.split(".")
+    if len(parts) == 4:
+        last = parts[3]
+        if set(last) - B64_ALPHABET:
+            return "secret-base64"
+        if len(last) < SECRET_PART_LEN:
+            return "truncated"
+        if len(last) > SECRET_PART_LEN:
+            return "secret-length"
+        if not canonical_b64(last):
+            return "damaged"
+        raw = b64d(last)
+        if link_check(text[: len(text) - len(last)], raw[:16]) != raw[16:]:
+            return "damaged"
+    elif len(parts) in (2, 3) and not set(parts[-1]) - B64_ALPHABET and not canonical_b64(parts[-1]):
+        return "truncated"
+    return None
+
+
 def check_links():
-    """The base64url and key parts of the valid links (URL normalization is WHATWG's)."""
+    """The base64url and key parts of the valid links (URL normalization is
+    WHATWG's), the four-part checksum, and the codes of damaged, truncated
+    and pasted links."""
     v = load("links.json")
     for t in v["valid"]:
         parts = t["encoded"].split(".")
@@ -428,12 +493,25 @@ def check_links():
         expected_ext = b64e(link["ext"].encode()) if link["ext"] else ""
         if link["secret_hex"]:
             assert len(parts) == 4 and parts[2] == expected_ext
-            assert b64d(parts[3]).hex() == link["secret_hex"]
+            secret = bytes.fromhex(link["secret_hex"])
+            head = t["encoded"][: len(t["encoded"]) - len(parts[3])]
+            assert b64d(parts[3]) == secret + link_check(head, secret), t["name"]
         elif link["ext"]:
             assert len(parts) == 3 and parts[2] == expected_ext
         else:
             assert len(parts) == 2
-    return len(v["valid"])
+        if t["mode"] == "link":
+            assert link_shape_code(t["input"]) is None, t["name"]
+            if t["name"].startswith("pasted:") and ":" not in clean_pasted(t["input"]):
+                assert clean_pasted(t["input"]) == t["encoded"], t["name"]
+    shape_codes = {"truncated", "damaged", "secret-length", "secret-base64"}
+    checked = 0
+    for t in v["invalid"]:
+        if t["code"] in shape_codes:
+            assert link_shape_code(t["input"]) == t["code"], t["name"]
+            checked += 1
+    assert checked >= 10
+    return len(v["valid"]) + checked
 
 
 def parse_candidate(text):

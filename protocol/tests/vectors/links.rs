@@ -46,7 +46,16 @@ pub(crate) fn build_links() -> Value {
     let k = alice.to_string();
     let e = |s: &str| b64::encode(s.as_bytes());
     let seed_url = e("https://connecto.id/");
-    let secret = b64::encode(&sha2::Sha256::digest(b"connectoid test vector link secret")[..16]);
+    let secret_bytes: [u8; 16] = sha2::Sha256::digest(b"connectoid test vector link secret")[..16]
+        .try_into()
+        .unwrap();
+    // A four-part value: the seed-form `head` with the secret and its
+    // checksum appended by the encoder.
+    let with_secret = |head: &str| {
+        let mut link = Link::decode(head).unwrap();
+        link.secret = Some(LinkSecret(secret_bytes));
+        link.encode()
+    };
     let multi = e(
         "https://relay-a.example/ https://relay-b.example:8443/connectoid http://127.0.0.1:8080/",
     );
@@ -55,6 +64,18 @@ pub(crate) fn build_links() -> Value {
         e("key-a")
     ));
     let seed3 = format!("{k}.{seed_url}.{}", e("api-key-123"));
+    let shared = with_secret(&format!("{k}.{seed_url}"));
+    let shared_multi = with_secret(&format!("{k}.{multi}.{}", e("api-key-123")));
+    // One character replaced at byte `index` (by `A`, or `B` if it was `A`).
+    let change_at = |text: &str, index: usize| {
+        let other = if &text[index..=index] == "A" {
+            "B"
+        } else {
+            "A"
+        };
+        format!("{}{other}{}", &text[..index], &text[index + 1..])
+    };
+    let secret_at = shared.rfind('.').unwrap() + 1;
     let valid_inputs: Vec<(&str, &str, String)> = vec![
         ("seed form, 2 parts", "link", format!("{k}.{seed_url}")),
         ("seed form, 3 parts", "link", seed3.clone()),
@@ -70,16 +91,8 @@ pub(crate) fn build_links() -> Value {
             "link",
             format!("{k}.{per_relay}.{}", e("app data")),
         ),
-        (
-            "link secret and ext",
-            "link",
-            format!("{k}.{multi}.{}.{secret}", e("api-key-123")),
-        ),
-        (
-            "link secret, no ext",
-            "link",
-            format!("{k}.{seed_url}..{secret}"),
-        ),
+        ("link secret and ext", "link", shared_multi.clone()),
+        ("link secret, no ext", "link", shared.clone()),
         (
             "app URL",
             "link",
@@ -89,7 +102,8 @@ pub(crate) fn build_links() -> Value {
             "app URL with other parameters",
             "link",
             format!(
-                "https://app.example.com/share?list=7&connectoid={k}.{per_relay}..{secret}#top"
+                "https://app.example.com/share?list=7&connectoid={}#top",
+                with_secret(&format!("{k}.{per_relay}"))
             ),
         ),
         ("connectoid= pair", "link", format!("connectoid={seed3}")),
@@ -99,6 +113,31 @@ pub(crate) fn build_links() -> Value {
             format!("  {k}.{seed_url}\n"),
         ),
         ("reply value", "reply", format!("{k}.{multi}")),
+        (
+            "pasted: quotes and a full stop",
+            "link",
+            format!("\"{shared}\"."),
+        ),
+        (
+            "pasted: angle brackets, line breaks inside (mail wrapping)",
+            "link",
+            format!(
+                "<{}\r\n  {}\n{}>",
+                &shared_multi[..40],
+                &shared_multi[40..110],
+                &shared_multi[110..]
+            ),
+        ),
+        (
+            "pasted: app URL in parentheses, then a comma",
+            "link",
+            format!("(https://app.example.com/?connectoid={shared}),"),
+        ),
+        (
+            "pasted: typographic quotes",
+            "link",
+            format!("\u{201c}{shared}\u{201d}"),
+        ),
     ];
     let valid: Vec<Value> = valid_inputs
         .iter()
@@ -152,7 +191,7 @@ pub(crate) fn build_links() -> Value {
             "https://app.example.com/?x=1".to_owned(),
         ),
         ("one part", "link", k.clone()),
-        ("five parts", "link", format!("{k}.{seed_url}...")),
+        ("five parts", "link", format!("{k}.{seed_url}.YQ.YQ.YQ")),
         ("pub: padding", "link", format!("{}=.{seed_url}", &k[..65])),
         ("pub: 48 bytes", "link", format!("{short_key}.{seed_url}")),
         (
@@ -249,15 +288,69 @@ pub(crate) fn build_links() -> Value {
             format!("{k}.{seed_url}..a+b"),
         ),
         (
-            "secret: 15 bytes",
+            "secret: 24 bytes",
             "link",
-            format!("{k}.{seed_url}..{}", b64::encode(&[7; 15])),
+            format!("{k}.{seed_url}..{}", b64::encode(&[7; 24])),
         ),
-        ("secret: empty", "link", format!("{k}.{seed_url}..")),
+        ("reply value with a secret", "reply", shared.clone()),
         (
-            "reply value with a secret",
-            "reply",
-            format!("{k}.{seed_url}..{secret}"),
+            "damaged: a character of the key changed",
+            "link",
+            change_at(&shared, 10),
+        ),
+        (
+            "damaged: a character of the relays changed",
+            "link",
+            change_at(&shared, k.len() + 5),
+        ),
+        (
+            "damaged: a character of the secret changed",
+            "link",
+            change_at(&shared, secret_at + 3),
+        ),
+        (
+            "damaged: the last character changed",
+            "link",
+            change_at(&shared, shared.len() - 1),
+        ),
+        (
+            "damaged: a character inserted",
+            "link",
+            format!("{}x{}", &shared[..30], &shared[30..]),
+        ),
+        (
+            "damaged: a secret from another link",
+            "link",
+            format!(
+                "{}{}",
+                &shared[..secret_at],
+                &shared_multi[shared_multi.rfind('.').unwrap() + 1..]
+            ),
+        ),
+        (
+            "truncated: cut inside the secret part",
+            "link",
+            shared[..shared.len() - 5].to_owned(),
+        ),
+        (
+            "truncated: a 16-byte secret without its checksum",
+            "link",
+            format!("{k}.{seed_url}..{}", b64::encode(&secret_bytes)),
+        ),
+        (
+            "truncated: seed form cut inside the relays part",
+            "link",
+            format!("{k}.{}", &seed_url[..25]),
+        ),
+        (
+            "truncated: seed form cut inside the ext part",
+            "link",
+            format!("{k}.{seed_url}.{}", &e("api-key-123")[..13]),
+        ),
+        (
+            "truncated: a pasted four-part link cut short, then a full stop",
+            "link",
+            format!("{}.", &shared[..shared.len() - 8]),
         ),
     ];
     let invalid: Vec<Value> = invalid_inputs
@@ -268,7 +361,7 @@ pub(crate) fn build_links() -> Value {
         })
         .collect();
     json!({
-        "description": "Link values. mode \"link\" decodes a shared link (bare value, connectoid= pair or app URL); mode \"reply\" decodes an envelope's from value (no secret allowed). valid: the decoded fields and the canonical encoding. invalid: the expected stable error code.",
+        "description": "Link values. mode \"link\" decodes a shared link (bare value, connectoid= pair or app URL); mode \"reply\" decodes an envelope's from value (no secret allowed). valid: the decoded fields and the canonical encoding. invalid: the expected stable error code. A four-part value's last part is the secret followed by its 4-byte checksum (spec §4.3); inputs named pasted: are cleaned as §4.6 says.",
         "limits": {
             "max_link_len": limits::MAX_LINK_LEN,
             "max_app_url_overhead": limits::MAX_APP_URL_OVERHEAD,
@@ -332,6 +425,8 @@ pub(crate) fn check_links(v: &Value) {
         "ext-too-long",
         "secret-length",
         "unexpected-secret",
+        "damaged",
+        "truncated",
     ];
     for code in all {
         assert!(codes.contains(code), "no invalid vector for {code}");

@@ -148,9 +148,19 @@ async fn the_other_routes_and_methods() {
     let (server, _dir) = spawn_server(|_| {}).await;
     let mut stream = connect_from("127.0.0.1", server.http_addr()).await;
     let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: relay\r\n\r\n").into_bytes();
+    // `GET /` says what the server is (issue 15); other methods are 405.
     let root = exchange(&mut stream, &get("/")).await;
     assert_eq!(
-        (root.status, root.body["error"].as_str()),
+        (root.status, root.body["info"].as_str()),
+        (200, Some("/.well-known/connectoid"))
+    );
+    let put = exchange(
+        &mut stream,
+        b"PUT / HTTP/1.1\r\nHost: relay\r\nContent-Length: 0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(
+        (put.status, put.body["error"].as_str()),
         (405, Some("Method not allowed"))
     );
     let health = exchange(&mut stream, &get("/healthz")).await;

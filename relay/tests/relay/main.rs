@@ -13,6 +13,7 @@ mod common;
 mod conformance;
 mod flags;
 mod http_server;
+mod operator;
 mod packaging;
 mod process;
 #[cfg(feature = "redis")]

@@ -382,11 +382,12 @@ async fn other_routes() {
         serde_json::from_str::<Value>(&text).unwrap()["error"],
         "Not found"
     );
+    // `GET /` says what the server is (operator::get_root_says_what_this_server_is).
     let (status, _, text) = relay.get("/").await;
-    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(status, StatusCode::OK);
     assert_eq!(
-        serde_json::from_str::<Value>(&text).unwrap()["error"],
-        "Method not allowed"
+        serde_json::from_str::<Value>(&text).unwrap()["api"],
+        "POST /"
     );
 }
 

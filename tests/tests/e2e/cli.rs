@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use connectoid_tests::{RelayProcess, cli_binary};
+use connectoid_tests::{RelayCommand, RelayProcess, cli_binary};
 use serde_json::{Value, json};
 
 /// Runs `connectoid --profile DIR ARGS...`.
@@ -253,6 +253,97 @@ fn errors_are_one_line_with_a_non_zero_exit() {
     ok(profile, &["relays", "add", "http://127.0.0.1:9/"]);
     let relays = runtime.block_on(holder.relays());
     assert_eq!(relays.len(), 1, "the other process's change is seen");
+}
+
+/// Issue 15, links: a changed or cut link is refused when it is opened
+/// (`link decode` and `accept`), and a pasted one (quotes, a line break,
+/// a full stop) is accepted as if typed.
+#[test]
+fn damaged_and_cut_links_are_refused_and_pasted_ones_cleaned() {
+    let relay = RelayProcess::start().unwrap();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (alice, bob) = (a.path(), b.path());
+    let link = ok(alice, &["share", "Bob", "--relay", relay.url().as_str()]);
+    let link = link.trim();
+
+    let index = link.len() / 2;
+    let other = if &link[index..=index] == "A" {
+        "B"
+    } else {
+        "A"
+    };
+    let changed = format!("{}{other}{}", &link[..index], &link[index + 1..]);
+    for args in [
+        vec!["link", "decode", &changed],
+        vec!["accept", &changed, "Alice"],
+    ] {
+        let error = fails(bob, &args);
+        assert!(
+            error.contains("this link is damaged or incomplete"),
+            "{error}"
+        );
+    }
+    let cut = &link[..link.len() - 6];
+    let error = fails(bob, &["accept", cut, "Alice"]);
+    assert!(error.contains("looks truncated"), "{error}");
+    // Cut at its third '.': a seed-form link without the secret.
+    let at_dot = &link[..link.rfind('.').unwrap()];
+    let error = fails(bob, &["accept", at_dot, "Alice"]);
+    assert!(
+        error.contains("no link secret") && error.contains("truncated"),
+        "{error}"
+    );
+    assert!(
+        !ok(bob, &["peers"]).contains("Alice"),
+        "nothing was accepted"
+    );
+
+    let pasted = format!("\"{}\n  {}\".", &link[..40], &link[40..]);
+    ok(bob, &["accept", &pasted, "Alice"]);
+    poll_for(alice, |e| e["event"] == "peer-connected");
+}
+
+/// Issue 15, item 7: a relay reached under a URL it was not told (here
+/// `--url http://relay.invalid/` while clients use 127.0.0.1) refuses every
+/// answer; the error's detail names the URLs it answers for and `--url`,
+/// and the relay logs that once, not per request.
+#[test]
+fn a_relay_behind_a_name_it_was_not_told_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("relay.log");
+    let mut command = RelayCommand::new()
+        .data_dir(dir.path().join("data"))
+        .args(["--url", "http://relay.invalid/"])
+        .log("info")
+        .command()
+        .unwrap();
+    command.stderr(std::fs::File::create(&log).unwrap());
+    let mut relay = connectoid_relay::testing::spawn_listening(command, true, false).unwrap();
+    let url = connectoid_tests::url_of(relay.http.unwrap());
+
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (alice, bob) = (a.path(), b.path());
+    let link = ok(alice, &["share", "Bob", "--relay", url.as_str()]);
+    ok(bob, &["accept", link.trim(), "Alice"]);
+    let mut outputs = String::new();
+    for _ in 0..3 {
+        let output = run(alice, &["poll", "--once"]);
+        outputs.push_str(&String::from_utf8_lossy(&output.stdout));
+        outputs.push_str(&String::from_utf8_lossy(&output.stderr));
+    }
+    relay.child.kill().unwrap();
+    relay.child.wait().unwrap();
+    assert!(outputs.contains("Wrong answer"), "{outputs}");
+    assert!(
+        outputs.contains("http://relay.invalid/") && outputs.contains("--url"),
+        "{outputs}"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let warnings = text
+        .matches("matched none of the URLs this relay answers for")
+        .count();
+    assert_eq!(warnings, 1, "{text}");
+    assert!(text.contains("(http://relay.invalid/)"), "{text}");
 }
 
 #[test]

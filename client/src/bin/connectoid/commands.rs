@@ -94,6 +94,14 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             relays,
         } => {
             let link = Link::decode(&link).context("link")?;
+            // Every `connectoid share` link carries a secret, and a sharer
+            // refuses a hello without its proof: a link without one was
+            // cut at its third '.' or made by another app for the seed form.
+            if link.secret.is_none() {
+                anyhow::bail!(
+                    "link: this link has no link secret (links from `connectoid share` have four dot-separated parts); it looks truncated, copy the whole link again"
+                );
+            }
             let payload = parse_json(&payload)?;
             let mut options = AcceptOptions::default();
             if !relays.is_empty() {

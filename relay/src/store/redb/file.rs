@@ -17,6 +17,7 @@
 //! This module does not parse the file (redb does) and does not decide
 //! when to reopen (the writer does).
 
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::panic::{AssertUnwindSafe, PanicHookInfo};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -56,11 +57,18 @@ pub(super) fn open_checked(path: &Path) -> Result<(Database, Index), StoreError>
             bytes = meta.len(),
             "checking the database file's integrity"
         ),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => tracing::warn!(
-            path = %path.display(),
-            "NO DATABASE FILE: creating a new, empty one (if this relay held messages before, \
-             its data directory is not where it was)"
-        ),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!(
+                path = %path.display(),
+                "NO DATABASE FILE: creating a new, empty one (if this relay held messages before, \
+                 its data directory is not where it was)"
+            );
+            // Empty and private (0600); redb initializes an empty file.
+            private_file(path).map_err(|source| StoreError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+        }
         Err(source) => {
             return Err(StoreError::Io {
                 path: path.to_owned(),
@@ -192,6 +200,47 @@ fn catch_panics<T>(f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, Failu
     }
 }
 
+/// The mode of a data directory the relay creates.
+const PRIVATE_DIR: u32 = 0o700;
+
+/// The mode of a file the relay creates in its data directory.
+const PRIVATE_FILE: u32 = 0o600;
+
+/// Creates `dir` (and its missing parents) with mode 0700. An existing
+/// directory is not changed: if group or others may read or enter it, a
+/// warning says so and how to fix it.
+pub(super) fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    match std::fs::metadata(dir) {
+        Ok(meta) => {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    "the data directory {} has mode {mode:o}: group or others can read it; \
+                     the relay leaves it as it is (chmod 700 it to keep the mailboxes private)",
+                    dir.display()
+                );
+            }
+            Ok(())
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(PRIVATE_DIR)
+            .create(dir),
+        Err(error) => Err(error),
+    }
+}
+
+/// Creates the empty file `path` with mode 0600 (failing if it exists).
+fn private_file(path: &Path) -> std::io::Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(PRIVATE_FILE)
+        .open(path)
+        .map(drop)
+}
+
 /// Bytes [`probe`] writes.
 const PROBE_BYTES: usize = 1 << 20;
 
@@ -201,7 +250,12 @@ const PROBE_BYTES: usize = 1 << 20;
 pub(super) fn probe(path: &Path) -> Result<(), String> {
     use std::io::Write as _;
     let written = (|| {
-        let mut file = std::fs::File::create(path)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(PRIVATE_FILE)
+            .open(path)?;
         file.write_all(&vec![0u8; PROBE_BYTES])?;
         file.sync_all()
     })();

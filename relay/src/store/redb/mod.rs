@@ -142,8 +142,12 @@ impl RedbStore {
     /// database open, and with [`StoreError::Corrupt`], naming the file and
     /// what to do, if the file is damaged (also when redb panics reading it:
     /// the panic is caught). Logs a warning when it creates a new file.
+    ///
+    /// A directory it creates is private (0700) and so is a new database
+    /// file (0600); an existing directory that group or others can read is
+    /// left as the operator made it, with a warning.
     pub fn open(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+        file::private_dir(dir).map_err(|source| StoreError::Io {
             path: dir.to_owned(),
             source,
         })?;
