@@ -80,7 +80,7 @@ pub struct Config {
     pub held: HeldCheckLimits,
 }
 
-/// Held checks (`check` with `wait`, `spec/relay.md` §5.4): the longest
+/// Held checks (`check` with `wait`, `spec/relay.md` §5.2): the longest
 /// wait and the caps on held checks waiting at once. Advertised in the
 /// information document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

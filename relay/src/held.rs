@@ -1,4 +1,4 @@
-//! Held checks (`spec/relay.md` §5.4): who is waiting for which mailbox,
+//! Held checks (`spec/relay.md` §5.2): who is waiting for which mailbox,
 //! waking them when a message is stored, the caps on waiting requests, and
 //! releasing them all at shutdown.
 //!

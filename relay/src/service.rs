@@ -12,7 +12,7 @@
 //! the relay's own message size ("Too big"), then the store ("Mailbox
 //! full", "Relay full", "Unavailable") and the question.
 //!
-//! A held check (`check` with `wait` or `also`, `spec/relay.md` §5.4)
+//! A held check (`check` with `wait` or `also`, `spec/relay.md` §5.2)
 //! registers in [`HeldChecks`] before it looks at the store, so that no
 //! send is missed between "nothing found" and "start waiting"; every stored
 //! `send` wakes the held checks naming its mailbox (and, on Redis, the

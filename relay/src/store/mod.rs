@@ -343,7 +343,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Starts telling `listener` about messages stored through *other*
     /// relay nodes sharing this store, so that checks held on this node
-    /// wake (`spec/relay.md` §5.4); the returned task runs until aborted
+    /// wake (`spec/relay.md` §5.2); the returned task runs until aborted
     /// (the server aborts it at shutdown). `None` (the default) for a
     /// store only this relay uses: the relay wakes its own held checks.
     fn listen_for_sends(

@@ -1,4 +1,4 @@
-//! Held checks against the real relay binary (`spec/relay.md` §5.4): a
+//! Held checks against the real relay binary (`spec/relay.md` §5.2): a
 //! held check answers when a message is sent to any mailbox it names, at
 //! the end of its (shortened) wait, and at once when the relay shuts down;
 //! the caps refuse with "Too often"; the header timeout does not cut a held
