@@ -166,12 +166,13 @@ fn warmup() -> Arc<Budget> {
 }
 
 /// Everything the benchmark needs to start processes.
-struct Setup {
+pub(super) struct Setup {
     relay_binary: PathBuf,
     self_exe: PathBuf,
     work: tempfile::TempDir,
     keys: Vec<SecretKey>,
-    options: Options,
+    /// The run's size and sections.
+    pub(super) options: Options,
     next_dir: std::sync::atomic::AtomicU32,
 }
 
@@ -180,14 +181,16 @@ impl Setup {
         Budget::new(self.options.run_time(), self.options.max_ops())
     }
 
-    fn data_dir(&self, name: &str) -> PathBuf {
+    /// A fresh data directory for a relay or a client profile.
+    pub(super) fn data_dir(&self, name: &str) -> PathBuf {
         let n = self
             .next_dir
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.work.path().join(format!("{n}-{name}"))
     }
 
-    fn relay(&self, name: &str, extra: &[&str]) -> anyhow::Result<ServerProcess> {
+    /// A release relay with roomy caps, no rate limits and `extra` flags.
+    pub(super) fn relay(&self, name: &str, extra: &[&str]) -> anyhow::Result<ServerProcess> {
         RelayOptions::new(&self.relay_binary, &self.data_dir(name))
             .with(ROOMY)
             .with(extra)
@@ -290,6 +293,10 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     if options.runs("memory") {
         eprintln!("bench: memory");
         memory(&setup, &mut report).await?;
+    }
+    if options.runs("wake") {
+        eprintln!("bench: wake-up (held checks)");
+        super::wake::wake(&setup, &mut report).await?;
     }
     targets(&mut report);
     Ok(report)
@@ -986,7 +993,7 @@ async fn populate_ids(dir: &Path, ids: Vec<MailboxId>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn settle_rss(relay: &ServerProcess) -> anyhow::Result<u64> {
+pub(super) async fn settle_rss(relay: &ServerProcess) -> anyhow::Result<u64> {
     let addr = relay.http_addr()?;
     let mut conn = HttpConn::connect(addr).await?;
     for _ in 0..20 {
