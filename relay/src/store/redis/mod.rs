@@ -46,8 +46,8 @@
 //! otherwise), so an idle mailbox may be removed up to that much early.
 //!
 //! **Wake-ups.** A stored `send` publishes the mailbox's 49 key bytes on the
-//! channel `P:wake` (in the same round trip as its totals, before the send
-//! is answered); every node subscribes to that one channel
+//! channel `P:wake` (beside the update of its totals, before the send is
+//! answered); every node subscribes to that one channel
 //! ([`Store::listen_for_sends`]) and wakes the checks it holds for that
 //! mailbox. One shared channel, not one per mailbox: a node needs one
 //! subscription whatever it holds, and a node that holds nothing for a
@@ -250,6 +250,25 @@ impl RedisStore {
                 "redis: no answer within {} ms",
                 self.target.timeout.as_millis()
             ))),
+        }
+    }
+
+    /// Announces a stored message on the wake-up channel (a failure is
+    /// logged: held checks on other nodes then find it at the end of their
+    /// wait, or when the subscription is re-established).
+    async fn announce(&self, mailbox: &MailboxId) {
+        let channel = self.keys.wake_channel();
+        let published = self
+            .io(|mut c| async move {
+                ::redis::cmd("PUBLISH")
+                    .arg(&channel)
+                    .arg(&mailbox.0[..])
+                    .query_async::<i64>(&mut c)
+                    .await
+            })
+            .await;
+        if let Err(error) = published {
+            tracing::warn!(%error, "announcing a stored message to other nodes");
         }
     }
 
@@ -562,10 +581,8 @@ impl Store for RedisStore {
         let at = At(u64::try_from(at).map_err(|_| corrupt("negative at"))?);
         let id = member(&mailbox);
         let (expiry, idle) = (self.keys.global("expiry"), self.keys.global("idle"));
-        let wake = self.keys.wake_channel();
-        self.add_totals(&totals, |pipe| {
+        let totals = self.add_totals(&totals, |pipe| {
             if stored {
-                pipe.cmd("PUBLISH").arg(&wake).arg(&mailbox.0[..]).ignore();
                 pipe.cmd("ZADD")
                     .arg(&expiry)
                     .arg("NX")
@@ -581,8 +598,16 @@ impl Store for RedisStore {
                     .arg(&id)
                     .ignore();
             }
-        })
-        .await;
+        });
+        // The announcement goes beside the totals, not in their pipeline:
+        // in a cluster a keyless command would move that pipeline off the
+        // totals' slot.
+        let announce = async {
+            if stored {
+                self.announce(&mailbox).await;
+            }
+        };
+        futures::join!(totals, announce);
         match status {
             0 => Ok(at),
             1 => Err(StoreError::MailboxFull),
