@@ -13,20 +13,21 @@
 //! the HTTP connection pool and the in-memory delivery state. This module
 //! takes no protocol decision itself: those are the core's.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use connectoid_protocol::envelope::Kind;
 use connectoid_protocol::link::{Link, RelayEntry, RelayUrl};
-use connectoid_protocol::{SafetyCode, limits};
+use connectoid_protocol::{RelayInfo, SafetyCode, limits};
 use sha2::Digest as _;
 
 use crate::clock::{Clock, SystemClock};
-use crate::core::{Followup, Outgoing, PeerBook, check_nickname};
+use crate::core::{Followup, Outgoing, PeerBook, check_nickname, plan_waits, same_plans};
 use crate::error::{BuildError, ClientError, PollError};
 use crate::event::{Delivery, PeerInfo, Poll, RelayProbe, SendReport, UnshareReport};
-use crate::poll::{EventStream, Fetcher, PollOptions, event_stream};
+use crate::poll::{EventStream, Fetcher, PollOptions, Waited, event_stream, wait_for_news};
 use crate::profile::{MailboxRecord, ProfileData, ProfileError};
 use crate::relay::{RelayOutcome, SendWait, Transport, delete_mailbox, send_fan_out};
 use crate::rng::system_rng;
@@ -173,6 +174,7 @@ impl ClientBuilder {
                 udp,
                 receive_limit: self.receive_limit,
                 send_wait: self.send_wait,
+                profile_changed: tokio::sync::Notify::new(),
                 #[cfg(feature = "quic")]
                 peer_sockets: Arc::default(),
             }),
@@ -291,6 +293,9 @@ pub(crate) struct Inner {
     udp: Option<UdpChecker>,
     receive_limit: u32,
     send_wait: SendWait,
+    /// Woken when this client wrote a changed profile (a share, an accept),
+    /// so that a wait for news ends and the next poll covers new mailboxes.
+    profile_changed: tokio::sync::Notify,
     /// Live peer-link sockets (see `peer`).
     #[cfg(feature = "quic")]
     pub(crate) peer_sockets: Arc<std::sync::atomic::AtomicUsize>,
@@ -389,6 +394,7 @@ impl Client {
                     .await;
                     if written.is_ok() {
                         state.digest = Some(digest);
+                        self.inner.profile_changed.notify_waiters();
                     }
                     written
                 }
@@ -780,15 +786,91 @@ impl Client {
     }
 
     /// Polls forever, with `options`' interval, jitter and backoff, and
-    /// yields each delivery. A poll where every relay failed yields an
-    /// error and backs off; the stream goes on. Acknowledge each delivery
-    /// with [`Client::ack`].
+    /// yields each delivery. Between polls it holds a check at every relay
+    /// that advertises held checks (unless [`PollOptions::held_checks`] is
+    /// off), so a message there is delivered within a round trip; relays
+    /// without them are polled at the interval. A poll where every relay
+    /// failed yields an error and backs off; the stream goes on.
+    /// Acknowledge each delivery with [`Client::ack`].
     pub fn events(&self, options: PollOptions) -> EventStream {
         let client = self.clone();
-        event_stream(options, move || {
-            let client = client.clone();
-            async move { client.poll_once().await }
-        })
+        let waiter = self.clone();
+        event_stream(
+            options,
+            move || {
+                let client = client.clone();
+                async move { client.poll_once().await }
+            },
+            move |interval| {
+                let client = waiter.clone();
+                async move { client.wait_for_news(interval, options.held_checks).await }
+            },
+        )
+    }
+
+    /// Waits until a relay that holds checks has news for one of the
+    /// profile's mailboxes, or `interval` is over at a relay that does not
+    /// (or when `held_checks` is off); see [`crate::poll`].
+    ///
+    /// A profile change made through this client (a share, an accept) ends
+    /// the wait, so the next poll covers the new mailboxes; one made by
+    /// another process is seen at the next poll, after at most the relays'
+    /// held-check wait (30 s by default) or the interval.
+    pub(crate) async fn wait_for_news(&self, interval: Duration, held_checks: bool) {
+        // Before the plans are read: a change after this point ends the wait.
+        let changed = self.inner.profile_changed.notified();
+        tokio::select! {
+            () = self.wait_for_news_at_relays(interval, held_checks) => {}
+            () = changed => tracing::debug!("the profile changed; polling now"),
+        }
+    }
+
+    async fn wait_for_news_at_relays(&self, interval: Duration, held_checks: bool) {
+        let mut plans = match self.view(|book, now| book.plan_poll(now)).await {
+            Ok(plans) => plans,
+            Err(error) => {
+                tracing::warn!("cannot read the profile to wait for news: {error}");
+                tokio::time::sleep(interval).await;
+                return;
+            }
+        };
+        loop {
+            if self.wait_once(&plans, interval, held_checks).await == Waited::Poll {
+                return;
+            }
+            // The wait ended without news: hold the same checks again,
+            // unless another process changed the mailboxes meanwhile.
+            match self.view(|book, now| book.plan_poll(now)).await {
+                Ok(now) if same_plans(&plans, &now) => plans = now,
+                _ => return,
+            }
+        }
+    }
+
+    /// One wait for news over `plans` (see [`crate::poll::wait_for_news`]).
+    async fn wait_once(
+        &self,
+        plans: &BTreeMap<RelayUrl, Vec<crate::core::MailboxPlan>>,
+        interval: Duration,
+        held_checks: bool,
+    ) -> Waited {
+        let transport = &self.inner.transport;
+        let infos: BTreeMap<RelayUrl, RelayInfo> = if held_checks {
+            futures::future::join_all(plans.keys().map(|relay| async move {
+                match transport.cached_info(relay).await {
+                    Ok(Some(info)) => Some((relay.clone(), info)),
+                    _ => None,
+                }
+            }))
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+        } else {
+            BTreeMap::new()
+        };
+        let waits = plan_waits(plans, &infos, held_checks);
+        wait_for_news(transport, waits, interval).await
     }
 }
 

@@ -11,9 +11,17 @@
 //! other mailboxes are polled normally; only an unreachable or broken relay
 //! counts as failed.
 //!
+//! Between polls, [`wait_for_news`] waits: at relays that hold checks
+//! (`spec/protocol.md` §7.10) with held checks of all the mailboxes there,
+//! answered as soon as a message arrives, and at the others for the
+//! polling interval; the first to end starts the next poll. An idle client
+//! whose relays all hold checks therefore keeps one request per relay (per
+//! 16 mailboxes) open and sets no timer that fires.
+//!
 //! What the fetched messages mean, which are duplicates and where cursors
-//! go is decided by the core (`PeerBook::handle_fetched`); this module only
-//! fetches.
+//! go is decided by the core (`PeerBook::handle_fetched`), and which relays
+//! are waited on how by the core's `plan_waits`; this module only fetches
+//! and waits.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -25,9 +33,10 @@ use connectoid_protocol::limits;
 use connectoid_protocol::link::RelayUrl;
 #[cfg(feature = "udp")]
 use connectoid_protocol::udp::{CheckStatus, MailboxCheck};
+use futures::future::BoxFuture;
 use futures::stream::{BoxStream, StreamExt as _};
 
-use crate::core::{Fetched, MailboxPlan};
+use crate::core::{Fetched, MailboxPlan, RelayWait};
 use crate::error::PollError;
 use crate::event::{Delivery, MailboxRefusal, Poll, PollReport, RelayPoll, UdpUse};
 use crate::relay::{RelayError, Transport, answer_question, unexpected};
@@ -50,6 +59,11 @@ pub struct PollOptions {
     /// The longest wait after repeated failures (the wait doubles from
     /// `interval` with each failure). Default 5 minutes.
     pub max_backoff: Duration,
+    /// Between polls, hold a check at every relay that advertises held
+    /// checks, so a message is delivered within a round trip of its
+    /// arrival and the `interval` applies only to the other relays.
+    /// Default `true`; `false` polls every relay at the interval.
+    pub held_checks: bool,
 }
 
 impl Default for PollOptions {
@@ -58,6 +72,7 @@ impl Default for PollOptions {
             interval: Duration::from_secs(30),
             jitter: Duration::from_secs(5),
             max_backoff: Duration::from_secs(300),
+            held_checks: true,
         }
     }
 }
@@ -308,27 +323,132 @@ impl Fetcher<'_> {
     }
 }
 
+/// How long a held check must have been held for its `found: false` to
+/// count as the end of its wait, as a fraction of the wait: an earlier one
+/// (a relay that stopped holding, or shut down) makes the client pause
+/// before it asks again.
+const EARLY_ANSWER_FRACTION: u32 = 2;
+
+/// Longest pause after a held check answered early (see
+/// [`EARLY_ANSWER_FRACTION`]): long enough not to hammer a relay that no
+/// longer holds checks, short enough that a restarted relay is held on
+/// again quickly.
+const EARLY_ANSWER_PAUSE: Duration = Duration::from_secs(2);
+
+/// How a wait for news ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Waited {
+    /// Poll now: a relay has news, the interval is over, or a relay failed
+    /// or stopped holding checks.
+    Poll,
+    /// A held check's wait ended without news: hold again (after looking
+    /// whether the mailboxes changed meanwhile).
+    Expired,
+}
+
+/// Waits until one relay has news or the interval is over: held checks at
+/// the relays of `waits` that hold them, `interval` for the others. A relay
+/// whose held check fails (unreachable, "Too often" past its caps...) falls
+/// back to `interval`.
+pub(crate) async fn wait_for_news(
+    transport: &Transport,
+    waits: BTreeMap<RelayUrl, RelayWait>,
+    interval: Duration,
+) -> Waited {
+    let mut waiting: Vec<BoxFuture<'_, Waited>> = Vec::new();
+    let mut poll_at_interval = waits.is_empty();
+    for (relay, wait) in waits {
+        match wait {
+            RelayWait::Interval => poll_at_interval = true,
+            RelayWait::Held { requests, wait } => {
+                waiting.push(Box::pin(hold_at(
+                    transport, relay, requests, wait, interval,
+                )));
+            }
+        }
+    }
+    if poll_at_interval {
+        waiting.push(Box::pin(async move {
+            tokio::time::sleep(interval).await;
+            Waited::Poll
+        }));
+    }
+    futures::future::select_all(waiting).await.0
+}
+
+/// Holds `requests` at `relay` until one is answered: with news, or at the
+/// end of its wait (`Expired`); after an error, waits `interval`.
+async fn hold_at(
+    transport: &Transport,
+    relay: RelayUrl,
+    requests: Vec<Request>,
+    wait: Duration,
+    interval: Duration,
+) -> Waited {
+    let relay = &relay;
+    let held = requests.iter().map(|request| {
+        Box::pin(async move {
+            let started = tokio::time::Instant::now();
+            match transport.call_held(relay, request, wait).await {
+                Ok(Response::NotFound) if started.elapsed() < wait / EARLY_ANSWER_FRACTION => {
+                    tracing::info!(
+                        "{relay}: a held check ended early; pausing before the next poll"
+                    );
+                    tokio::time::sleep(interval.min(EARLY_ANSWER_PAUSE)).await;
+                    Waited::Poll
+                }
+                Ok(Response::NotFound) => Waited::Expired,
+                Ok(_) => {
+                    tracing::debug!("{relay}: a held check found news");
+                    Waited::Poll
+                }
+                Err(error) => {
+                    tracing::info!(
+                        "{relay}: held check failed ({error}); polling it at the interval"
+                    );
+                    tokio::time::sleep(interval).await;
+                    Waited::Poll
+                }
+            }
+        })
+    });
+    futures::future::select_all(held).await.0
+}
+
 /// Polls forever with `options`' interval, jitter and backoff, calling
-/// `poll` for each round, and yields each delivery. A round where every
-/// relay failed yields an error (after queueing whatever it delivered) and
-/// backs off; the stream goes on.
-pub(crate) fn event_stream<F, Fut>(options: PollOptions, poll: F) -> EventStream
+/// `poll` for each round, and yields each delivery. Between successful
+/// rounds it calls `wait` with the interval (plus jitter): the waiting
+/// strategy (a sleep, or [`wait_for_news`]). A round where every relay
+/// failed yields an error (after queueing whatever it delivered) and backs
+/// off with a plain sleep; the stream goes on.
+pub(crate) fn event_stream<F, Fut, W, WFut>(options: PollOptions, poll: F, wait: W) -> EventStream
 where
     F: Fn() -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Poll, PollError>> + Send + 'static,
+    W: Fn(Duration) -> WFut + Send + Sync + 'static,
+    WFut: Future<Output = ()> + Send + 'static,
 {
-    struct Loop<F> {
+    /// What comes before the next round.
+    enum Pause {
+        /// Wait for news, at most this long at relays that poll.
+        News(Duration),
+        /// Back off this long.
+        Backoff(Duration),
+    }
+    struct Loop<F, W> {
         poll: F,
+        wait: W,
         options: PollOptions,
         queue: VecDeque<Delivery>,
-        wait: Option<Duration>,
+        pause: Option<Pause>,
         failures: u32,
     }
     let start = Loop {
         poll,
+        wait,
         options,
         queue: VecDeque::new(),
-        wait: None,
+        pause: None,
         failures: 0,
     };
     futures::stream::unfold(start, |mut state| async move {
@@ -336,8 +456,10 @@ where
             if let Some(delivery) = state.queue.pop_front() {
                 return Some((Ok(delivery), state));
             }
-            if let Some(wait) = state.wait.take() {
-                tokio::time::sleep(wait).await;
+            match state.pause.take() {
+                Some(Pause::News(interval)) => (state.wait)(interval).await,
+                Some(Pause::Backoff(delay)) => tokio::time::sleep(delay).await,
+                None => {}
             }
             let result = match (state.poll)().await {
                 Ok(poll) if poll.report.all_failed() => {
@@ -349,12 +471,12 @@ where
             match result {
                 Ok(poll) => {
                     state.failures = 0;
-                    state.wait = Some(state.options.delay(0));
+                    state.pause = Some(Pause::News(state.options.delay(0)));
                     state.queue.extend(poll.deliveries);
                 }
                 Err(error) => {
                     state.failures = state.failures.saturating_add(1);
-                    state.wait = Some(state.options.delay(state.failures));
+                    state.pause = Some(Pause::Backoff(state.options.delay(state.failures)));
                     return Some((Err(error), state));
                 }
             }
@@ -471,7 +593,11 @@ mod tests {
             };
             async move { Ok(poll) }
         };
-        let mut events = event_stream(PollOptions::every(Duration::from_secs(1)), failed);
+        let mut events = event_stream(
+            PollOptions::every(Duration::from_secs(1)),
+            failed,
+            tokio::time::sleep,
+        );
         assert!(matches!(
             events.next().await,
             Some(Err(PollError::AllRelaysFailed(_)))
@@ -486,6 +612,7 @@ mod tests {
             interval: Duration::from_secs(10),
             jitter: Duration::ZERO,
             max_backoff: Duration::from_secs(60),
+            held_checks: true,
         };
         assert_eq!(options.delay(0), Duration::from_secs(10));
         assert_eq!(options.delay(1), Duration::from_secs(20));

@@ -236,10 +236,31 @@ impl Transport {
         relay: &RelayUrl,
         request: &Request,
     ) -> Result<Response, RelayError> {
+        self.call_within(relay, request, self.timeout).await
+    }
+
+    /// [`Transport::call`] of a held check that the relay may hold for
+    /// `wait`: bounded by the wait plus the per-relay timeout.
+    pub(crate) async fn call_held(
+        &self,
+        relay: &RelayUrl,
+        request: &Request,
+        wait: Duration,
+    ) -> Result<Response, RelayError> {
+        self.call_within(relay, request, self.timeout.saturating_add(wait))
+            .await
+    }
+
+    async fn call_within(
+        &self,
+        relay: &RelayUrl,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<Response, RelayError> {
         let action = request.op.action();
         let body = request.to_json();
         let (status, bytes) = self
-            .bounded(async {
+            .bounded_by(timeout, async {
                 let response = self
                     .http
                     .post(relay.as_str())
@@ -299,9 +320,17 @@ impl Transport {
         &self,
         work: impl Future<Output = Result<T, RelayError>>,
     ) -> Result<T, RelayError> {
-        tokio::time::timeout(self.timeout, work)
+        self.bounded_by(self.timeout, work).await
+    }
+
+    async fn bounded_by<T>(
+        &self,
+        timeout: Duration,
+        work: impl Future<Output = Result<T, RelayError>>,
+    ) -> Result<T, RelayError> {
+        tokio::time::timeout(timeout, work)
             .await
-            .map_err(|_| RelayError::Timeout(self.timeout))?
+            .map_err(|_| RelayError::Timeout(timeout))?
     }
 
     /// `send` of one sealed message to one relay.

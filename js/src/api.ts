@@ -5,16 +5,34 @@
  * {@link RelayError}. It does not poll or fan out (see `client.ts`).
  */
 import { b64decode, b64encode, utf8 } from "./b64.js";
-import { isU64, scanTop } from "./json.js";
+import { isU64, scanArray, scanTop } from "./json.js";
 import { PublicKey } from "./keys.js";
 
 /** Largest `limit` of a receive. */
 export const MAX_RECEIVE_LIMIT = 100;
 
+/** Most mailboxes one held check names (`pub` and up to 15 in `also`), §7.10. */
+export const MAX_MAILBOXES_PER_HELD_CHECK = 16;
+
+/** One more mailbox of a held check (`also`), with its cursor. */
+export interface MailboxCursor {
+  pub: PublicKey;
+  at?: number | bigint | null;
+}
+
 /** A request of §7.2. */
 export type Request =
   | { action: "send"; pub: PublicKey; ext?: string | null; data: Uint8Array }
-  | { action: "check"; pub: PublicKey; ext?: string | null; at?: number | bigint | null }
+  | {
+      action: "check";
+      pub: PublicKey;
+      ext?: string | null;
+      at?: number | bigint | null;
+      /** Held check (§7.10): seconds to wait for a message; 0 or absent answers at once. */
+      wait?: number | bigint | null;
+      /** Held check (§7.10): up to 15 more mailboxes. */
+      also?: MailboxCursor[] | null;
+    }
   | { action: "receive"; pub: PublicKey; ext?: string | null; at?: number | bigint | null; answer: Uint8Array; limit?: number | null }
   | { action: "delete"; pub: PublicKey; ext?: string | null; answer?: Uint8Array | null };
 
@@ -31,6 +49,7 @@ export type Response =
   | { type: "done" }
   | { type: "not-found" }
   | { type: "found"; question: Uint8Array }
+  | { type: "found-many"; checks: { pub: string; question: Uint8Array }[] }
   | { type: "one"; at: number; data: Uint8Array }
   | { type: "many"; messages: Message[] }
   | { type: "error"; error: string; detail: string | null };
@@ -67,9 +86,20 @@ export function requestJson(r: Request): string {
     m.limit = r.limit ?? 1;
   }
   if (r.action === "delete" && r.answer) m.answer = b64encode(r.answer);
+  if (r.action === "check") {
+    if (r.wait !== undefined && r.wait !== null && BigInt(r.wait) > 0n) m.wait = r.wait;
+    if (r.also && r.also.length > 0) {
+      m.also = new RawJson(`[${r.also.map((c) => `{"at":${(c.at ?? 0).toString()},"pub":${JSON.stringify(c.pub.toString())}}`).join(",")}]`);
+    }
+  }
   const keys = Object.keys(m).sort();
-  const value = (x: unknown) => (typeof x === "bigint" ? x.toString() : JSON.stringify(x));
+  const value = (x: unknown) => (x instanceof RawJson ? x.text : typeof x === "bigint" ? x.toString() : JSON.stringify(x));
   return `{${keys.map((k) => `${JSON.stringify(k)}:${value(m[k])}`).join(",")}}`;
+}
+
+/** JSON text written as it is. */
+class RawJson {
+  constructor(readonly text: string) {}
 }
 
 /** Largest `data` text of a send (base64url of 64 KiB). */
@@ -91,7 +121,7 @@ export class ApiError extends Error {
   }
 }
 
-const KNOWN_MEMBERS = ["pub", "ext", "action", "data", "at", "answer", "limit"];
+const KNOWN_MEMBERS = ["pub", "ext", "action", "data", "at", "answer", "limit", "wait", "also"];
 const ACTIONS = ["send", "check", "receive", "delete"];
 
 /**
@@ -154,7 +184,16 @@ export function decodeRequest(body: string): Request & { at?: bigint | null } {
     }
     if (answer.length !== 32) throw new ApiError("Bad value", "answer: not 32 bytes");
   }
-  if (action === "check") return { action, pub, ext, at };
+  if (action === "check") {
+    let wait: bigint | null = null;
+    if (present("wait")) {
+      if (!isU64(raw("wait"))) throw new ApiError("Bad value", "wait: expected a non-negative integer below 2^64");
+      wait = BigInt(raw("wait"));
+    }
+    const also = present("also") ? decodeAlso(v.pub, raw("also")) : [];
+    if ((wait ?? 0n) > 0n || also.length > 0) return { action, pub, ext, at, wait: wait ?? 0n, also };
+    return { action, pub, ext, at };
+  }
   if (action === "delete") return { action, pub, ext, answer };
   if (!answer) throw new ApiError("Missing field", "answer");
   let limit: number | null = null;
@@ -163,6 +202,34 @@ export function decodeRequest(body: string): Request & { at?: bigint | null } {
     limit = Number(raw("limit"));
   }
   return { action, pub, ext, at, answer, limit };
+}
+
+/** Decodes `also` (§7.3 rows 22 to 28) from its raw text; `own` is the request's `pub`. */
+function decodeAlso(own: string, text: string): { pub: PublicKey; at: bigint }[] {
+  if (!text.startsWith("[")) throw new ApiError("Bad value", "also: expected an array of objects");
+  const elements = scanArray(text);
+  const max = MAX_MAILBOXES_PER_HELD_CHECK - 1;
+  if (elements.length > max) throw new ApiError("Bad value", `also: ${elements.length} mailboxes, the maximum is ${max}`);
+  const seen = new Set([own]);
+  return elements.map((element, i) => {
+    if (!element.startsWith("{")) throw new ApiError("Bad value", `also[${i}]: expected an object`);
+    const { members } = scanTop(element);
+    for (const name of ["pub", "at"]) if ((members.get(name)?.length ?? 0) > 1) throw new ApiError("Bad value", `also[${i}]: a member twice`);
+    const e = JSON.parse(element) as Record<string, unknown>;
+    if (e.pub === undefined || e.pub === null) throw new ApiError("Missing field", `also[${i}].pub`);
+    if (typeof e.pub !== "string") throw new ApiError("Bad value", `also[${i}].pub: expected a string`);
+    let pub: PublicKey;
+    try {
+      pub = PublicKey.parse(e.pub);
+    } catch {
+      throw new ApiError("Bad public key", `also[${i}].pub`);
+    }
+    const rawAt = members.get("at")?.[0] ?? "null";
+    if (rawAt !== "null" && !isU64(rawAt)) throw new ApiError("Bad value", `also[${i}].at: expected a non-negative integer below 2^64`);
+    if (seen.has(e.pub)) throw new ApiError("Bad value", `also[${i}].pub: the mailbox is named twice`);
+    seen.add(e.pub);
+    return { pub, at: rawAt === "null" ? 0n : BigInt(rawAt) };
+  });
 }
 
 /** A relay answer that is not a valid §7.4 shape. */
@@ -201,6 +268,15 @@ export function decodeResponse(action: Request["action"], text: string): Respons
     case "delete":
       return { type: "done" };
     case "check":
+      if (v.found === true && Array.isArray(v.checks) && v.checks.length > 0) {
+        return {
+          type: "found-many",
+          checks: v.checks.map((c: Record<string, unknown>) => {
+            if (typeof c.pub !== "string") throw new ResponseError("a checks entry without pub");
+            return { pub: c.pub, question: data(c.question) };
+          }),
+        };
+      }
       if (v.found === true) return { type: "found", question: data(v.question) };
       if (v.found === false) return { type: "not-found" };
       throw new ResponseError("a check answer without found");

@@ -62,3 +62,35 @@ export function scanTop(text: string): { depth: number; members: Map<string, str
 export function isU64(raw: string): boolean {
   return /^(0|[1-9][0-9]*)$/.test(raw) && BigInt(raw) <= 0xffffffffffffffffn;
 }
+
+/**
+ * The raw text of each element of a JSON array text (already known to
+ * parse), so that each element can be scanned with {@link scanTop}.
+ */
+export function scanArray(text: string): string[] {
+  const elements: string[] = [];
+  let depth = 0;
+  let start = -1;
+  let i = 0;
+  while (i < text.length) {
+    const c = text[i]!;
+    if (c === '"') {
+      let j = i + 1;
+      while (text[j] !== '"') j += text[j] === "\\" ? 2 : 1;
+      i = j + 1;
+      continue;
+    }
+    if (c === "{" || c === "[") {
+      depth++;
+      if (depth === 1) start = i + 1;
+    } else if (c === "}" || c === "]") {
+      if (depth === 1 && text.slice(start, i).trim() !== "") elements.push(text.slice(start, i).trim());
+      depth--;
+    } else if (c === "," && depth === 1) {
+      elements.push(text.slice(start, i).trim());
+      start = i + 1;
+    }
+    i++;
+  }
+  return elements;
+}

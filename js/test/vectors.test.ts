@@ -8,7 +8,7 @@ import { strict as assert } from "node:assert";
 import { readdirSync, readFileSync } from "node:fs";
 import { test } from "node:test";
 import { b64decode, b64encode, fromHex, toHex, utf8 } from "../src/b64.js";
-import { ApiError, decodeRequest, decodeResponse, ERROR_STATUS, MAX_RECEIVE_LIMIT, Request, requestJson } from "../src/api.js";
+import { ApiError, decodeRequest, decodeResponse, ERROR_STATUS, MAX_MAILBOXES_PER_HELD_CHECK, MAX_RECEIVE_LIMIT, Request, requestJson } from "../src/api.js";
 import { checkProof, Envelope, ENVELOPE_MAX_AGE_MS, ENVELOPE_MAX_SKEW_MS, ENVELOPE_VERSION, EnvelopeError, JWS_HEADER, linkProof, openEnvelope, payloadJson, sealEnvelope, signEnvelope } from "../src/envelope.js";
 import { KeyError, PublicKey, SecretKey } from "../src/keys.js";
 import { decodeLink, decodeReply, encodeLink, Link, LinkError, MAX_APP_URL_OVERHEAD, MAX_EXT_LEN, MAX_LINK_LEN, MAX_RELAY_URL_LEN, MAX_RELAYS_PER_LINK, parseRelayUrl, toAppUrl } from "../src/link.js";
@@ -230,6 +230,42 @@ function requestFrom(d: V, raw: string): Request {
       return { action: "delete", pub, ext: d.ext, answer: d.answer_hex ? fromHex(d.answer_hex) : null };
   }
 }
+
+test("wait.json", () => {
+  const v = load("wait.json");
+  assert.equal(v.limits.max_mailboxes_per_held_check, MAX_MAILBOXES_PER_HELD_CHECK);
+  for (const c of v.requests) {
+    if (c.decoded) {
+      const got = decodeRequest(c.body);
+      assert.equal(requestJson(got), c.canonical, c.name);
+      if (c.decoded.wait !== undefined) {
+        const want: Request = {
+          action: "check",
+          pub: PublicKey.parse(c.decoded.pub),
+          ext: c.decoded.ext,
+          at: BigInt(/"at":(\d+),"ext"/.exec(c.canonical)![1]!),
+          wait: BigInt(/"wait":(\d+)/.exec(c.canonical)?.[1] ?? "0"),
+          also: c.decoded.also.map((a: V) => ({ pub: PublicKey.parse(a.pub), at: a.at })),
+        };
+        assert.equal(requestJson(want), c.canonical, c.name);
+      }
+    } else {
+      assert.throws(
+        () => decodeRequest(c.body),
+        (e: unknown) =>
+          e instanceof ApiError && e.error === c.error && e.status === c.status && (!["Bad value", "Missing field"].includes(c.error) || e.detail === c.detail),
+        `${c.name}: ${c.error}`,
+      );
+    }
+    count("wait.json");
+  }
+  for (const c of v.responses) {
+    const r = decodeResponse("check", c.json);
+    if (c.value.type === "not-found") assert.deepEqual(r, { type: "not-found" });
+    else assert.deepEqual(r, { type: "found-many", checks: c.value.checks.map((f: V) => ({ pub: f.pub, question: fromHex(f.question_hex) })) });
+    count("wait.json");
+  }
+});
 
 test("api.json", () => {
   const v = load("api.json");

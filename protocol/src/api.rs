@@ -2,7 +2,8 @@
 //!
 //! Requests carry `pub` (the mailbox key), `ext` (app data such as an API
 //! key), `action` and the action's fields: `data` for `send`; `at` for
-//! `check`; `answer`, `at` and `limit` for `receive`; `answer` for `delete`.
+//! `check` (and `wait`, `also` for a held check of several mailboxes);
+//! `answer`, `at` and `limit` for `receive`; `answer` for `delete`.
 //! [`Request::from_json`] turns a body into a typed [`Request`] or an
 //! [`ApiError`] whose [`ErrorCode`] is one of the fixed error strings.
 //!
@@ -284,6 +285,41 @@ pub enum Operation {
         /// Required when the mailbox holds messages.
         answer: Option<Answer>,
     },
+    /// A held check: `check` with `wait` or `also`. Asks about the request's
+    /// mailbox (after `at`) and the mailboxes of `also` together; the relay
+    /// answers at once when any has a message, otherwise holds the request
+    /// until one gets a message or `wait` seconds (at most its advertised
+    /// maximum) are over. With `wait` 0 it answers at once: a check of
+    /// several mailboxes over HTTP. Answered with [`Response::FoundMany`]
+    /// or [`Response::NotFound`].
+    HeldCheck {
+        /// The cursor of the request's own mailbox (`pub`); 0 when absent.
+        at: At,
+        /// The other mailboxes, at most
+        /// [`limits::MAX_MAILBOXES_PER_HELD_CHECK`]` - 1`, none named twice.
+        also: Vec<MailboxCursor>,
+        /// How long to hold the request, in seconds; 0 when absent.
+        wait_seconds: u64,
+    },
+}
+
+/// One more mailbox of a held check (`also`), with its cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailboxCursor {
+    /// The mailbox (`pub`).
+    pub key: PublicKey,
+    /// Only messages after this count (`at`); 0 when absent.
+    pub at: At,
+}
+
+/// A mailbox of a held check that has a message, and its question, as a
+/// plain `check` would answer it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundQuestion {
+    /// The mailbox (`pub`).
+    pub key: PublicKey,
+    /// The mailbox's sealed question.
+    pub question: Vec<u8>,
 }
 
 impl Operation {
@@ -291,7 +327,7 @@ impl Operation {
     pub fn action(&self) -> Action {
         match self {
             Self::Send { .. } => Action::Send,
-            Self::Check { .. } => Action::Check,
+            Self::Check { .. } | Self::HeldCheck { .. } => Action::Check,
             Self::Receive { .. } => Action::Receive,
             Self::Delete { .. } => Action::Delete,
         }
@@ -331,6 +367,19 @@ struct RawRequest<'a> {
     answer: Option<&'a RawValue>,
     #[serde(borrow)]
     limit: Option<&'a RawValue>,
+    #[serde(borrow)]
+    wait: Option<&'a RawValue>,
+    #[serde(borrow)]
+    also: Option<&'a RawValue>,
+}
+
+/// One element of `also`, its members kept raw like the request's.
+#[derive(serde::Deserialize)]
+struct RawCursor<'a> {
+    #[serde(rename = "pub", borrow)]
+    key: Option<&'a RawValue>,
+    #[serde(borrow)]
+    at: Option<&'a RawValue>,
 }
 
 fn missing(field: &str) -> ApiError {
@@ -391,6 +440,57 @@ fn answer(raw: Option<&RawValue>) -> Result<Option<Answer>, ApiError> {
         )
     })?;
     Ok(Some(Answer(bytes)))
+}
+
+/// Decodes `also`, the other mailboxes of a held check (`spec/protocol.md`
+/// §7.3 rows 21 to 25): an array of at most 15 objects, each with a valid
+/// `pub` and an optional `at`, none naming `own` or another element's
+/// mailbox. Absent, `null` or `[]` is no other mailbox. Unlike the
+/// request's own `pub`, these keys are always checked to be curve points:
+/// a held check waits seconds, so their cost does not matter.
+fn also(own: &UnvalidatedKey, raw: Option<&RawValue>) -> Result<Vec<MailboxCursor>, ApiError> {
+    let Some(raw) = raw.filter(|raw| raw.get() != "null") else {
+        return Ok(Vec::new());
+    };
+    let max = limits::MAX_MAILBOXES_PER_HELD_CHECK - 1;
+    let elements: Vec<&RawValue> = serde_json::from_str(raw.get())
+        .map_err(|_| ApiError::new(ErrorCode::BadValue, "also: expected an array of objects"))?;
+    if elements.len() > max {
+        return Err(ApiError::new(
+            ErrorCode::BadValue,
+            format!("also: {} mailboxes, the maximum is {max}", elements.len()),
+        ));
+    }
+    let mut out: Vec<MailboxCursor> = Vec::with_capacity(elements.len());
+    for (index, element) in elements.into_iter().enumerate() {
+        let field = |name: &str| format!("also[{index}].{name}");
+        let cursor: RawCursor = if is_json_object(element.get().as_bytes()) {
+            serde_json::from_str(element.get()).map_err(|_| {
+                ApiError::new(
+                    ErrorCode::BadValue,
+                    format!("also[{index}]: a member twice"),
+                )
+            })?
+        } else {
+            return Err(ApiError::new(
+                ErrorCode::BadValue,
+                format!("also[{index}]: expected an object"),
+            ));
+        };
+        let key = present(&field("pub"), cursor.key)?.ok_or_else(|| missing(&field("pub")))?;
+        let key: PublicKey = string(&field("pub"), &key)?.parse().map_err(|e| {
+            ApiError::new(ErrorCode::BadPublicKey, format!("{}: {e}", field("pub")))
+        })?;
+        let at = At(uint(&field("at"), cursor.at)?.unwrap_or(0));
+        if key.as_bytes() == own.as_bytes() || out.iter().any(|c| c.key == key) {
+            return Err(ApiError::new(
+                ErrorCode::BadValue,
+                format!("{}: the mailbox is named twice", field("pub")),
+            ));
+        }
+        out.push(MailboxCursor { key, at });
+    }
+    Ok(out)
 }
 
 /// Whether `bytes` holds a JSON object (its first non-whitespace byte is `{`);
@@ -521,7 +621,20 @@ impl Request<UnvalidatedKey> {
                 }
                 Operation::Send { data }
             }
-            Action::Check => Operation::Check { at: at(raw.at)? },
+            Action::Check => {
+                let at = at(raw.at)?;
+                let wait_seconds = uint("wait", raw.wait)?.unwrap_or(0);
+                let also = also(&key, raw.also)?;
+                if wait_seconds == 0 && also.is_empty() {
+                    Operation::Check { at }
+                } else {
+                    Operation::HeldCheck {
+                        at,
+                        also,
+                        wait_seconds,
+                    }
+                }
+            }
             Action::Receive => {
                 let at = at(raw.at)?;
                 let answer = answer(raw.answer)?.ok_or_else(|| missing("answer"))?;
@@ -576,6 +689,23 @@ impl<K: fmt::Display> Request<K> {
                     body.insert("answer".into(), b64::encode(&answer.0).into());
                 }
             }
+            Operation::HeldCheck {
+                at,
+                also,
+                wait_seconds,
+            } => {
+                body.insert("at".into(), at.0.into());
+                if *wait_seconds > 0 {
+                    body.insert("wait".into(), (*wait_seconds).into());
+                }
+                if !also.is_empty() {
+                    let also: Vec<serde_json::Value> = also
+                        .iter()
+                        .map(|c| serde_json::json!({"pub": c.key.to_string(), "at": c.at.0}))
+                        .collect();
+                    body.insert("also".into(), also.into());
+                }
+            }
         }
         serde_json::Value::Object(body).to_string()
     }
@@ -605,6 +735,11 @@ pub enum Response {
         /// The sealed question.
         question: Vec<u8>,
     },
+    /// `{"ok": true, "found": true, "checks": [{"pub": "...", "question":
+    /// "..."}, ...]}`: a held check ([`Operation::HeldCheck`]) found messages
+    /// in these mailboxes (in the order the request named them, at least
+    /// one). A held check that found nothing is [`Response::NotFound`].
+    FoundMany(Vec<FoundQuestion>),
     /// `{"ok": true, "at": N, "data": "..."}`: the seed's answer to a
     /// `limit: 1` `receive`.
     One(Message),
@@ -620,6 +755,13 @@ pub enum Response {
 struct WireMessage {
     at: At,
     data: String,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct WireFound {
+    #[serde(rename = "pub")]
+    key: String,
+    question: String,
 }
 
 #[derive(serde::Serialize, serde::Deserialize, Default)]
@@ -639,6 +781,8 @@ struct RawResponse {
     data: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     messages: Option<Vec<WireMessage>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    checks: Option<Vec<WireFound>>,
 }
 
 /// A relay's answer could not be understood.
@@ -674,6 +818,18 @@ impl Response {
             Self::Found { question } => {
                 raw.found = Some(true);
                 raw.question = Some(b64::encode(question));
+            }
+            Self::FoundMany(found) => {
+                raw.found = Some(true);
+                raw.checks = Some(
+                    found
+                        .iter()
+                        .map(|f| WireFound {
+                            key: f.key.to_string(),
+                            question: b64::encode(&f.question),
+                        })
+                        .collect(),
+                );
             }
             Self::One(message) => {
                 raw.at = Some(message.at);
@@ -725,9 +881,22 @@ impl Response {
         };
         match action {
             Action::Send | Action::Delete => Ok(Self::Done),
-            Action::Check => match (raw.found, raw.question) {
-                (Some(false), _) => Ok(Self::NotFound),
-                (Some(true), Some(question)) => Ok(Self::Found {
+            Action::Check => match (raw.found, raw.question, raw.checks) {
+                (Some(false), _, _) => Ok(Self::NotFound),
+                (Some(true), _, Some(checks)) if !checks.is_empty() => checks
+                    .into_iter()
+                    .map(|found| {
+                        Ok(FoundQuestion {
+                            key: found
+                                .key
+                                .parse()
+                                .map_err(|e| ResponseError(format!("checks: pub: {e}")))?,
+                            question: decode("question", &found.question)?,
+                        })
+                    })
+                    .collect::<Result<_, ResponseError>>()
+                    .map(Self::FoundMany),
+                (Some(true), Some(question), None) => Ok(Self::Found {
                     question: decode("question", &question)?,
                 }),
                 _ => Err(ResponseError(
@@ -1026,6 +1195,10 @@ pub struct RelayInfo {
     /// Other relays this operator federates with or recommends.
     #[serde(default)]
     pub peers: Vec<String>,
+    /// Held checks (long polls), if the relay holds them; absent: it answers
+    /// every check at once and clients poll.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_check: Option<InfoHeldCheck>,
 }
 
 /// The limits part of [`RelayInfo`].
@@ -1051,6 +1224,42 @@ pub struct InfoLimits {
     /// `None`: not advertised.
     #[serde(default)]
     pub idle_timeout_seconds: Option<u64>,
+}
+
+/// The held check part of [`RelayInfo`]: present when the relay holds
+/// checks (`check` with `wait`, `spec/protocol.md` §7.10).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct InfoHeldCheck {
+    /// Longest wait in seconds the relay holds a check; a larger `wait` is
+    /// shortened to it. Default 30.
+    pub max_wait_seconds: u64,
+    /// Most mailboxes one held check names (`pub` and `also`), 16.
+    pub max_mailboxes: u32,
+    /// Most held checks waiting at once from one source (an IPv4 address
+    /// or an IPv6 /64); past it "Too often".
+    pub max_per_source: u32,
+    /// Most held checks waiting at once in total; past it "Too often".
+    pub max_total: u32,
+}
+
+impl InfoHeldCheck {
+    /// Held checks of at most `max_wait_seconds`, naming at most
+    /// `max_mailboxes`, `max_per_source` waiting per source and `max_total`
+    /// in all.
+    pub fn new(
+        max_wait_seconds: u64,
+        max_mailboxes: u32,
+        max_per_source: u32,
+        max_total: u32,
+    ) -> Self {
+        Self {
+            max_wait_seconds,
+            max_mailboxes,
+            max_per_source,
+            max_total,
+        }
+    }
 }
 
 /// The retention part of [`RelayInfo`], in seconds.
@@ -1084,6 +1293,7 @@ impl RelayInfo {
             api_key_required: false,
             contact: None,
             peers: Vec::new(),
+            held_check: None,
         }
     }
 }

@@ -48,7 +48,8 @@ pub mod udp;
 mod serde_bytes;
 
 pub use api::{
-    Action, Answer, ApiError, ErrorCode, Message, Operation, RelayInfo, Request, Response,
+    Action, Answer, ApiError, ErrorCode, FoundQuestion, MailboxCursor, Message, Operation,
+    RelayInfo, Request, Response,
 };
 pub use at::At;
 pub use envelope::{Envelope, EnvelopeError, Kind, LinkProof, open_envelope, seal_envelope};

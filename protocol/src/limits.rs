@@ -42,6 +42,14 @@ pub const ENVELOPE_MAX_SKEW_MS: u64 = 10 * 60 * 1_000;
 pub const MAX_DATAGRAM_LEN: usize = 1200;
 /// Maximum mailboxes checked by one UDP datagram.
 pub const MAX_CHECKS_PER_DATAGRAM: usize = 16;
+/// Maximum mailboxes named by one HTTP held check (`pub` and up to 15 in
+/// `also`): the same bound as [`MAX_CHECKS_PER_DATAGRAM`], so an app that
+/// checks all its mailboxes at a relay in one datagram holds them in one request.
+pub const MAX_MAILBOXES_PER_HELD_CHECK: usize = 16;
+/// Default longest time in seconds a relay holds a held check (`wait`) before
+/// it answers `found: false`; a relay advertises its own in the information
+/// document.
+pub const DEFAULT_MAX_WAIT_SECONDS: u64 = 30;
 /// Maximum length in bytes of the `ext` of a UDP check request (smaller than
 /// [`MAX_EXT_LEN`] so that the largest request fits [`MAX_DATAGRAM_LEN`]).
 pub const MAX_DATAGRAM_EXT_LEN: usize = 128;

@@ -283,11 +283,48 @@ fn request_ext() -> impl Strategy<Value = Option<String>> {
 }
 
 fn request() -> impl Strategy<Value = Request> {
-    (pool_index(), request_ext(), operation()).prop_map(|(key, ext, op)| Request {
-        key: pool_public(key),
-        ext,
-        op,
-    })
+    prop_oneof![
+        (pool_index(), request_ext(), operation()).prop_map(|(key, ext, op)| Request {
+            key: pool_public(key),
+            ext,
+            op,
+        }),
+        held_check(),
+    ]
+}
+
+/// A held check: distinct mailboxes of the pool (up to 16, or as many as
+/// the pool has), cursors, and a wait (0 only with other mailboxes, else
+/// it decodes as a plain check).
+fn held_check() -> impl Strategy<Value = Request> {
+    let most = KEYS.len().min(limits::MAX_MAILBOXES_PER_HELD_CHECK);
+    (
+        Just((0..KEYS.len()).collect::<Vec<usize>>()).prop_shuffle(),
+        1..=most,
+        prop::collection::vec(at(), most),
+        any::<u64>(),
+        request_ext(),
+    )
+        .prop_map(|(order, count, ats, wait, ext)| {
+            let also: Vec<connectoid_protocol::MailboxCursor> = order[1..count]
+                .iter()
+                .zip(&ats[1..])
+                .map(|(&i, &at)| connectoid_protocol::MailboxCursor {
+                    key: pool_public(i),
+                    at,
+                })
+                .collect();
+            let wait_seconds = if also.is_empty() { wait.max(1) } else { wait };
+            Request {
+                key: pool_public(order[0]),
+                ext,
+                op: Operation::HeldCheck {
+                    at: ats[0],
+                    also,
+                    wait_seconds,
+                },
+            }
+        })
 }
 
 fn message() -> impl Strategy<Value = Message> {
@@ -311,6 +348,13 @@ fn response() -> impl Strategy<Value = (Action, Response)> {
             .prop_map(|a| (a, Response::NotFound)),
         prop::collection::vec(any::<u8>(), 0..256)
             .prop_map(|question| (Action::Check, Response::Found { question })),
+        (pool_index(), prop::collection::vec(any::<u8>(), 145)).prop_map(|(key, question)| (
+            Action::Check,
+            Response::FoundMany(vec![connectoid_protocol::FoundQuestion {
+                key: pool_public(key),
+                question,
+            }])
+        )),
         message().prop_map(|m| (Action::Receive, Response::One(m))),
         prop::collection::vec(message(), 0..8).prop_map(|m| (Action::Receive, Response::Many(m))),
         (action, api_error()).prop_map(|(a, e)| (a, Response::Error(e))),

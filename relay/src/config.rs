@@ -76,6 +76,38 @@ pub struct Config {
     pub clock: Arc<dyn Clock>,
     /// Timeouts and caps of HTTP(S) connections; see [`ConnectionLimits`].
     pub connections: ConnectionLimits,
+    /// How long and how many checks the relay holds; see [`HeldCheckLimits`].
+    pub held: HeldCheckLimits,
+}
+
+/// Held checks (`check` with `wait`, `spec/relay.md` §5.2): the longest
+/// wait and the caps on held checks waiting at once. Advertised in the
+/// information document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldCheckLimits {
+    /// Longest time a check is held before it is answered `found: false`;
+    /// a longer `wait` is shortened to it. Zero turns held checks off (a
+    /// `check` with `wait` is answered at once and the information document
+    /// does not advertise them). Default 30 s.
+    pub max_wait: Duration,
+    /// Most held checks waiting at once from one source (an IPv4 address
+    /// or an IPv6 /64); past it "Too often". Default 64.
+    pub max_per_source: u32,
+    /// Most held checks waiting at once in all; past it "Too often".
+    /// Default 5 000: half the default connection cap, so that held checks
+    /// never take every connection. Each waits on an open connection, so
+    /// keep it below [`ConnectionLimits::max_total`].
+    pub max_total: u32,
+}
+
+impl Default for HeldCheckLimits {
+    fn default() -> Self {
+        Self {
+            max_wait: Duration::from_secs(protocol_limits::DEFAULT_MAX_WAIT_SECONDS),
+            max_per_source: 64,
+            max_total: 5_000,
+        }
+    }
 }
 
 /// How long an HTTP(S) connection may take and how many may be open
@@ -135,6 +167,7 @@ impl fmt::Debug for Config {
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("clock", &self.clock)
             .field("connections", &self.connections)
+            .field("held", &self.held)
             .finish()
     }
 }
@@ -159,6 +192,7 @@ impl Config {
             shutdown_timeout: Duration::from_secs(10),
             clock: Arc::new(SystemClock),
             connections: ConnectionLimits::default(),
+            held: HeldCheckLimits::default(),
         }
     }
 

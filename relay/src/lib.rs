@@ -39,6 +39,7 @@ pub mod store;
 pub mod testing;
 
 mod connections;
+mod held;
 mod http;
 mod metrics;
 mod rate;
@@ -48,8 +49,8 @@ mod udp;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
-    Config, ConnectionLimits, Limits, Rate, RateLimits, Retention, StoreUrl, StoreUrlError,
-    TlsConfig,
+    Config, ConnectionLimits, HeldCheckLimits, Limits, Rate, RateLimits, Retention, StoreUrl,
+    StoreUrlError, TlsConfig,
 };
 pub use http::{RelayRouter, router};
 pub use server::{Server, ShutdownError, SpawnError};

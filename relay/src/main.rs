@@ -267,6 +267,21 @@ struct Settings {
     #[arg(long, env = "CONNECTOID_MAX_CONNECTIONS_PER_IP", value_name = "N")]
     max_connections_per_ip: Option<usize>,
 
+    /// Longest time in seconds a held check (`check` with `wait`) waits for a
+    /// message before it is answered found:false; 0 turns held checks off [default: 30].
+    #[arg(long, env = "CONNECTOID_HELD_MAX_WAIT", value_name = "SECONDS")]
+    held_max_wait: Option<u64>,
+
+    /// Most held checks waiting at once from one source IP (IPv6 per /64);
+    /// past it "Too often" [default: 64].
+    #[arg(long, env = "CONNECTOID_HELD_MAX_PER_IP", value_name = "N")]
+    held_max_per_ip: Option<u32>,
+
+    /// Most held checks waiting at once in all (each keeps a connection open:
+    /// keep it below --max-connections); past it "Too often" [default: 5000].
+    #[arg(long, env = "CONNECTOID_HELD_MAX_TOTAL", value_name = "N")]
+    held_max_total: Option<u32>,
+
     /// Log format on stderr [default: text].
     #[arg(long, env = "CONNECTOID_LOG_FORMAT", value_name = "FORMAT")]
     log_format: Option<LogFormat>,
@@ -314,6 +329,9 @@ impl Settings {
             body_timeout,
             max_connections,
             max_connections_per_ip,
+            held_max_wait,
+            held_max_per_ip,
+            held_max_total,
             log_format,
             log_level,
         )
@@ -444,6 +462,27 @@ impl Settings {
                 self.max_connections_per_ip,
                 &mut connections.max_per_source,
                 "max-connections-per-ip",
+            ),
+        ] {
+            match value {
+                Some(0) => bail!("{name} must be at least 1"),
+                Some(max) => *slot = max,
+                None => {}
+            }
+        }
+        if let Some(wait) = self.held_max_wait {
+            config.held.max_wait = Duration::from_secs(wait);
+        }
+        for (value, slot, name) in [
+            (
+                self.held_max_per_ip,
+                &mut config.held.max_per_source,
+                "held-max-per-ip",
+            ),
+            (
+                self.held_max_total,
+                &mut config.held.max_total,
+                "held-max-total",
             ),
         ] {
             match value {

@@ -13,6 +13,9 @@
 //! | `connectoid_stored_bytes` | gauge | | bytes of message data kept |
 //! | `connectoid_connections` | gauge | | HTTP(S) connections open |
 //! | `connectoid_connections_closed_total` | counter | `reason` | connections closed or refused by the caps: `evicted`, `refused_per_source`, `refused_full` |
+//! | `connectoid_held_checks` | gauge | | held checks waiting now |
+//! | `connectoid_held_checks_refused_total` | counter | `limit` | held checks refused by a cap: `per_source`, `total` |
+//! | `connectoid_held_checks_answered_total` | counter | `result` | held checks answered after waiting: `found`, `timeout`, `released` (shutdown) |
 //!
 //! Labels never carry keys, addresses or message contents. This module only
 //! counts; it does not serve HTTP.
@@ -43,6 +46,11 @@ struct ReasonLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BucketLabels {
     bucket: &'static str,
 }
@@ -62,6 +70,9 @@ pub(crate) struct Metrics {
     stored_bytes: Gauge,
     connections: Gauge,
     connections_closed: Family<ReasonLabels, Counter>,
+    held_checks: Gauge,
+    held_refused: Family<LimitLabels, Counter>,
+    held_answered: Family<ResultLabels, Counter>,
 }
 
 impl Metrics {
@@ -79,6 +90,24 @@ impl Metrics {
         let stored_bytes = Gauge::default();
         let connections = Gauge::default();
         let connections_closed = Family::<ReasonLabels, Counter>::default();
+        let held_checks = Gauge::default();
+        let held_refused = Family::<LimitLabels, Counter>::default();
+        let held_answered = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "held_checks",
+            "Held checks waiting now",
+            held_checks.clone(),
+        );
+        registry.register(
+            "held_checks_refused",
+            "Held checks refused by a cap, by limit",
+            held_refused.clone(),
+        );
+        registry.register(
+            "held_checks_answered",
+            "Held checks answered after waiting, by result",
+            held_answered.clone(),
+        );
         registry.register(
             "connections",
             "HTTP(S) connections open",
@@ -144,7 +173,30 @@ impl Metrics {
             stored_bytes,
             connections,
             connections_closed,
+            held_checks,
+            held_refused,
+            held_answered,
         }
+    }
+
+    /// Sets the number of held checks waiting.
+    pub(crate) fn held_waiting(&self, waiting: u32) {
+        self.held_checks.set(i64::from(waiting));
+    }
+
+    /// Counts a held check refused by the cap `limit` (`per_source`, `total`).
+    pub(crate) fn held_refused(&self, limit: &'static str) {
+        self.held_refused
+            .get_or_create(&LimitLabels { limit })
+            .inc();
+    }
+
+    /// Counts a held check answered after waiting, with `result` `found`,
+    /// `timeout` or `released`.
+    pub(crate) fn held_answered(&self, result: &'static str) {
+        self.held_answered
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     /// Sets the number of open connections.
@@ -243,6 +295,9 @@ mod tests {
         metrics.store_commit(0.001);
         metrics.connections_open(5);
         metrics.connection_closed("evicted");
+        metrics.held_waiting(3);
+        metrics.held_refused("per_source");
+        metrics.held_answered("found");
         let text = metrics.encode(Some(StoreStats {
             mailboxes: 2,
             messages: 3,
@@ -261,6 +316,9 @@ mod tests {
             "connectoid_stored_bytes 4",
             "connectoid_connections 5",
             "connectoid_connections_closed_total{reason=\"evicted\"} 1",
+            "connectoid_held_checks 3",
+            "connectoid_held_checks_refused_total{limit=\"per_source\"} 1",
+            "connectoid_held_checks_answered_total{result=\"found\"} 1",
         ] {
             assert!(text.contains(name), "{name} missing in\n{text}");
         }

@@ -86,6 +86,8 @@ pub struct Server {
     stop: watch::Sender<bool>,
     http_task: Option<JoinHandle<io::Result<()>>>,
     tasks: JoinSet<()>,
+    /// The store's feed of sends through other relay nodes, if it has one.
+    send_feed: Option<JoinHandle<()>>,
     shutdown_timeout: Duration,
 }
 
@@ -188,6 +190,9 @@ impl Server {
             ));
         }
         tasks.spawn(sweeper(Arc::clone(&relay), config.sweep_interval, stopped));
+        let send_feed = relay
+            .store()
+            .listen_for_sends(Arc::clone(&relay) as Arc<dyn crate::store::SendListener>);
         let scheme = if config.tls.is_some() {
             "https"
         } else {
@@ -207,6 +212,7 @@ impl Server {
             stop,
             http_task: Some(http_task),
             tasks,
+            send_feed,
             shutdown_timeout: config.shutdown_timeout,
         })
     }
@@ -231,6 +237,8 @@ impl Server {
     /// [`Config::shutdown_timeout`]), stops the UDP loop and the sweeper,
     /// then flushes and closes the store.
     pub async fn shutdown(mut self) -> Result<(), ShutdownError> {
+        // Held checks are answered now, not at the end of their waits.
+        self.relay.release_held_checks();
         // The loop sees the change, or the sender's drop, either way.
         let _ = self.http_stop.send(Some(self.shutdown_timeout));
         let http = match self.http_task.take() {
@@ -242,6 +250,9 @@ impl Server {
         };
         // The receivers see the change, or the sender's drop, either way.
         let _ = self.stop.send(true);
+        if let Some(feed) = self.send_feed.take() {
+            feed.abort();
+        }
         while self.tasks.join_next().await.is_some() {}
         let closed = self.relay.store().close().await;
         tracing::info!("relay stopped");
@@ -255,6 +266,9 @@ impl Drop for Server {
     fn drop(&mut self) {
         if let Some(task) = self.http_task.take() {
             task.abort();
+        }
+        if let Some(feed) = self.send_feed.take() {
+            feed.abort();
         }
         // `tasks` aborts its tasks when dropped.
     }

@@ -12,6 +12,12 @@
 //! the relay's own message size ("Too big"), then the store ("Mailbox
 //! full", "Relay full", "Unavailable") and the question.
 //!
+//! A held check (`check` with `wait` or `also`, `spec/relay.md` §5.2)
+//! registers in [`HeldChecks`] before it looks at the store, so that no
+//! send is missed between "nothing found" and "start waiting"; every stored
+//! `send` wakes the held checks naming its mailbox (and, on Redis, the
+//! store's feed wakes them for sends through other nodes).
+//!
 //! The only asymmetric cryptography here is sealing a mailbox's question,
 //! once per mailbox per question lifetime, on the blocking pool; a check that
 //! finds nothing is one lookup in the store (in memory for redb, one script
@@ -26,19 +32,23 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use connectoid_protocol::api::{InfoLimits, InfoRetention};
+use connectoid_protocol::api::{FoundQuestion, InfoHeldCheck, InfoLimits, InfoRetention};
 use connectoid_protocol::limits as protocol_limits;
 use connectoid_protocol::seal::{QUESTION_SECRET_LEN, seal_question};
 use connectoid_protocol::udp::{CheckRequest, CheckResponse, CheckStatus};
 use connectoid_protocol::{
-    Answer, ApiError, ErrorCode, Operation, RelayInfo, RelayUrl, Request, Response, UnvalidatedKey,
+    Answer, ApiError, ErrorCode, Operation, PublicKey, RelayInfo, RelayUrl, Request, Response,
+    UnvalidatedKey,
 };
 
 use crate::clock::Clock;
 use crate::config::{Config, Limits, micros};
+use crate::held::{HeldChecks, HoldRefused};
 use crate::metrics::Metrics;
 use crate::rate::{Limit, Limiters};
-use crate::store::{Deleted, MailboxId, Question, SourcePrefix, Store, StoreError, SweepReport};
+use crate::store::{
+    Deleted, MailboxId, Question, SendListener, SourcePrefix, Store, StoreError, SweepReport,
+};
 
 /// The protocol version this relay speaks (defined by the protocol crate).
 pub use connectoid_protocol::api::PROTOCOL_VERSION;
@@ -81,6 +91,8 @@ pub struct Relay {
     trust_forwarded_for: bool,
     connections: crate::config::ConnectionLimits,
     unknown_url: UnknownUrlWarning,
+    held: HeldChecks,
+    max_held_wait: std::time::Duration,
 }
 
 /// How often at most the relay logs that answers match none of its URLs.
@@ -153,6 +165,14 @@ impl Relay {
         info.api_key_required = !config.api_keys.is_empty();
         info.contact = config.contact.clone();
         info.peers = config.peers.clone();
+        if !config.held.max_wait.is_zero() {
+            info.held_check = Some(InfoHeldCheck::new(
+                config.held.max_wait.as_secs().max(1),
+                protocol_limits::MAX_MAILBOXES_PER_HELD_CHECK as u32,
+                config.held.max_per_source,
+                config.held.max_total,
+            ));
+        }
         Self {
             store,
             clock: Arc::clone(&config.clock),
@@ -170,6 +190,8 @@ impl Relay {
             trust_forwarded_for: config.trust_forwarded_for,
             connections: config.connections,
             unknown_url: UnknownUrlWarning::default(),
+            held: HeldChecks::new(config.held.max_per_source, config.held.max_total),
+            max_held_wait: config.held.max_wait,
         }
     }
 
@@ -204,6 +226,18 @@ impl Relay {
                 self.url_list()
             );
         }
+    }
+
+    /// Answers every held check now (`found: false` unless a message came)
+    /// and holds none from now on: the first step of a shutdown, so that a
+    /// graceful stop does not wait for their timeouts.
+    pub fn release_held_checks(&self) {
+        self.held.release_all();
+    }
+
+    /// How many held checks are waiting now.
+    pub fn held_checks_waiting(&self) -> u32 {
+        self.held.waiting()
     }
 
     /// The information document served at `GET /.well-known/connectoid`.
@@ -257,6 +291,7 @@ impl Relay {
     /// The Prometheus (OpenMetrics) text of `GET /metrics`.
     pub async fn metrics_text(&self) -> String {
         let stats = self.store.stats().await.ok();
+        self.metrics.held_waiting(self.held.waiting());
         self.metrics.encode(stats)
     }
 
@@ -368,6 +403,7 @@ impl Relay {
                     .await
                     .map_err(store_error)?;
                 self.metrics.store_commit(started.elapsed().as_secs_f64());
+                self.held.wake(&mailbox);
                 tracing::debug!(?mailbox, %at, bytes = data.len(), "message stored");
                 Ok(Response::Done)
             }
@@ -387,6 +423,28 @@ impl Relay {
                 Ok(Response::Found {
                     question: question.sealed,
                 })
+            }
+            Operation::HeldCheck {
+                at,
+                also,
+                wait_seconds,
+            } => {
+                self.take(Limit::CheckPerSource(source), now).await?;
+                // Held checks wait seconds: checking the key costs nothing
+                // that matters here, and the answer names it as a key.
+                let keys: Vec<PublicKey> = std::iter::once(request.validated_key()?)
+                    .chain(also.iter().map(|c| c.key))
+                    .collect();
+                let checks: Vec<(MailboxId, connectoid_protocol::At)> =
+                    std::iter::once((mailbox, *at))
+                        .chain(also.iter().map(|c| (MailboxId::from(&c.key), c.at)))
+                        .collect();
+                for (mailbox, _) in &checks {
+                    self.take(Limit::CheckPerMailboxSource(*mailbox, source), now)
+                        .await?;
+                }
+                let wait = std::time::Duration::from_secs(*wait_seconds).min(self.max_held_wait);
+                self.held_check(&keys, &checks, wait, source).await
             }
             Operation::Receive { answer, at, limit } => {
                 self.take(Limit::CheckPerSource(source), now).await?;
@@ -438,6 +496,80 @@ impl Relay {
             // An action a later protocol crate decodes that this relay does
             // not implement yet.
             _ => Err(ApiError::from(ErrorCode::UnknownAction)),
+        }
+    }
+
+    /// A held check of `checks` (the mailboxes of `keys`, in order): answers
+    /// at once when one has a message after its cursor, otherwise waits up
+    /// to `wait` for a send to one of them, looking again at each wake-up.
+    async fn held_check(
+        &self,
+        keys: &[PublicKey],
+        checks: &[(MailboxId, connectoid_protocol::At)],
+        wait: std::time::Duration,
+        source: SourcePrefix,
+    ) -> Result<Response, ApiError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        // Registered before the first look at the store: a send between
+        // that look and the wait leaves a wake-up behind.
+        let hold = if wait.is_zero() {
+            None
+        } else {
+            let mailboxes = checks.iter().map(|(mailbox, _)| *mailbox).collect();
+            match self.held.hold(source, mailboxes) {
+                Ok(hold) => hold,
+                Err(refused) => {
+                    let (limit, detail) = match refused {
+                        HoldRefused::PerSource(max) => (
+                            "per_source",
+                            format!("held checks: {max} from this address are already waiting"),
+                        ),
+                        HoldRefused::Total(max) => (
+                            "total",
+                            format!("held checks: the relay already holds its maximum of {max}"),
+                        ),
+                    };
+                    self.metrics.held_refused(limit);
+                    return Err(ApiError::new(ErrorCode::TooOften, detail));
+                }
+            }
+        };
+        let mut waited = false;
+        loop {
+            let now = self.clock.now_us();
+            let found = self.store.check(checks, now).await.map_err(store_error)?;
+            if found.iter().any(|found| *found) {
+                let mut questions = Vec::new();
+                for ((mailbox, _), (key, _)) in checks
+                    .iter()
+                    .zip(keys.iter().zip(&found))
+                    .filter(|(_, (_, found))| **found)
+                {
+                    let question = self.question(*mailbox, &(*key).into(), now).await?;
+                    questions.push(FoundQuestion {
+                        key: *key,
+                        question: question.sealed,
+                    });
+                }
+                if waited {
+                    self.metrics.held_answered("found");
+                }
+                return Ok(Response::FoundMany(questions));
+            }
+            let Some(hold) = &hold else {
+                return Ok(Response::NotFound);
+            };
+            if self.held.released() {
+                self.metrics.held_answered("released");
+                return Ok(Response::NotFound);
+            }
+            tokio::select! {
+                () = hold.woken() => waited = true,
+                () = tokio::time::sleep_until(deadline) => {
+                    self.metrics.held_answered("timeout");
+                    return Ok(Response::NotFound);
+                }
+            }
         }
     }
 
@@ -621,6 +753,18 @@ impl Relay {
                 None
             }
         }
+    }
+}
+
+/// Sends through other relay nodes sharing the store wake this node's held
+/// checks ([`Store::listen_for_sends`]).
+impl SendListener for Relay {
+    fn message_stored(&self, mailbox: &MailboxId) {
+        self.held.wake(mailbox);
+    }
+
+    fn feed_interrupted(&self) {
+        self.held.wake_all();
     }
 }
 

@@ -397,6 +397,98 @@ def check_udp():
     return len(v["requests"]) + len(v["responses"]) + len(v["encode_within"])
 
 
+def check_wait():
+    """wait.json: an independent decoder of a held check's members (§7.3 rows
+    20 to 27), for bodies whose other members are valid."""
+    v = load("wait.json")
+    known = {"pub", "ext", "action", "data", "at", "answer", "limit", "wait", "also"}
+
+    class Obj(list):
+        """A JSON object as its (name, value) pairs, duplicates kept."""
+
+    def parse(body):
+        def hook(items):
+            return Obj(items)
+        return json.loads(body, object_pairs_hook=hook, parse_float=lambda s: ("float", s),
+                          parse_constant=lambda s: ("float", s))
+
+    def uint(value):
+        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**64
+
+    def decode(body):
+        items = parse(body)
+        names = [k for k, _ in items if k in known]
+        if len(names) != len(set(names)):
+            return ("Malformed JSON", None)
+        m = {k: val for k, val in items}
+        if m["action"] != "check":
+            return ("ok", {"pub": m["pub"], "action": m["action"]})
+        at = m.get("at")
+        if at is not None and not uint(at):
+            return ("Bad value", "at: expected a non-negative integer below 2^64")
+        wait = m.get("wait")
+        if wait is not None and not uint(wait):
+            return ("Bad value", "wait: expected a non-negative integer below 2^64")
+        also_raw = m.get("also")
+        also = []
+        if also_raw is not None:
+            if not isinstance(also_raw, list) or isinstance(also_raw, Obj):
+                return ("Bad value", "also: expected an array of objects")
+            if len(also_raw) > 15:
+                return ("Bad value", f"also: {len(also_raw)} mailboxes, the maximum is 15")
+            seen = {m["pub"]}
+            for i, element in enumerate(also_raw):
+                if not isinstance(element, Obj):
+                    return ("Bad value", f"also[{i}]: expected an object")
+                names = [k for k, _ in element if k in ("pub", "at")]
+                if len(names) != len(set(names)):
+                    return ("Bad value", f"also[{i}]: a member twice")
+                e = {k: val for k, val in element}
+                key = e.get("pub")
+                if key is None:
+                    return ("Missing field", f"also[{i}].pub")
+                if not isinstance(key, str):
+                    return ("Bad value", f"also[{i}].pub: expected a string")
+                try:
+                    parse_public_text(key)
+                except ValueError:
+                    return ("Bad public key", None)
+                cursor = e.get("at")
+                if cursor is not None and not uint(cursor):
+                    return ("Bad value", f"also[{i}].at: expected a non-negative integer below 2^64")
+                if key in seen:
+                    return ("Bad value", f"also[{i}].pub: the mailbox is named twice")
+                seen.add(key)
+                also.append({"pub": key, "at": cursor or 0})
+        decoded = {"pub": m["pub"], "action": "check", "at": at or 0}
+        if (wait or 0) > 0 or also:
+            decoded.update(wait=wait or 0, also=also)
+        return ("ok", decoded)
+
+    for t in v["requests"]:
+        outcome, value = decode(t["body"])
+        if outcome == "ok":
+            assert "decoded" in t, (t["name"], outcome, value)
+            for member, expected in value.items():
+                assert t["decoded"][member] == expected, (t["name"], member)
+            assert set(t["decoded"]) - {"ext", "answer_hex"} == set(value), t["name"]
+        else:
+            assert t.get("error") == outcome, (t["name"], outcome, t.get("error"))
+            if outcome in ("Bad value", "Missing field"):
+                assert t["detail"] == value, (t["name"], value, t["detail"])
+    for t in v["responses"]:
+        value = t["value"]
+        if value["type"] == "not-found":
+            expected = {"ok": True, "found": False}
+        else:
+            expected = {"ok": True, "found": True, "checks": [
+                {"pub": c["pub"], "question": b64e(bytes.fromhex(c["question_hex"]))} for c in value["checks"]
+            ]}
+        assert json.loads(t["json"]) == expected, t["name"]
+        assert t["status"] == 200
+    return len(v["requests"]) + len(v["responses"])
+
+
 def check_safety():
     v = load("safety.json")
     symbols = v["symbols"]
@@ -957,7 +1049,7 @@ def main():
     total = 0
     for check in (
         check_keys, check_hpke, check_envelopes, check_udp, check_safety, check_links, check_peer,
-        check_clarified,
+        check_clarified, check_wait,
     ):
         count = check()
         print(f"{check.__name__}: {count} vectors ok")

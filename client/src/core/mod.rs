@@ -14,11 +14,14 @@
 //! - Receiving (`receive` submodule): judging each fetched envelope,
 //!   de-duplication by message id, cursors over a gap-free processed
 //!   prefix, and the follow-ups (`link-used` notices, mailbox deletion).
+//! - Waiting (`wait` submodule): a held check per batch of mailboxes at
+//!   relays that hold checks, the polling interval at the others.
 
 mod judge;
 mod receive;
 #[cfg(test)]
 mod tests;
+mod wait;
 
 use std::collections::BTreeMap;
 
@@ -35,6 +38,7 @@ use crate::profile::{
 };
 
 pub(crate) use receive::{Fetched, Inflight};
+pub(crate) use wait::{RelayWait, plan_waits, same_plans};
 
 /// Longest nickname, in characters.
 pub const MAX_NICKNAME_LEN: usize = 64;

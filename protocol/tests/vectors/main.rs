@@ -30,3 +30,4 @@ mod peer;
 mod safety;
 mod udp;
 mod util;
+mod wait;

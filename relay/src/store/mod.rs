@@ -350,6 +350,29 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         let _ = (bucket, rate, now_us);
         Ok(true)
     }
+
+    /// Starts telling `listener` about messages stored through *other*
+    /// relay nodes sharing this store, so that checks held on this node
+    /// wake (`spec/relay.md` §5.2); the returned task runs until aborted
+    /// (the server aborts it at shutdown). `None` (the default) for a
+    /// store only this relay uses: the relay wakes its own held checks.
+    fn listen_for_sends(
+        &self,
+        listener: std::sync::Arc<dyn SendListener>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let _ = listener;
+        None
+    }
+}
+
+/// Where a shared store reports sends made through other relay nodes
+/// ([`Store::listen_for_sends`]).
+pub trait SendListener: Send + Sync + 'static {
+    /// A message was stored in `mailbox`.
+    fn message_stored(&self, mailbox: &MailboxId);
+    /// The feed was interrupted (and is back, or being re-established):
+    /// sends may have been missed, so every held check should look again.
+    fn feed_interrupted(&self);
 }
 
 #[cfg(test)]

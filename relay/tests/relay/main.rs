@@ -12,6 +12,7 @@ mod common;
 
 mod conformance;
 mod flags;
+mod held;
 mod http_server;
 mod operator;
 mod packaging;

@@ -60,6 +60,11 @@ fn the_example_configuration_loads_and_gives_the_defaults() {
     );
     assert_eq!(info["udp_port"], serde_json::Value::Null);
     assert_eq!(info["api_key_required"], false);
+    let held = &info["held_check"];
+    assert_eq!(held["max_wait_seconds"], defaults.held.max_wait.as_secs());
+    assert_eq!(held["max_per_source"], defaults.held.max_per_source);
+    assert_eq!(held["max_total"], defaults.held.max_total);
+    assert_eq!(held["max_mailboxes"], 16);
 }
 
 #[test]

@@ -166,6 +166,7 @@ pub(super) struct Setup {
     self_exe: PathBuf,
     work: tempfile::TempDir,
     keys: Vec<SecretKey>,
+    /// The run's size and sections.
     pub(super) options: Options,
     next_dir: std::sync::atomic::AtomicU32,
 }
@@ -175,6 +176,7 @@ impl Setup {
         Budget::new(self.options.run_time(), self.options.max_ops())
     }
 
+    /// A fresh data directory for a relay or a client profile.
     pub(super) fn data_dir(&self, name: &str) -> PathBuf {
         let n = self
             .next_dir
@@ -182,7 +184,8 @@ impl Setup {
         self.work.path().join(format!("{n}-{name}"))
     }
 
-    fn relay(&self, name: &str, extra: &[&str]) -> anyhow::Result<ServerProcess> {
+    /// A release relay with roomy caps, no rate limits and `extra` flags.
+    pub(super) fn relay(&self, name: &str, extra: &[&str]) -> anyhow::Result<ServerProcess> {
         RelayOptions::new(&self.relay_binary, &self.data_dir(name))
             .with(ROOMY)
             .with(extra)
@@ -285,6 +288,10 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     if options.runs("memory") {
         eprintln!("bench: memory");
         memory(&setup, &mut report).await?;
+    }
+    if options.runs("wake") {
+        eprintln!("bench: wake-up (held checks)");
+        super::wake::wake(&setup, &mut report).await?;
     }
     targets(&mut report);
     Ok(report)
@@ -810,7 +817,7 @@ async fn fanout(setup: &Setup, report: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn settle_rss(relay: &ServerProcess) -> anyhow::Result<u64> {
+pub(super) async fn settle_rss(relay: &ServerProcess) -> anyhow::Result<u64> {
     let addr = relay.http_addr()?;
     let mut conn = HttpConn::connect(addr).await?;
     for _ in 0..20 {

@@ -18,3 +18,4 @@ mod resilience;
 mod shared_profile;
 mod stream;
 mod udp;
+mod wake;

@@ -61,11 +61,21 @@ fn two_processes_changing_one_profile_lose_no_change() {
 }
 
 /// A `connectoid poll --watch --json` on `profile`, and its stdout lines.
+/// It polls every 0.1 s without held checks: a share made by another
+/// process is seen by a watcher holding checks only when their wait ends
+/// (30 s), and this test is about the shared profile, not about waking.
 fn watch(profile: &Path) -> (Child, Receiver<Value>) {
     let mut child = Command::new(cli_binary().unwrap())
         .arg("--profile")
         .arg(profile)
-        .args(["poll", "--watch", "--interval", "0.1", "--json"])
+        .args([
+            "poll",
+            "--watch",
+            "--interval",
+            "0.1",
+            "--no-held-checks",
+            "--json",
+        ])
         .env_remove("CONNECTOID_PROFILE")
         .env_remove("CONNECTOID_LOG")
         .stdout(Stdio::piped())

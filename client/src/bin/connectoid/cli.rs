@@ -93,12 +93,19 @@ pub(crate) enum Command {
         /// Poll once and exit (the default).
         #[arg(long, conflicts_with = "watch")]
         once: bool,
-        /// Keep polling until interrupted.
+        /// Keep polling until interrupted. At relays that hold checks a
+        /// message is printed within a round trip of its arrival; the others
+        /// are polled every --interval.
         #[arg(long)]
         watch: bool,
-        /// Seconds between polls with --watch.
+        /// Seconds between polls with --watch, at relays that do not hold
+        /// checks (or all relays with --no-held-checks).
         #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
         interval: f64,
+        /// With --watch, poll every relay at --interval instead of holding
+        /// a check where the relay offers it.
+        #[arg(long, requires = "watch")]
+        no_held_checks: bool,
     },
     /// Send PAYLOAD to NICKNAME.
     Send {

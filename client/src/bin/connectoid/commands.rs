@@ -114,7 +114,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             once: _,
             watch,
             interval,
-        } => return poll(&client, watch, interval, json).await,
+            no_held_checks,
+        } => return poll(&client, watch, interval, !no_held_checks, json).await,
         Command::Send {
             nickname,
             payload,
@@ -567,7 +568,13 @@ fn open(cli: &Cli) -> anyhow::Result<Client> {
     Ok(builder.build()?)
 }
 
-async fn poll(client: &Client, watch: bool, interval: f64, json: bool) -> anyhow::Result<ExitCode> {
+async fn poll(
+    client: &Client,
+    watch: bool,
+    interval: f64,
+    held_checks: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let mut link_used = false;
     if !watch {
         let poll = client.poll_once().await?;
@@ -589,7 +596,9 @@ async fn poll(client: &Client, watch: bool, interval: f64, json: bool) -> anyhow
         if !interval.is_finite() || interval <= 0.0 {
             bail!("--interval must be a positive number of seconds");
         }
-        let mut events = client.events(PollOptions::every(Duration::from_secs_f64(interval)));
+        let mut options = PollOptions::every(Duration::from_secs_f64(interval));
+        options.held_checks = held_checks;
+        let mut events = client.events(options);
         loop {
             // Ctrl-C stops between events, never between printing one and
             // acknowledging it.

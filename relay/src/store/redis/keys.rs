@@ -27,6 +27,10 @@ impl Keys {
     pub(super) fn floor(&self, m: &MailboxId) -> String {
         format!("{}:floor", self.tag(m))
     }
+    /// The Pub/Sub channel on which stored sends are announced.
+    pub(super) fn wake_channel(&self) -> String {
+        format!("{}:wake", self.prefix)
+    }
     pub(super) fn global(&self, name: &str) -> String {
         format!("{}:{{global}}:{name}", self.prefix)
     }

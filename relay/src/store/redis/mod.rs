@@ -45,6 +45,15 @@
 //! [`StoreOptions::check_persist_us`] old (a check costs no write
 //! otherwise), so an idle mailbox may be removed up to that much early.
 //!
+//! **Wake-ups.** A stored `send` publishes the mailbox's 49 key bytes on the
+//! channel `P:wake` (beside the update of its totals, before the send is
+//! answered); every node subscribes to that one channel
+//! ([`Store::listen_for_sends`]) and wakes the checks it holds for that
+//! mailbox. One shared channel, not one per mailbox: a node needs one
+//! subscription whatever it holds, and a node that holds nothing for a
+//! mailbox ignores its message (cost: every node hears every send). After a
+//! lost subscription every held check looks again.
+//!
 //! **Failures.** Every call is bounded by the URL's `timeout_ms` (default
 //! 2000 ms); an unreachable Redis gives [`StoreError::Unavailable`] (the API
 //! answers 503), and the connection is re-established by itself when Redis
@@ -63,6 +72,7 @@ mod tests;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -81,7 +91,8 @@ use self::reply::{array, bytes, corrupt, count, decode_question, int, ms, redis_
 use self::scripts::Scripts;
 pub use self::target::{RedisTarget, RedisUrlError};
 use super::{
-    Bucket, Deleted, MailboxId, Question, Store, StoreError, StoreOptions, StoreStats, SweepReport,
+    Bucket, Deleted, MailboxId, Question, SendListener, Store, StoreError, StoreOptions,
+    StoreStats, SweepReport,
 };
 use crate::bucket::Rate;
 
@@ -239,6 +250,25 @@ impl RedisStore {
                 "redis: no answer within {} ms",
                 self.target.timeout.as_millis()
             ))),
+        }
+    }
+
+    /// Announces a stored message on the wake-up channel (a failure is
+    /// logged: held checks on other nodes then find it at the end of their
+    /// wait, or when the subscription is re-established).
+    async fn announce(&self, mailbox: &MailboxId) {
+        let channel = self.keys.wake_channel();
+        let published = self
+            .io(|mut c| async move {
+                ::redis::cmd("PUBLISH")
+                    .arg(&channel)
+                    .arg(&mailbox.0[..])
+                    .query_async::<i64>(&mut c)
+                    .await
+            })
+            .await;
+        if let Err(error) = published {
+            tracing::warn!(%error, "announcing a stored message to other nodes");
         }
     }
 
@@ -551,7 +581,7 @@ impl Store for RedisStore {
         let at = At(u64::try_from(at).map_err(|_| corrupt("negative at"))?);
         let id = member(&mailbox);
         let (expiry, idle) = (self.keys.global("expiry"), self.keys.global("idle"));
-        self.add_totals(&totals, |pipe| {
+        let totals = self.add_totals(&totals, |pipe| {
             if stored {
                 pipe.cmd("ZADD")
                     .arg(&expiry)
@@ -568,8 +598,16 @@ impl Store for RedisStore {
                     .arg(&id)
                     .ignore();
             }
-        })
-        .await;
+        });
+        // The announcement goes beside the totals, not in their pipeline:
+        // in a cluster a keyless command would move that pipeline off the
+        // totals' slot.
+        let announce = async {
+            if stored {
+                self.announce(&mailbox).await;
+            }
+        };
+        futures::join!(totals, announce);
         match status {
             0 => Ok(at),
             1 => Err(StoreError::MailboxFull),
@@ -825,6 +863,17 @@ impl Store for RedisStore {
         Ok(())
     }
 
+    fn listen_for_sends(
+        &self,
+        listener: Arc<dyn SendListener>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        Some(tokio::spawn(listen(
+            self.target.clone(),
+            self.keys.wake_channel(),
+            listener,
+        )))
+    }
+
     fn rate_limits_shared(&self) -> bool {
         true
     }
@@ -861,3 +910,48 @@ fn slot(key: &str) -> Slot {
 // A mailbox id is always this long; the key layout relies on it only for
 // documentation (66 base64url characters).
 const _: () = assert!(PUBLIC_KEY_LEN == 49);
+
+/// Subscribes to `channel` on the first node of `target` and reports every
+/// mailbox published there to `listener`, resubscribing (with a growing
+/// pause, up to 2 s) whenever the subscription fails or ends. (In a Redis
+/// Cluster a `PUBLISH` reaches the subscribers of every node.)
+async fn listen(target: RedisTarget, channel: String, listener: Arc<dyn SendListener>) {
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let subscribed = async {
+            let client = ::redis::Client::open(target.nodes[0].as_str())?;
+            let mut pubsub = tokio::time::timeout(target.timeout, client.get_async_pubsub())
+                .await
+                .map_err(|_| {
+                    RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
+                })??;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, RedisError>(pubsub)
+        }
+        .await;
+        match subscribed {
+            Ok(pubsub) => {
+                // Sends during the gap were not heard.
+                listener.feed_interrupted();
+                pause = Duration::from_millis(50);
+                let mut messages = pubsub.into_on_message();
+                while let Some(message) = messages.next().await {
+                    match <[u8; PUBLIC_KEY_LEN]>::try_from(message.get_payload_bytes()) {
+                        Ok(bytes) => listener.message_stored(&MailboxId(bytes)),
+                        Err(_) => tracing::warn!(
+                            channel,
+                            "ignored a wake-up message that is not a mailbox"
+                        ),
+                    }
+                }
+                tracing::warn!(redis = %target, "the wake-up subscription ended; subscribing again");
+            }
+            Err(error) => {
+                tracing::warn!(redis = %target, %error, "cannot subscribe to wake-ups; retrying");
+            }
+        }
+        listener.feed_interrupted();
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
