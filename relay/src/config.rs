@@ -76,6 +76,8 @@ pub struct Config {
     pub clock: Arc<dyn Clock>,
     /// Timeouts and caps of plain-HTTP connections; see [`ConnectionLimits`].
     pub connections: ConnectionLimits,
+    /// Push notifications; off by default ([`PushConfig`]).
+    pub push: crate::push::PushConfig,
 }
 
 /// How long a plain-HTTP connection may take and how many may be open
@@ -159,6 +161,7 @@ impl Config {
             shutdown_timeout: Duration::from_secs(10),
             clock: Arc::new(SystemClock),
             connections: ConnectionLimits::default(),
+            push: crate::push::PushConfig::default(),
         }
     }
 

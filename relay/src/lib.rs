@@ -42,6 +42,7 @@ mod connections;
 mod http;
 mod key_cache;
 mod metrics;
+pub mod push;
 mod rate;
 mod server;
 mod service;

@@ -62,6 +62,18 @@ pub(crate) struct Metrics {
     stored_bytes: Gauge,
     connections: Gauge,
     connections_closed: Family<ReasonLabels, Counter>,
+    pushes: PushCounter,
+}
+
+/// Push notifications by result (`sent`, `failed`, `dropped`, `removed`,
+/// `coalesced`); shared with the push sender's task.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PushCounter(Family<ResultLabels, Counter>);
+
+impl PushCounter {
+    pub(crate) fn count(&self, result: &'static str) {
+        self.0.get_or_create(&ResultLabels { result }).inc();
+    }
 }
 
 impl Metrics {
@@ -79,6 +91,12 @@ impl Metrics {
         let stored_bytes = Gauge::default();
         let connections = Gauge::default();
         let connections_closed = Family::<ReasonLabels, Counter>::default();
+        let pushes = PushCounter::default();
+        registry.register(
+            "pushes",
+            "Push notifications by result: sent, failed (the push service refused or did not answer), dropped (the queue was full), removed (404 or 410 removed the registration), coalesced (folded into a push already due)",
+            pushes.0.clone(),
+        );
         registry.register(
             "connections",
             "Plain-HTTP connections open",
@@ -144,6 +162,7 @@ impl Metrics {
             stored_bytes,
             connections,
             connections_closed,
+            pushes,
         }
     }
 
@@ -180,6 +199,11 @@ impl Metrics {
         self.rate_limited
             .get_or_create(&BucketLabels { bucket })
             .inc();
+    }
+
+    /// The push counter, for the push sender.
+    pub(crate) fn pushes(&self) -> PushCounter {
+        self.pushes.clone()
     }
 
     pub(crate) fn question_made(&self) {

@@ -24,8 +24,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use connectoid_protocol::api::{InfoLimits, InfoRetention};
+use connectoid_protocol::api::{InfoLimits, InfoPush, InfoRetention, PushRequest};
 use connectoid_protocol::limits as protocol_limits;
+use connectoid_protocol::push::{PushListing, check_endpoint};
 use connectoid_protocol::seal::{QUESTION_SECRET_LEN, seal_question};
 use connectoid_protocol::udp::{CheckRequest, CheckResponse, CheckStatus};
 use connectoid_protocol::{
@@ -56,6 +57,10 @@ pub struct Relay {
     trust_forwarded_for: bool,
     keys: KeyCache,
     connections: crate::config::ConnectionLimits,
+    /// The push sender, when push is on ([`Relay::enable_push`]).
+    pusher: Option<crate::push::Pusher>,
+    /// How long a message lives: the `TTL` of the push it causes.
+    message_ttl: std::time::Duration,
 }
 
 impl std::fmt::Debug for Relay {
@@ -129,7 +134,42 @@ impl Relay {
             trust_forwarded_for: config.trust_forwarded_for,
             keys: KeyCache::new(usize::try_from(config.limits.max_mailboxes).unwrap_or(usize::MAX)),
             connections: config.connections,
+            pusher: None,
+            message_ttl: config.retention.message,
         }
+    }
+
+    /// Turns push on as [`Config::push`] says (nothing when it is off):
+    /// reads or makes the VAPID key in [`Config::data_dir`], starts the
+    /// sender (on the current Tokio runtime) and publishes the key in the
+    /// information document.
+    pub fn enable_push(&mut self, config: &Config) -> Result<(), crate::push::PushError> {
+        if !config.push.enabled {
+            return Ok(());
+        }
+        let vapid = crate::push::load_or_make_vapid(&config.data_dir)?;
+        // RFC 8292 `sub`: the operator's contact when it is a mailto: or
+        // https: URL, otherwise the relay's own URL.
+        let contact = config
+            .contact
+            .clone()
+            .filter(|c| c.starts_with("mailto:") || c.starts_with("https:"))
+            .or_else(|| self.urls.first().map(|url| url.as_str().to_owned()))
+            .unwrap_or_default();
+        let pusher = crate::push::Pusher::start(
+            &config.push,
+            Arc::clone(&self.store),
+            Arc::clone(&self.clock),
+            vapid,
+            contact,
+            self.metrics.pushes(),
+        )?;
+        self.info.push = Some(InfoPush::new(
+            pusher.vapid_public_key(),
+            config.push.min_interval.as_secs(),
+        ));
+        self.pusher = Some(pusher);
+        Ok(())
     }
 
     /// The information document served at `GET /.well-known/connectoid`.
@@ -265,6 +305,9 @@ impl Relay {
                     .map_err(store_error)?;
                 self.metrics.store_commit(started.elapsed().as_secs_f64());
                 tracing::debug!(?mailbox, %at, bytes = data.len(), "message stored");
+                if let Some(pusher) = &self.pusher {
+                    pusher.notify(mailbox, self.message_ttl);
+                }
                 Ok(Response::Done)
             }
             Operation::Check { at } => {
@@ -329,6 +372,61 @@ impl Relay {
                         tracing::debug!(?mailbox, "mailbox deleted");
                         Ok(Response::Done)
                     }
+                }
+            }
+            Operation::Push { answer, request } => {
+                self.take(Limit::CheckPerSource(source), now).await?;
+                let Some(pusher) = &self.pusher else {
+                    return Err(ApiError::new(
+                        ErrorCode::PushDisabled,
+                        "this relay sends no pushes",
+                    ));
+                };
+                self.verify(mailbox, source, answer, now).await?;
+                self.take(Limit::CheckPerMailboxSource(mailbox, source), now)
+                    .await?;
+                match request {
+                    PushRequest::Register(subscription) => {
+                        let url = check_endpoint(&subscription.endpoint)
+                            .map_err(|detail| ApiError::new(ErrorCode::BadValue, detail))?;
+                        pusher
+                            .check_endpoint(&url)
+                            .await
+                            .map_err(|detail| ApiError::new(ErrorCode::EndpointRefused, detail))?;
+                        if !self
+                            .store
+                            .set_push(mailbox, subscription, now)
+                            .await
+                            .map_err(store_error)?
+                        {
+                            return Err(ApiError::new(
+                                ErrorCode::NoQuestion,
+                                "the mailbox no longer exists; check again",
+                            ));
+                        }
+                        tracing::debug!(?mailbox, kind = ?subscription.kind(), "push registered");
+                        Ok(Response::Done)
+                    }
+                    PushRequest::Remove => {
+                        self.store
+                            .remove_push(mailbox, None, now)
+                            .await
+                            .map_err(store_error)?;
+                        Ok(Response::Done)
+                    }
+                    PushRequest::List => {
+                        let listed = self
+                            .store
+                            .push(mailbox, now)
+                            .await
+                            .map_err(store_error)?
+                            .map(|subscription| PushListing {
+                                kind: subscription.kind(),
+                                endpoint: subscription.endpoint,
+                            });
+                        Ok(Response::Pushes(listed.into_iter().collect()))
+                    }
+                    _ => Err(ApiError::from(ErrorCode::UnknownAction)),
                 }
             }
             // An action a later protocol crate decodes that this relay does

@@ -32,6 +32,7 @@ pub(crate) fn request_json(request: &Request) -> Value {
         Operation::Delete { answer } => {
             out["answer_hex"] = answer.map(|a| hex::encode(a.0)).into();
         }
+        Operation::Push { answer, request } => crate::push::push_json(&mut out, answer, request),
         other => panic!("no vector form for {other:?}"),
     }
     out
@@ -59,6 +60,7 @@ pub(crate) fn request_from_json(v: &Value) -> Request {
         Action::Delete => Operation::Delete {
             answer: answer_from(v),
         },
+        Action::Push => crate::push::push_from_json(v),
     };
     Request {
         key: st(v, "pub").parse().unwrap(),
@@ -83,6 +85,7 @@ pub(crate) fn response_json(response: &Response) -> Value {
         Response::Many(messages) => {
             json!({"type": "many", "messages": messages.iter().map(message).collect::<Vec<_>>()})
         }
+        Response::Pushes(listings) => json!({"type": "pushes", "push": listings}),
         Response::Error(e) => {
             json!({"type": "error", "error": e.code.as_str(), "detail": e.detail})
         }
@@ -103,6 +106,7 @@ pub(crate) fn response_from_json(v: &Value) -> Response {
         },
         "one" => Response::One(message(v)),
         "many" => Response::Many(arr(v, "messages").iter().map(message).collect()),
+        "pushes" => Response::Pushes(serde_json::from_value(get(v, "push").clone()).unwrap()),
         "error" => Response::Error(ApiError {
             code: ErrorCode::from_str_exact(st(v, "error")).unwrap(),
             detail: opt_str(v, "detail"),
