@@ -372,21 +372,30 @@ async fn coalesce(mut jobs: mpsc::Receiver<Job>, deliverer: Arc<Deliverer>, inte
                     },
                 );
             }
-            deliverer.deliver(job).await;
+            let mailbox = job.mailbox;
+            if !deliverer.deliver(job).await {
+                // No registration: the next message is not held back by
+                // a push that was never sent.
+                let mut slots = slots.lock().unwrap_or_else(PoisonError::into_inner);
+                if slots.get(&mailbox).is_some_and(|slot| !slot.pending) {
+                    slots.remove(&mailbox);
+                }
+            }
         });
     }
 }
 
 impl Deliverer {
-    async fn deliver(&self, job: Job) {
+    /// Sends the push for `job`; `false` when the mailbox has no registration.
+    async fn deliver(&self, job: Job) -> bool {
         let now_us = self.clock.now_us();
         let subscription = match self.store.push(job.mailbox, now_us).await {
             Ok(Some(subscription)) => subscription,
-            Ok(None) => return,
+            Ok(None) => return false,
             Err(error) => {
                 tracing::warn!(%error, "push: reading the registration failed");
                 self.counter.count("failed");
-                return;
+                return true;
             }
         };
         let status = match self.send(&subscription, job.ttl).await {
@@ -394,7 +403,7 @@ impl Deliverer {
             Err(error) => {
                 tracing::debug!(error = %error, "push failed");
                 self.counter.count("failed");
-                return;
+                return true;
             }
         };
         if status.is_success() {
@@ -415,6 +424,7 @@ impl Deliverer {
             tracing::debug!(%status, "push refused");
             self.counter.count("failed");
         }
+        true
     }
 
     async fn send(
