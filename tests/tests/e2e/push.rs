@@ -305,3 +305,47 @@ async fn push_works_on_redis() {
     register_unified(&relay, &receiver, &owner).await;
     unified_push_until_gone(&relay, &receiver, &owner).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unified_push_registration_through_the_cli_receives_a_post() {
+    use crate::cli::{json_lines, ok, poll_for};
+    let receiver = PushReceiver::start().await.unwrap();
+    let relay = push_relay().start().unwrap();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (alice, bob) = (a.path(), b.path());
+    ok(alice, &["relays", "add", relay.url().as_str()]);
+    let link = ok(alice, &["share", "Bob"]).trim().to_owned();
+    ok(bob, &["accept", &link, "Alice"]);
+    poll_for(alice, |e| e["event"] == "peer-connected");
+
+    let endpoint = receiver.endpoint("/cli");
+    let registered = json_lines(alice, &["push", "register", &endpoint]);
+    let outcomes = registered[0].as_array().unwrap();
+    assert!(
+        outcomes.iter().any(|o| o["ok"] == json!(true)),
+        "{registered:?}"
+    );
+    let listed = json_lines(alice, &["push", "list"]);
+    assert!(
+        listed[0]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["push"] == json!([{"kind": "unifiedpush", "endpoint": endpoint}])),
+        "{listed:?}"
+    );
+    ok(bob, &["send", "Alice", "\"hello\""]);
+    let got = receiver.wait_for("/cli", 1, WAIT).await;
+    assert_eq!(got.len(), 1, "the relay POSTed to the registered endpoint");
+    assert_eq!(got[0].body, b"check");
+    ok(alice, &["push", "remove"]);
+    let listed = json_lines(alice, &["push", "list"]);
+    assert!(
+        listed[0]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["push"] == json!([]) || o["ok"] == json!(false)),
+        "{listed:?}"
+    );
+}
