@@ -21,6 +21,7 @@ pub mod load;
 pub mod proc;
 pub mod report;
 pub mod scenarios;
+pub mod wake_push;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -38,7 +39,15 @@ pub struct Options {
 }
 
 /// The benchmark's sections, in the order they run.
-pub const SECTIONS: &[&str] = &["checks", "sends", "receive", "redis", "fanout", "memory"];
+pub const SECTIONS: &[&str] = &[
+    "checks",
+    "sends",
+    "receive",
+    "redis",
+    "fanout",
+    "memory",
+    "wake-push",
+];
 
 impl Options {
     /// Whether `section` is part of this run.

@@ -291,6 +291,14 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         eprintln!("bench: memory");
         memory(&setup, &mut report).await?;
     }
+    if options.runs("wake-push") {
+        eprintln!("bench: push wake-up latency");
+        let samples = if options.quick { 50 } else { 200 };
+        let rows =
+            super::wake_push::wake_push(&setup.relay_binary, &setup.data_dir("wake-push"), samples)
+                .await;
+        report.rows.extend(rows);
+    }
     targets(&mut report);
     Ok(report)
 }
