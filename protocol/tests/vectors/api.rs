@@ -424,6 +424,18 @@ pub(crate) fn build_api() -> Value {
 }
 
 pub(crate) fn check_api(v: &Value) {
+    check_requests(v);
+    check_responses(v);
+    let errors = arr(v, "errors");
+    assert_eq!(errors.len(), ErrorCode::ALL.len());
+    for (vector, code) in errors.iter().zip(ErrorCode::ALL) {
+        assert_eq!(st(vector, "error"), code.as_str());
+        assert_eq!(num(vector, "status"), u64::from(code.http_status()));
+    }
+}
+
+/// Checks a file's `requests` (in `api.json`'s form).
+pub(crate) fn check_requests(v: &Value) {
     for vector in arr(v, "requests") {
         let label = name(vector);
         let result = Request::from_json(st(vector, "body").as_bytes());
@@ -445,6 +457,10 @@ pub(crate) fn check_api(v: &Value) {
             }
         }
     }
+}
+
+/// Checks a file's `responses` (in `api.json`'s form).
+pub(crate) fn check_responses(v: &Value) {
     for vector in arr(v, "responses") {
         let label = name(vector);
         let response = response_from_json(get(vector, "value"));
@@ -453,12 +469,6 @@ pub(crate) fn check_api(v: &Value) {
         let action = action_named(st(vector, "action"));
         let decoded = Response::from_json(action, st(vector, "json").as_bytes()).unwrap();
         assert_eq!(decoded, response, "{label}");
-    }
-    let errors = arr(v, "errors");
-    assert_eq!(errors.len(), ErrorCode::ALL.len());
-    for (vector, code) in errors.iter().zip(ErrorCode::ALL) {
-        assert_eq!(st(vector, "error"), code.as_str());
-        assert_eq!(num(vector, "status"), u64::from(code.http_status()));
     }
 }
 
