@@ -38,7 +38,7 @@ pub enum ErrorCode {
     MalformedJson,
     /// `"Missing field"` (400): a required field is absent; `detail` names it.
     MissingField,
-    /// `"Unknown action"` (400): `action` is not `send`, `check`, `receive` or `delete`.
+    /// `"Unknown action"` (400): `action` is not `send`, `check`, `receive`, `delete` or `push`.
     UnknownAction,
     /// `"Bad public key"` (400): `pub` is not a compressed P-384 point in base64url.
     BadPublicKey,
