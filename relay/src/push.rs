@@ -178,10 +178,12 @@ impl std::fmt::Debug for Pusher {
     }
 }
 
-/// One push to send: to `mailbox`'s registration, with `TTL` `ttl`.
+/// One push to send: to `mailbox`'s registration, for a message queued at
+/// `queued` that lives `ttl` from then.
 struct Job {
     mailbox: MailboxId,
     ttl: Duration,
+    queued: Instant,
 }
 
 /// What a delivery needs, shared by the delivery tasks.
@@ -285,7 +287,11 @@ impl Pusher {
     /// Queues a push for `mailbox` whose newest message lives `ttl` more;
     /// never waits (a full queue drops it).
     pub(crate) fn notify(&self, mailbox: MailboxId, ttl: Duration) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.queue.try_send(Job { mailbox, ttl }) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.queue.try_send(Job {
+            mailbox,
+            ttl,
+            queued: Instant::now(),
+        }) {
             self.counter.count("dropped");
         }
     }
@@ -398,7 +404,10 @@ impl Deliverer {
                 return true;
             }
         };
-        let status = match self.send(&subscription, job.ttl).await {
+        // The message's remaining life, also for a push held back by the
+        // interval.
+        let ttl = job.ttl.saturating_sub(job.queued.elapsed());
+        let status = match self.send(&subscription, ttl).await {
             Ok(status) => status,
             Err(error) => {
                 tracing::debug!(error = %error, "push failed");
