@@ -29,7 +29,9 @@ use crate::error::{BuildError, ClientError, PollError};
 use crate::event::{Delivery, PeerInfo, Poll, RelayProbe, SendReport, UnshareReport};
 use crate::poll::{EventStream, Fetcher, PollOptions, Waited, event_stream, wait_for_news};
 use crate::profile::{MailboxRecord, ProfileData, ProfileError};
-use crate::relay::{RelayOutcome, SendWait, Transport, delete_mailbox, send_fan_out};
+use crate::relay::{
+    RelayError, RelayOutcome, SendWait, Transport, delete_mailbox, push_mailbox, send_fan_out,
+};
 use crate::rng::system_rng;
 use crate::store::{DirectoryStore, ProfileLock, ProfileStore};
 #[cfg(feature = "udp")]
@@ -706,6 +708,65 @@ impl Client {
         Ok(UnshareReport { notified, deleted })
     }
 
+    // ----- push -----
+
+    /// Registers the UnifiedPush `endpoint` for every mailbox this profile
+    /// reads, at every relay it reads it on (`spec/protocol.md` §7.11),
+    /// replacing earlier registrations. A relay notifies the endpoint (an
+    /// empty-of-data POST) when a message arrives; then poll. Each mailbox
+    /// needs a message waiting at the relay (its question is the ownership
+    /// proof); the others are "No question" in the outcomes.
+    ///
+    /// Errors: [`ClientError::BadEndpoint`] when `endpoint` is not an
+    /// absolute http or https URL; relay failures are in the outcomes.
+    pub async fn register_push(&self, endpoint: &str) -> Result<Vec<PushOutcome>, ClientError> {
+        use connectoid_protocol::push::{PushRequest, PushSubscription, check_endpoint};
+        check_endpoint(endpoint).map_err(ClientError::BadEndpoint)?;
+        self.push_everywhere(PushRequest::Register(PushSubscription {
+            endpoint: endpoint.to_owned(),
+            web_push: None,
+        }))
+        .await
+    }
+
+    /// Removes the push registration of every mailbox this profile reads.
+    pub async fn remove_push(&self) -> Result<Vec<PushOutcome>, ClientError> {
+        self.push_everywhere(connectoid_protocol::push::PushRequest::Remove)
+            .await
+    }
+
+    /// The push registrations of every mailbox this profile reads.
+    pub async fn list_push(&self) -> Result<Vec<PushOutcome>, ClientError> {
+        self.push_everywhere(connectoid_protocol::push::PushRequest::List)
+            .await
+    }
+
+    async fn push_everywhere(
+        &self,
+        request: connectoid_protocol::push::PushRequest,
+    ) -> Result<Vec<PushOutcome>, ClientError> {
+        let plans = self.view(|book, now| book.plan_poll(now)).await?;
+        let mut outcomes = Vec::new();
+        for (relay, mailboxes) in plans {
+            for plan in mailboxes {
+                let result = push_mailbox(
+                    &self.inner.transport,
+                    &plan.key,
+                    plan.ext.clone(),
+                    &relay,
+                    request.clone(),
+                )
+                .await;
+                outcomes.push(PushOutcome {
+                    relay: relay.clone(),
+                    nickname: plan.nickname,
+                    result,
+                });
+            }
+        }
+        Ok(outcomes)
+    }
+
     // ----- polling -----
 
     /// Polls every mailbox at every relay once. Returns the new deliveries
@@ -996,4 +1057,16 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, ClientError::NicknameTaken(_)), "{err}");
     }
+}
+
+/// What a push request did for one peer's mailbox at one relay.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct PushOutcome {
+    /// The relay.
+    pub relay: RelayUrl,
+    /// The peer whose mailbox it is.
+    pub nickname: String,
+    /// The registrations listed (empty for register and remove), or why it failed.
+    pub result: Result<Vec<connectoid_protocol::api::PushListing>, RelayError>,
 }

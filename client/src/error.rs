@@ -56,6 +56,9 @@ pub enum ClientError {
         /// Our nickname for the link's owner.
         nickname: String,
     },
+    /// A push endpoint that is not an absolute http or https URL.
+    #[error("bad push endpoint: {0}")]
+    BadEndpoint(String),
     /// No relays were given and the profile's relay list is empty.
     #[error("no relays: add one with `relays add URL` or pass --relay")]
     NoRelays,

@@ -78,7 +78,7 @@ mod udp;
 pub use crate::core::MAX_NICKNAME_LEN;
 pub use client::{
     AcceptOptions, Client, ClientBuilder, DEFAULT_RECEIVE_LIMIT, DEFAULT_RELAY_TIMEOUT,
-    DEFAULT_UDP_ATTEMPT_TIMEOUT, DEFAULT_UDP_ATTEMPTS, ShareOptions, probe_relay,
+    DEFAULT_UDP_ATTEMPT_TIMEOUT, DEFAULT_UDP_ATTEMPTS, PushOutcome, ShareOptions, probe_relay,
 };
 pub use clock::{Clock, SystemClock};
 pub use error::{BuildError, ClientError, PollError};

@@ -366,6 +366,47 @@ pub(crate) fn answer_question(
     Ok(connectoid_protocol::Answer::for_relay(&secret, relay))
 }
 
+/// A `push` request (`spec/protocol.md` §7.11) for the mailbox of
+/// `mailbox` at `relay`: `check` for a question, then `push` with the
+/// answer. The registrations a `list` found (empty for `register` and
+/// `remove`).
+pub(crate) async fn push_mailbox(
+    transport: &Transport,
+    mailbox: &connectoid_protocol::SecretKey,
+    ext: Option<String>,
+    relay: &RelayUrl,
+    request: connectoid_protocol::api::PushRequest,
+) -> Result<Vec<connectoid_protocol::api::PushListing>, RelayError> {
+    let key = mailbox.public_key();
+    let check = Request {
+        key,
+        ext: ext.clone(),
+        op: Operation::Check { at: At::ZERO },
+    };
+    let question = match transport.call(relay, &check).await? {
+        Response::Found { question } => question,
+        Response::NotFound => {
+            return Err(RelayError::Api(ApiError::new(
+                ErrorCode::NoQuestion,
+                "the mailbox holds no message at this relay, so there is no question to prove \
+                 ownership with; try again when a message is waiting",
+            )));
+        }
+        other => return Err(unexpected(&other)),
+    };
+    let answer = answer_question(mailbox, &question, relay)?;
+    let push = Request {
+        key,
+        ext,
+        op: Operation::Push { answer, request },
+    };
+    match transport.call(relay, &push).await? {
+        Response::Done => Ok(Vec::new()),
+        Response::Pushes(listed) => Ok(listed),
+        other => Err(unexpected(&other)),
+    }
+}
+
 /// Deletes the mailbox of `mailbox` at each of `relays` (each with the ext
 /// to send it): `check` for a question, then `delete` with the answer (or
 /// without, when the mailbox is empty).

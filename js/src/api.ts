@@ -76,6 +76,15 @@ export const ERROR_STATUS: Record<string, number> = {
   "Method not allowed": 405,
 };
 
+/**
+ * The error strings only `push` requests get (spec/protocol.md §7.11), with
+ * their HTTP status. This client does not send `push` requests yet.
+ */
+export const PUSH_ERROR_STATUS: Record<string, number> = {
+  "Push disabled": 501,
+  "Endpoint refused": 403,
+};
+
 /** The request's JSON body, members sorted by name as the reference writes them. */
 export function requestJson(r: Request): string {
   const m: Record<string, unknown> = { action: r.action, ext: r.ext ?? null, pub: r.pub.toString() };

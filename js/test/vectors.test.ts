@@ -8,7 +8,7 @@ import { strict as assert } from "node:assert";
 import { readdirSync, readFileSync } from "node:fs";
 import { test } from "node:test";
 import { b64decode, b64encode, fromHex, toHex, utf8 } from "../src/b64.js";
-import { ApiError, decodeRequest, decodeResponse, ERROR_STATUS, MAX_MAILBOXES_PER_HELD_CHECK, MAX_RECEIVE_LIMIT, Request, requestJson } from "../src/api.js";
+import { ApiError, decodeRequest, decodeResponse, ERROR_STATUS, MAX_MAILBOXES_PER_HELD_CHECK, MAX_RECEIVE_LIMIT, PUSH_ERROR_STATUS, Request, requestJson } from "../src/api.js";
 import { checkProof, Envelope, ENVELOPE_MAX_AGE_MS, ENVELOPE_MAX_SKEW_MS, ENVELOPE_VERSION, EnvelopeError, JWS_HEADER, linkProof, openEnvelope, payloadJson, sealEnvelope, signEnvelope } from "../src/envelope.js";
 import { KeyError, PublicKey, SecretKey } from "../src/keys.js";
 import { decodeLink, decodeReply, encodeLink, Link, LinkError, MAX_APP_URL_OVERHEAD, MAX_EXT_LEN, MAX_LINK_LEN, MAX_RELAY_URL_LEN, MAX_RELAYS_PER_LINK, parseRelayUrl, toAppUrl } from "../src/link.js";
@@ -311,6 +311,36 @@ test("api.json", () => {
     count("api.json");
   }
   assert.equal(Object.keys(ERROR_STATUS).length, v.errors.length);
+});
+
+test("push.json", () => {
+  // This client does not send push requests yet (the browser side is the web
+  // client's issue): it checks what it shares with them, the error answers and
+  // strings, and that every request body is an object naming the push action.
+  const v = load("push.json");
+  for (const c of v.requests) {
+    const body = JSON.parse(c.body);
+    assert.equal(body.action, "push", c.name);
+    if (c.decoded) assert.equal(JSON.parse(c.canonical).push, c.decoded.push, c.name);
+    count("push.json");
+  }
+  for (const c of v.responses) {
+    const value = c.value;
+    if (value.type === "error") {
+      assert.deepEqual(decodeResponse("send", c.json), { type: "error", error: value.error, detail: value.detail });
+      assert.equal(PUSH_ERROR_STATUS[value.error], c.status);
+    } else {
+      assert.equal(c.status, 200, c.name);
+      assert.deepEqual(JSON.parse(c.json).push ?? [], value.push ?? [], c.name);
+    }
+    count("push.json");
+  }
+  for (const c of v.errors) {
+    assert.equal(PUSH_ERROR_STATUS[c.error], c.status, c.error);
+    assert.equal(ERROR_STATUS[c.error], undefined, c.error);
+    count("push.json");
+  }
+  assert.equal(Object.keys(PUSH_ERROR_STATUS).length, v.errors.length);
 });
 
 test("safety.json", () => {

@@ -19,6 +19,8 @@ use crate::at::At;
 use crate::b64;
 use crate::keys::{KeyError, PublicKey, UnvalidatedKey};
 use crate::limits;
+use crate::push::push_request;
+pub use crate::push::{PushListing, PushRequest};
 use crate::seal::{QUESTION_SECRET_LEN, SEAL_OVERHEAD};
 
 /// Every error a relay answers with. The string of each is fixed; the first
@@ -37,7 +39,7 @@ pub enum ErrorCode {
     MalformedJson,
     /// `"Missing field"` (400): a required field is absent; `detail` names it.
     MissingField,
-    /// `"Unknown action"` (400): `action` is not `send`, `check`, `receive` or `delete`.
+    /// `"Unknown action"` (400): `action` is not `send`, `check`, `receive`, `delete` or `push`.
     UnknownAction,
     /// `"Bad public key"` (400): `pub` is not a compressed P-384 point in base64url.
     BadPublicKey,
@@ -64,10 +66,18 @@ pub enum ErrorCode {
     NotFound,
     /// `"Method not allowed"` (405): the path exists but not for this method.
     MethodNotAllowed,
+    /// `"Push disabled"` (501): a `push` request to a relay that sends no
+    /// pushes (its information document has no `push` member).
+    PushDisabled,
+    /// `"Endpoint refused"` (403): the relay will not send pushes to this
+    /// endpoint (not `https`, or its host is or resolves to a loopback,
+    /// private or link-local address); `detail` says which.
+    EndpointRefused,
 }
 
 impl ErrorCode {
-    /// All codes, for documentation and tests.
+    /// The codes of the base API (`spec/vectors/api.json`); the push codes
+    /// are in [`ErrorCode::PUSH`].
     pub const ALL: [Self; 18] = [
         Self::TooOften,
         Self::TooBig,
@@ -88,6 +98,9 @@ impl ErrorCode {
         Self::NotFound,
         Self::MethodNotAllowed,
     ];
+
+    /// The codes only `push` requests get (`spec/vectors/push.json`).
+    pub const PUSH: [Self; 2] = [Self::PushDisabled, Self::EndpointRefused];
 
     /// The `error` string.
     pub fn as_str(self) -> &'static str {
@@ -110,6 +123,8 @@ impl ErrorCode {
             Self::Internal => "Internal error",
             Self::NotFound => "Not found",
             Self::MethodNotAllowed => "Method not allowed",
+            Self::PushDisabled => "Push disabled",
+            Self::EndpointRefused => "Endpoint refused",
         }
     }
 
@@ -118,7 +133,11 @@ impl ErrorCode {
         match self {
             Self::TooOften | Self::MailboxFull => 429,
             Self::TooBig => 413,
-            Self::Forbidden | Self::NoQuestion | Self::WrongAnswer | Self::AnswerRequired => 403,
+            Self::Forbidden
+            | Self::NoQuestion
+            | Self::WrongAnswer
+            | Self::AnswerRequired
+            | Self::EndpointRefused => 403,
             Self::MalformedJson
             | Self::MissingField
             | Self::UnknownAction
@@ -129,12 +148,16 @@ impl ErrorCode {
             Self::Internal => 500,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
+            Self::PushDisabled => 501,
         }
     }
 
     /// The code with this `error` string.
     pub fn from_str_exact(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|code| code.as_str() == text)
+        Self::ALL
+            .into_iter()
+            .chain(Self::PUSH)
+            .find(|code| code.as_str() == text)
     }
 }
 
@@ -181,11 +204,20 @@ pub enum Action {
     Receive,
     /// Delete a mailbox and its messages (unshare).
     Delete,
+    /// Register, remove or list the mailbox's push endpoint, proving
+    /// ownership with an answer.
+    Push,
 }
 
 impl Action {
     /// All actions.
-    pub const ALL: [Self; 4] = [Self::Send, Self::Check, Self::Receive, Self::Delete];
+    pub const ALL: [Self; 5] = [
+        Self::Send,
+        Self::Check,
+        Self::Receive,
+        Self::Delete,
+        Self::Push,
+    ];
 
     /// The wire name.
     pub fn as_str(self) -> &'static str {
@@ -194,6 +226,7 @@ impl Action {
             Self::Check => "check",
             Self::Receive => "receive",
             Self::Delete => "delete",
+            Self::Push => "push",
         }
     }
 }
@@ -301,6 +334,13 @@ pub enum Operation {
         /// How long to hold the request, in seconds; 0 when absent.
         wait_seconds: u64,
     },
+    /// `push`: register, remove or list the mailbox's push endpoint.
+    Push {
+        /// The answer to the mailbox's question (required, as for `receive`).
+        answer: Answer,
+        /// What to do.
+        request: PushRequest,
+    },
 }
 
 /// One more mailbox of a held check (`also`), with its cursor.
@@ -330,6 +370,7 @@ impl Operation {
             Self::Check { .. } | Self::HeldCheck { .. } => Action::Check,
             Self::Receive { .. } => Action::Receive,
             Self::Delete { .. } => Action::Delete,
+            Self::Push { .. } => Action::Push,
         }
     }
 }
@@ -371,6 +412,12 @@ struct RawRequest<'a> {
     wait: Option<&'a RawValue>,
     #[serde(borrow)]
     also: Option<&'a RawValue>,
+    #[serde(borrow)]
+    push: Option<&'a RawValue>,
+    #[serde(borrow)]
+    endpoint: Option<&'a RawValue>,
+    #[serde(borrow)]
+    keys: Option<&'a RawValue>,
 }
 
 /// One element of `also`, its members kept raw like the request's.
@@ -382,11 +429,11 @@ struct RawCursor<'a> {
     at: Option<&'a RawValue>,
 }
 
-fn missing(field: &str) -> ApiError {
+pub(crate) fn missing(field: &str) -> ApiError {
     ApiError::new(ErrorCode::MissingField, field)
 }
 
-fn string<'a>(field: &str, value: &'a serde_json::Value) -> Result<&'a str, ApiError> {
+pub(crate) fn string<'a>(field: &str, value: &'a serde_json::Value) -> Result<&'a str, ApiError> {
     value
         .as_str()
         .ok_or_else(|| ApiError::new(ErrorCode::BadValue, format!("{field}: expected a string")))
@@ -395,7 +442,10 @@ fn string<'a>(field: &str, value: &'a serde_json::Value) -> Result<&'a str, ApiE
 /// Decodes a member's raw text; `null` (or absent) is `None`. The body was
 /// already parsed as JSON, so the only failure left is a number out of the
 /// range of an `f64` (`1e400`, a 20,000-digit integer): "Bad value".
-fn present(field: &str, raw: Option<&RawValue>) -> Result<Option<serde_json::Value>, ApiError> {
+pub(crate) fn present(
+    field: &str,
+    raw: Option<&RawValue>,
+) -> Result<Option<serde_json::Value>, ApiError> {
     let Some(raw) = raw else {
         return Ok(None);
     };
@@ -551,11 +601,12 @@ impl Request<UnvalidatedKey> {
             "check" => Action::Check,
             "receive" => Action::Receive,
             "delete" => Action::Delete,
+            "push" => Action::Push,
             other => {
                 let shown: String = other.chars().take(32).collect();
                 return Err(ApiError::new(
                     ErrorCode::UnknownAction,
-                    format!("{shown:?}; expected send, check, receive or delete"),
+                    format!("{shown:?}; expected send, check, receive, delete or push"),
                 ));
             }
         };
@@ -657,6 +708,11 @@ impl Request<UnvalidatedKey> {
             Action::Delete => Operation::Delete {
                 answer: answer(raw.answer)?,
             },
+            Action::Push => {
+                let request = push_request(raw.push, raw.endpoint, raw.keys)?;
+                let answer = answer(raw.answer)?.ok_or_else(|| missing("answer"))?;
+                Operation::Push { answer, request }
+            }
         };
         Ok(Self { key, ext, op })
     }
@@ -706,6 +762,22 @@ impl<K: fmt::Display> Request<K> {
                     body.insert("also".into(), also.into());
                 }
             }
+            Operation::Push { answer, request } => {
+                body.insert("answer".into(), b64::encode(&answer.0).into());
+                body.insert("push".into(), request.verb().into());
+                if let PushRequest::Register(subscription) = request {
+                    body.insert("endpoint".into(), subscription.endpoint.clone().into());
+                    if let Some(keys) = &subscription.web_push {
+                        body.insert(
+                            "keys".into(),
+                            serde_json::json!({
+                                "p256dh": b64::encode(&keys.p256dh),
+                                "auth": b64::encode(&keys.auth),
+                            }),
+                        );
+                    }
+                }
+            }
         }
         serde_json::Value::Object(body).to_string()
     }
@@ -747,6 +819,9 @@ pub enum Response {
     /// to a `receive` with a larger limit, oldest first; fewer than `limit`
     /// means there are no more.
     Many(Vec<Message>),
+    /// `{"ok": true, "push": [{"kind": "...", "endpoint": "..."}]}`: the
+    /// answer to a `push` `list`, the mailbox's registrations (zero or one).
+    Pushes(Vec<PushListing>),
     /// `{"ok": false, "error": "...", "detail": "..."}`.
     Error(ApiError),
 }
@@ -783,6 +858,7 @@ struct RawResponse {
     messages: Option<Vec<WireMessage>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     checks: Option<Vec<WireFound>>,
+    push: Option<Vec<PushListing>>,
 }
 
 /// A relay's answer could not be understood.
@@ -846,6 +922,7 @@ impl Response {
                         .collect(),
                 );
             }
+            Self::Pushes(listings) => raw.push = Some(listings.clone()),
             Self::Error(error) => {
                 raw.ok = false;
                 raw.error = Some(error.code.as_str().to_owned());
@@ -881,6 +958,7 @@ impl Response {
         };
         match action {
             Action::Send | Action::Delete => Ok(Self::Done),
+            Action::Push => Ok(raw.push.map_or(Self::Done, Self::Pushes)),
             Action::Check => match (raw.found, raw.question, raw.checks) {
                 (Some(false), _, _) => Ok(Self::NotFound),
                 (Some(true), _, Some(checks)) if !checks.is_empty() => checks
@@ -1199,6 +1277,32 @@ pub struct RelayInfo {
     /// every check at once and clients poll.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_check: Option<InfoHeldCheck>,
+    /// Push notifications (`push` requests), if the relay sends them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<InfoPush>,
+}
+
+/// The push part of [`RelayInfo`] (`spec/protocol.md` §7.11).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct InfoPush {
+    /// The relay's VAPID public key (RFC 8292): base64url of the
+    /// uncompressed P-256 point, the `applicationServerKey` a web app
+    /// subscribes with.
+    pub vapid_public_key: String,
+    /// At most one push per mailbox per this many seconds.
+    pub min_interval_seconds: u64,
+}
+
+impl InfoPush {
+    /// Push with the VAPID key `vapid_public_key` (base64url) and at most one
+    /// push per mailbox per `min_interval_seconds`.
+    pub fn new(vapid_public_key: impl Into<String>, min_interval_seconds: u64) -> Self {
+        Self {
+            vapid_public_key: vapid_public_key.into(),
+            min_interval_seconds,
+        }
+    }
 }
 
 /// The limits part of [`RelayInfo`].
@@ -1294,6 +1398,7 @@ impl RelayInfo {
             contact: None,
             peers: Vec::new(),
             held_check: None,
+            push: None,
         }
     }
 }

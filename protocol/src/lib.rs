@@ -41,6 +41,7 @@ pub mod keys;
 pub mod limits;
 pub mod link;
 pub mod peer;
+pub mod push;
 pub mod safety;
 pub mod seal;
 pub mod udp;

@@ -78,6 +78,8 @@ pub struct Config {
     pub connections: ConnectionLimits,
     /// How long and how many checks the relay holds; see [`HeldCheckLimits`].
     pub held: HeldCheckLimits,
+    /// Push notifications; off by default ([`PushConfig`]).
+    pub push: crate::push::PushConfig,
 }
 
 /// Held checks (`check` with `wait`, `spec/relay.md` §5.2): the longest
@@ -193,6 +195,7 @@ impl Config {
             clock: Arc::new(SystemClock),
             connections: ConnectionLimits::default(),
             held: HeldCheckLimits::default(),
+            push: crate::push::PushConfig::default(),
         }
     }
 

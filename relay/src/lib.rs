@@ -42,6 +42,7 @@ mod connections;
 mod held;
 mod http;
 mod metrics;
+pub mod push;
 mod rate;
 mod server;
 mod service;

@@ -281,6 +281,39 @@ struct Settings {
     /// keep it below --max-connections); past it "Too often" [default: 5000].
     #[arg(long, env = "CONNECTOID_HELD_MAX_TOTAL", value_name = "N")]
     held_max_total: Option<u32>,
+    /// Serve `push` requests and send push notifications (UnifiedPush, Web
+    /// Push with a VAPID key kept in the data directory) [default: false].
+    #[arg(
+        long,
+        env = "CONNECTOID_PUSH",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    push: Option<bool>,
+
+    /// Seconds between two pushes to one mailbox at least [default: 10].
+    #[arg(long, env = "CONNECTOID_PUSH_MIN_INTERVAL", value_name = "SECONDS")]
+    push_min_interval: Option<u64>,
+
+    /// Most pushes waiting to be sent; more are dropped [default: 1024].
+    #[arg(long, env = "CONNECTOID_PUSH_QUEUE", value_name = "N")]
+    push_queue: Option<usize>,
+
+    /// Seconds one push delivery may take [default: 5].
+    #[arg(long, env = "CONNECTOID_PUSH_TIMEOUT", value_name = "SECONDS")]
+    push_timeout: Option<u64>,
+
+    /// FOR TESTS ONLY: accept http push endpoints and endpoints on loopback,
+    /// private and link-local addresses (request forgery) [default: false].
+    #[arg(
+        long,
+        env = "CONNECTOID_PUSH_ALLOW_PRIVATE",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    push_allow_private: Option<bool>,
 
     /// Log format on stderr [default: text].
     #[arg(long, env = "CONNECTOID_LOG_FORMAT", value_name = "FORMAT")]
@@ -332,6 +365,11 @@ impl Settings {
             held_max_wait,
             held_max_per_ip,
             held_max_total,
+            push,
+            push_min_interval,
+            push_queue,
+            push_timeout,
+            push_allow_private,
             log_format,
             log_level,
         )
@@ -445,6 +483,20 @@ impl Settings {
             config.sweep_interval = every;
         }
         config.trust_forwarded_for = self.trust_forwarded_for.unwrap_or(false);
+        config.push.enabled = self.push.unwrap_or(false);
+        config.push.allow_private = self.push_allow_private.unwrap_or(false);
+        if let Some(every) = seconds(self.push_min_interval, "push-min-interval")? {
+            config.push.min_interval = every;
+        }
+        if let Some(timeout) = seconds(self.push_timeout, "push-timeout")? {
+            config.push.timeout = timeout;
+        }
+        if let Some(queue) = self.push_queue {
+            if queue == 0 {
+                bail!("push-queue must be at least 1");
+            }
+            config.push.queue = queue;
+        }
         let connections = &mut config.connections;
         if let Some(timeout) = seconds(self.header_timeout, "header-timeout")? {
             connections.header_timeout = timeout;

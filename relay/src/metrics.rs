@@ -73,6 +73,18 @@ pub(crate) struct Metrics {
     held_checks: Gauge,
     held_refused: Family<LimitLabels, Counter>,
     held_answered: Family<ResultLabels, Counter>,
+    pushes: PushCounter,
+}
+
+/// Push notifications by result (`sent`, `failed`, `dropped`, `removed`,
+/// `coalesced`); shared with the push sender's task.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PushCounter(Family<ResultLabels, Counter>);
+
+impl PushCounter {
+    pub(crate) fn count(&self, result: &'static str) {
+        self.0.get_or_create(&ResultLabels { result }).inc();
+    }
 }
 
 impl Metrics {
@@ -107,6 +119,12 @@ impl Metrics {
             "held_checks_answered",
             "Held checks answered after waiting, by result",
             held_answered.clone(),
+        );
+        let pushes = PushCounter::default();
+        registry.register(
+            "pushes",
+            "Push notifications by result: sent, failed (the push service refused or did not answer), dropped (the queue was full), removed (404 or 410 removed the registration), coalesced (folded into a push already due)",
+            pushes.0.clone(),
         );
         registry.register(
             "connections",
@@ -176,6 +194,7 @@ impl Metrics {
             held_checks,
             held_refused,
             held_answered,
+            pushes,
         }
     }
 
@@ -232,6 +251,11 @@ impl Metrics {
         self.rate_limited
             .get_or_create(&BucketLabels { bucket })
             .inc();
+    }
+
+    /// The push counter, for the push sender.
+    pub(crate) fn pushes(&self) -> PushCounter {
+        self.pushes.clone()
     }
 
     pub(crate) fn question_made(&self) {

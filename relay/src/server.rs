@@ -58,6 +58,9 @@ pub enum SpawnError {
         /// Why.
         source: io::Error,
     },
+    /// Push could not be set up (the VAPID key file).
+    #[error("cannot set up push")]
+    Push(#[from] crate::push::PushError),
     /// The TLS certificate or key could not be loaded.
     #[error("TLS: {0}")]
     Tls(String),
@@ -168,7 +171,9 @@ impl Server {
                 );
             }
         }
-        let relay = Arc::new(Relay::new(&config, store, udp_addr.map(|a| a.port())));
+        let mut relay = Relay::new(&config, store, udp_addr.map(|a| a.port()));
+        relay.enable_push(&config)?;
+        let relay = Arc::new(relay);
 
         let service = router(Arc::clone(&relay));
         let (http_stop, stopped) = watch::channel(None);

@@ -32,8 +32,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use connectoid_protocol::api::{FoundQuestion, InfoHeldCheck, InfoLimits, InfoRetention};
+use connectoid_protocol::api::{
+    FoundQuestion, InfoHeldCheck, InfoLimits, InfoPush, InfoRetention, PushRequest,
+};
 use connectoid_protocol::limits as protocol_limits;
+use connectoid_protocol::push::{PushListing, check_endpoint};
 use connectoid_protocol::seal::{QUESTION_SECRET_LEN, seal_question};
 use connectoid_protocol::udp::{CheckRequest, CheckResponse, CheckStatus};
 use connectoid_protocol::{
@@ -93,6 +96,10 @@ pub struct Relay {
     unknown_url: UnknownUrlWarning,
     held: HeldChecks,
     max_held_wait: std::time::Duration,
+    /// The push sender, when push is on ([`Relay::enable_push`]).
+    pusher: Option<crate::push::Pusher>,
+    /// How long a message lives: the `TTL` of the push it causes.
+    message_ttl: std::time::Duration,
 }
 
 /// How often at most the relay logs that answers match none of its URLs.
@@ -192,6 +199,8 @@ impl Relay {
             unknown_url: UnknownUrlWarning::default(),
             held: HeldChecks::new(config.held.max_per_source, config.held.max_total),
             max_held_wait: config.held.max_wait,
+            pusher: None,
+            message_ttl: config.retention.message,
         }
     }
 
@@ -238,6 +247,39 @@ impl Relay {
     /// How many held checks are waiting now.
     pub fn held_checks_waiting(&self) -> u32 {
         self.held.waiting()
+    }
+
+    /// Turns push on as [`Config::push`] says (nothing when it is off):
+    /// reads or makes the VAPID key in [`Config::data_dir`], starts the
+    /// sender (on the current Tokio runtime) and publishes the key in the
+    /// information document.
+    pub fn enable_push(&mut self, config: &Config) -> Result<(), crate::push::PushError> {
+        if !config.push.enabled {
+            return Ok(());
+        }
+        let vapid = crate::push::load_or_make_vapid(&config.data_dir)?;
+        // RFC 8292 `sub`: the operator's contact when it is a mailto: or
+        // https: URL, otherwise the relay's own URL.
+        let contact = config
+            .contact
+            .clone()
+            .filter(|c| c.starts_with("mailto:") || c.starts_with("https:"))
+            .or_else(|| self.urls.first().map(|url| url.as_str().to_owned()))
+            .unwrap_or_default();
+        let pusher = crate::push::Pusher::start(
+            &config.push,
+            Arc::clone(&self.store),
+            Arc::clone(&self.clock),
+            vapid,
+            contact,
+            self.metrics.pushes(),
+        )?;
+        self.info.push = Some(InfoPush::new(
+            pusher.vapid_public_key(),
+            config.push.min_interval.as_secs(),
+        ));
+        self.pusher = Some(pusher);
+        Ok(())
     }
 
     /// The information document served at `GET /.well-known/connectoid`.
@@ -405,6 +447,9 @@ impl Relay {
                 self.metrics.store_commit(started.elapsed().as_secs_f64());
                 self.held.wake(&mailbox);
                 tracing::debug!(?mailbox, %at, bytes = data.len(), "message stored");
+                if let Some(pusher) = &self.pusher {
+                    pusher.notify(mailbox, self.message_ttl);
+                }
                 Ok(Response::Done)
             }
             Operation::Check { at } => {
@@ -491,6 +536,61 @@ impl Relay {
                         tracing::debug!(?mailbox, "mailbox deleted");
                         Ok(Response::Done)
                     }
+                }
+            }
+            Operation::Push { answer, request } => {
+                self.take(Limit::CheckPerSource(source), now).await?;
+                let Some(pusher) = &self.pusher else {
+                    return Err(ApiError::new(
+                        ErrorCode::PushDisabled,
+                        "this relay sends no pushes",
+                    ));
+                };
+                self.verify(mailbox, source, answer, now).await?;
+                self.take(Limit::CheckPerMailboxSource(mailbox, source), now)
+                    .await?;
+                match request {
+                    PushRequest::Register(subscription) => {
+                        let url = check_endpoint(&subscription.endpoint)
+                            .map_err(|detail| ApiError::new(ErrorCode::BadValue, detail))?;
+                        pusher
+                            .check_endpoint(&url)
+                            .await
+                            .map_err(|detail| ApiError::new(ErrorCode::EndpointRefused, detail))?;
+                        if !self
+                            .store
+                            .set_push(mailbox, subscription, now)
+                            .await
+                            .map_err(store_error)?
+                        {
+                            return Err(ApiError::new(
+                                ErrorCode::NoQuestion,
+                                "the mailbox no longer exists; check again",
+                            ));
+                        }
+                        tracing::debug!(?mailbox, kind = ?subscription.kind(), "push registered");
+                        Ok(Response::Done)
+                    }
+                    PushRequest::Remove => {
+                        self.store
+                            .remove_push(mailbox, None, now)
+                            .await
+                            .map_err(store_error)?;
+                        Ok(Response::Done)
+                    }
+                    PushRequest::List => {
+                        let listed = self
+                            .store
+                            .push(mailbox, now)
+                            .await
+                            .map_err(store_error)?
+                            .map(|subscription| PushListing {
+                                kind: subscription.kind(),
+                                endpoint: subscription.endpoint,
+                            });
+                        Ok(Response::Pushes(listed.into_iter().collect()))
+                    }
+                    _ => Err(ApiError::from(ErrorCode::UnknownAction)),
                 }
             }
             // An action a later protocol crate decodes that this relay does

@@ -1045,11 +1045,97 @@ def check_clarified():
     return count
 
 
+def check_push():
+    """push.json: decodes each body's push members (spec/protocol.md 7.3,
+    rows 20 to 27; pub and the common members are api.json's) and compares
+    with the decoded fields or the error; checks each response's status."""
+    import urllib.parse
+
+    v = load("push.json")
+    lim = v["limits"]
+    count = 0
+
+    def field(body, name):
+        value = body.get(name)
+        return value
+
+    def fixed(value, name, length):
+        if value is None:
+            raise Decode("Missing field", name)
+        if not isinstance(value, str):
+            raise Decode("Bad value")
+        try:
+            raw = b64d(value)
+        except Exception:
+            raise Decode("Bad base64")
+        if len(raw) != length:
+            raise Decode("Bad value")
+        return raw
+
+    class Decode(Exception):
+        def __init__(self, error, detail=None):
+            self.error, self.detail = error, detail
+
+    def decode(body):
+        verb = field(body, "push")
+        if verb is None:
+            raise Decode("Missing field", "push")
+        if not isinstance(verb, str) or verb not in ("register", "remove", "list"):
+            raise Decode("Bad value")
+        out = {"push": verb}
+        if verb == "register":
+            endpoint = field(body, "endpoint")
+            if endpoint is None:
+                raise Decode("Missing field", "endpoint")
+            if not isinstance(endpoint, str) or len(endpoint.encode()) > lim["max_endpoint_len"]:
+                raise Decode("Bad value")
+            url = urllib.parse.urlsplit(endpoint)
+            if url.scheme not in ("http", "https") or not url.hostname or url.username \
+                    or url.password or url.fragment:
+                raise Decode("Bad value")
+            out["endpoint"] = endpoint
+            keys = field(body, "keys")
+            out["p256dh_hex"] = out["auth_hex"] = None
+            if keys is not None:
+                if not isinstance(keys, dict):
+                    raise Decode("Bad value")
+                p256dh = fixed(keys.get("p256dh"), "keys.p256dh", lim["p256dh_len"])
+                if p256dh[0] != 4:
+                    raise Decode("Bad value")
+                out["p256dh_hex"] = p256dh.hex()
+                out["auth_hex"] = fixed(keys.get("auth"), "keys.auth", lim["auth_len"]).hex()
+        out["answer_hex"] = fixed(field(body, "answer"), "answer", 32).hex()
+        return out
+
+    for t in v["requests"]:
+        body = json.loads(t["body"])
+        try:
+            got = decode(body)
+        except Decode as e:
+            assert "error" in t, (t["name"], e.error)
+            assert e.error == t["error"], (t["name"], e.error)
+            if "detail" in t:
+                assert e.detail == t["detail"], (t["name"], e.detail)
+        else:
+            assert "decoded" in t, (t["name"], "decoded but should fail")
+            for key, value in got.items():
+                assert t["decoded"][key] == value, (t["name"], key)
+        count += 1
+    for t in v["responses"]:
+        parsed = json.loads(t["json"])
+        assert parsed["ok"] == (t["status"] == 200), t["name"]
+        if "push" in parsed:
+            for entry in parsed["push"]:
+                assert entry["kind"] in ("unifiedpush", "webpush"), t["name"]
+        count += 1
+    return count
+
+
 def main():
     total = 0
     for check in (
         check_keys, check_hpke, check_envelopes, check_udp, check_safety, check_links, check_peer,
-        check_clarified, check_wait,
+        check_clarified, check_wait, check_push,
     ):
         count = check()
         print(f"{check.__name__}: {count} vectors ok")

@@ -205,7 +205,9 @@ fn forge(state: &FakeState, request: Request) -> Response {
         .entry(request.key)
         .or_insert_with(|| (rand_bytes(), forged_messages(&request.key)));
     match request.op {
-        Operation::Send { .. } | Operation::Delete { .. } => Response::Done,
+        Operation::Send { .. } | Operation::Delete { .. } | Operation::Push { .. } => {
+            Response::Done
+        }
         Operation::Check { at } => {
             if messages.iter().any(|m| m.at > at) {
                 match seal::seal_question(&mut rng(), &request.key, secret) {

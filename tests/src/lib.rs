@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod fake;
 pub mod process;
+pub mod push_receiver;
 
 use std::path::Path;
 use std::time::Duration;

@@ -32,6 +32,7 @@ pub(crate) fn request_json(request: &Request) -> Value {
         Operation::Delete { answer } => {
             out["answer_hex"] = answer.map(|a| hex::encode(a.0)).into();
         }
+        Operation::Push { answer, request } => crate::push::push_json(&mut out, answer, request),
         other => panic!("no vector form for {other:?}"),
     }
     out
@@ -59,6 +60,7 @@ pub(crate) fn request_from_json(v: &Value) -> Request {
         Action::Delete => Operation::Delete {
             answer: answer_from(v),
         },
+        Action::Push => crate::push::push_from_json(v),
     };
     Request {
         key: st(v, "pub").parse().unwrap(),
@@ -83,6 +85,7 @@ pub(crate) fn response_json(response: &Response) -> Value {
         Response::Many(messages) => {
             json!({"type": "many", "messages": messages.iter().map(message).collect::<Vec<_>>()})
         }
+        Response::Pushes(listings) => json!({"type": "pushes", "push": listings}),
         Response::Error(e) => {
             json!({"type": "error", "error": e.code.as_str(), "detail": e.detail})
         }
@@ -103,6 +106,7 @@ pub(crate) fn response_from_json(v: &Value) -> Response {
         },
         "one" => Response::One(message(v)),
         "many" => Response::Many(arr(v, "messages").iter().map(message).collect()),
+        "pushes" => Response::Pushes(serde_json::from_value(get(v, "push").clone()).unwrap()),
         "error" => Response::Error(ApiError {
             code: ErrorCode::from_str_exact(st(v, "error")).unwrap(),
             detail: opt_str(v, "detail"),
@@ -420,6 +424,18 @@ pub(crate) fn build_api() -> Value {
 }
 
 pub(crate) fn check_api(v: &Value) {
+    check_requests(v);
+    check_responses(v);
+    let errors = arr(v, "errors");
+    assert_eq!(errors.len(), ErrorCode::ALL.len());
+    for (vector, code) in errors.iter().zip(ErrorCode::ALL) {
+        assert_eq!(st(vector, "error"), code.as_str());
+        assert_eq!(num(vector, "status"), u64::from(code.http_status()));
+    }
+}
+
+/// Checks a file's `requests` (in `api.json`'s form).
+pub(crate) fn check_requests(v: &Value) {
     for vector in arr(v, "requests") {
         let label = name(vector);
         let result = Request::from_json(st(vector, "body").as_bytes());
@@ -441,6 +457,10 @@ pub(crate) fn check_api(v: &Value) {
             }
         }
     }
+}
+
+/// Checks a file's `responses` (in `api.json`'s form).
+pub(crate) fn check_responses(v: &Value) {
     for vector in arr(v, "responses") {
         let label = name(vector);
         let response = response_from_json(get(vector, "value"));
@@ -449,12 +469,6 @@ pub(crate) fn check_api(v: &Value) {
         let action = action_named(st(vector, "action"));
         let decoded = Response::from_json(action, st(vector, "json").as_bytes()).unwrap();
         assert_eq!(decoded, response, "{label}");
-    }
-    let errors = arr(v, "errors");
-    assert_eq!(errors.len(), ErrorCode::ALL.len());
-    for (vector, code) in errors.iter().zip(ErrorCode::ALL) {
-        assert_eq!(st(vector, "error"), code.as_str());
-        assert_eq!(num(vector, "status"), u64::from(code.http_status()));
     }
 }
 

@@ -27,6 +27,7 @@ mod hpke;
 mod keys;
 mod links;
 mod peer;
+mod push;
 mod safety;
 mod udp;
 mod util;

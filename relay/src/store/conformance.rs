@@ -63,6 +63,7 @@ pub async fn run_all(factory: &dyn StoreFactory) {
     delete_respects_only_if_empty(factory).await;
     sweep_removes_expired_messages(factory).await;
     sweep_removes_idle_mailboxes(factory).await;
+    push_registrations_live_with_their_mailbox(factory).await;
 }
 
 /// Start of time for every case: 2023-11-14, in µs.
@@ -458,6 +459,77 @@ pub async fn sweep_removes_idle_mailboxes(factory: &dyn StoreFactory) {
     assert_eq!((stats.mailboxes, stats.messages), (0, 0));
 }
 
+/// A push registration needs an existing mailbox, is replaced by the next,
+/// removed by its owner (or, naming its endpoint, after a push service's
+/// "gone"), and goes with its mailbox: on delete and on idle removal.
+pub async fn push_registrations_live_with_their_mailbox(factory: &dyn StoreFactory) {
+    use connectoid_protocol::push::{PushSubscription, WebPushKeys};
+    let options = options();
+    let idle = options.mailbox_idle_us;
+    let store = factory.make(options).await;
+    let (a, b) = (mailbox(31), mailbox(32));
+    let unified = PushSubscription {
+        endpoint: "https://push.example/up?token=1".into(),
+        web_push: None,
+    };
+    let mut p256dh = [7u8; 65];
+    p256dh[0] = 4;
+    let web = PushSubscription {
+        endpoint: "https://push.example/wp/2".into(),
+        web_push: Some(WebPushKeys {
+            p256dh,
+            auth: [9; 16],
+        }),
+    };
+    let push = |id| {
+        let store = Arc::clone(&store);
+        async move { store.push(id, T0).await.expect("push") }
+    };
+    assert!(
+        !store.set_push(a, &unified, T0).await.expect("set"),
+        "no mailbox"
+    );
+    assert_eq!(push(a).await, None);
+    send_ok(&*store, a, &data(120), T0).await;
+    assert!(store.set_push(a, &unified, T0).await.expect("set"));
+    assert_eq!(push(a).await, Some(unified.clone()));
+    assert!(store.set_push(a, &web, T0).await.expect("set"));
+    assert_eq!(push(a).await, Some(web.clone()), "replaced");
+    assert!(
+        !store
+            .remove_push(a, Some(&unified.endpoint), T0)
+            .await
+            .expect("remove"),
+        "another endpoint's gone does not remove it"
+    );
+    assert_eq!(push(a).await, Some(web.clone()));
+    assert!(
+        store
+            .remove_push(a, Some(&web.endpoint), T0)
+            .await
+            .expect("remove")
+    );
+    assert_eq!(push(a).await, None);
+    assert!(!store.remove_push(a, None, T0).await.expect("remove"));
+    assert!(store.set_push(a, &unified, T0).await.expect("set"));
+    assert!(store.remove_push(a, None, T0).await.expect("remove"));
+    assert!(store.set_push(a, &unified, T0).await.expect("set"));
+    // Sends and checks keep it.
+    send_ok(&*store, a, &data(120), T0 + 1).await;
+    check_one(&*store, a, At::ZERO, T0 + 2).await;
+    assert_eq!(push(a).await, Some(unified.clone()));
+    // Delete removes it; the mailbox made anew has none.
+    store.delete(a, false, T0 + 3).await.expect("delete");
+    assert_eq!(push(a).await, None);
+    send_ok(&*store, a, &data(120), T0 + 4).await;
+    assert_eq!(push(a).await, None);
+    // Idle removal removes it.
+    send_ok(&*store, b, &data(120), T0).await;
+    assert!(store.set_push(b, &web, T0).await.expect("set"));
+    store.sweep(T0 + idle + 10).await.expect("sweep");
+    assert_eq!(push(b).await, None);
+}
+
 /// One `#[tokio::test]` per conformance case, for the factory expression
 /// given (evaluated once per test). See the [module documentation](crate::store::conformance).
 #[macro_export]
@@ -475,6 +547,7 @@ macro_rules! store_conformance_tests {
             delete_respects_only_if_empty,
             sweep_removes_expired_messages,
             sweep_removes_idle_mailboxes,
+            push_registrations_live_with_their_mailbox,
         );
     };
     ($factory:expr) => {

@@ -27,7 +27,9 @@ use async_trait::async_trait;
 #[cfg(doc)]
 use connectoid_protocol::api::Answer;
 use connectoid_protocol::api::Message;
+use connectoid_protocol::b64;
 use connectoid_protocol::keys::PUBLIC_KEY_LEN;
+use connectoid_protocol::push::{AUTH_LEN, P256DH_LEN, PushSubscription, WebPushKeys};
 use connectoid_protocol::seal::QUESTION_SECRET_LEN;
 use connectoid_protocol::{At, PublicKey};
 
@@ -313,6 +315,35 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// the backend; later calls fail with [`StoreError::Closed`]. Idempotent.
     async fn close(&self) -> Result<(), StoreError>;
 
+    /// Keeps `subscription` as the push registration of an existing
+    /// mailbox, replacing the one it had; `false` (and nothing kept) when
+    /// there is no such mailbox. The registration is removed with the
+    /// mailbox ([`Store::delete`], idle removal by [`Store::sweep`]).
+    async fn set_push(
+        &self,
+        mailbox: MailboxId,
+        subscription: &PushSubscription,
+        now_us: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// Removes the mailbox's push registration; with `only_endpoint`, only
+    /// if it is for that endpoint (so that a push service's "gone" for an
+    /// old endpoint does not remove its replacement). `true` if one was
+    /// removed.
+    async fn remove_push(
+        &self,
+        mailbox: MailboxId,
+        only_endpoint: Option<&str>,
+        now_us: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// The push registration of the mailbox, if it exists and has one.
+    async fn push(
+        &self,
+        mailbox: MailboxId,
+        now_us: u64,
+    ) -> Result<Option<PushSubscription>, StoreError>;
+
     /// Whether the store works now, for `GET /healthz`: `Ok` when it can
     /// serve reads and take writes. The default asks for [`Store::stats`].
     /// A backend whose writes failed (a full disk) answers
@@ -373,6 +404,47 @@ pub trait SendListener: Send + Sync + 'static {
     /// The feed was interrupted (and is back, or being re-established):
     /// sends may have been missed, so every held check should look again.
     fn feed_interrupted(&self);
+}
+
+/// A push registration as both backends store it: JSON with `endpoint`
+/// and, for Web Push, `p256dh` and `auth` in base64url.
+pub(crate) fn encode_push(subscription: &PushSubscription) -> String {
+    let mut value = serde_json::json!({ "endpoint": subscription.endpoint });
+    if let Some(keys) = &subscription.web_push {
+        value["p256dh"] = b64::encode(&keys.p256dh).into();
+        value["auth"] = b64::encode(&keys.auth).into();
+    }
+    value.to_string()
+}
+
+/// Reads what [`encode_push`] wrote.
+pub(crate) fn decode_push(text: &str) -> Result<PushSubscription, StoreError> {
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        endpoint: String,
+        p256dh: Option<String>,
+        auth: Option<String>,
+    }
+    let corrupt = |what: &str| StoreError::Corrupt(format!("push registration: {what}"));
+    let stored: Stored = serde_json::from_str(text).map_err(|e| corrupt(&e.to_string()))?;
+    let web_push = match (stored.p256dh, stored.auth) {
+        (Some(p256dh), Some(auth)) => {
+            let p256dh: [u8; P256DH_LEN] = b64::decode(&p256dh)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| corrupt("p256dh"))?;
+            let auth: [u8; AUTH_LEN] = b64::decode(&auth)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| corrupt("auth"))?;
+            Some(WebPushKeys { p256dh, auth })
+        }
+        _ => None,
+    };
+    Ok(PushSubscription {
+        endpoint: stored.endpoint,
+        web_push,
+    })
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ pub mod report;
 pub mod scenarios;
 pub mod spread;
 pub mod wake;
+pub mod wake_push;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -292,6 +292,12 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     if options.runs("wake") {
         eprintln!("bench: wake-up (held checks)");
         super::wake::wake(&setup, &mut report).await?;
+        eprintln!("bench: wake-up (push)");
+        let samples = if options.quick { 50 } else { 200 };
+        let rows =
+            super::wake_push::wake_push(&setup.relay_binary, &setup.data_dir("wake-push"), samples)
+                .await;
+        report.rows.extend(rows);
     }
     targets(&mut report);
     Ok(report)

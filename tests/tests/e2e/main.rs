@@ -12,6 +12,7 @@ mod dedupe;
 mod flow;
 mod https;
 mod intercept;
+mod push;
 mod refusal;
 mod relays;
 mod resilience;

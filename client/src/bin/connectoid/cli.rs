@@ -152,6 +152,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: RelayCommand,
     },
+    /// Push notifications (UnifiedPush) for every mailbox the profile reads.
+    Push {
+        #[command(subcommand)]
+        command: PushCommand,
+    },
     /// The shared shopping list (the demo app), kept in the profile.
     List {
         #[command(subcommand)]
@@ -232,6 +237,21 @@ pub(crate) enum SendKind {
     Answer,
     /// Anything else.
     App,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PushCommand {
+    /// Ask every relay to POST to the UnifiedPush ENDPOINT when a message
+    /// arrives (replaces an earlier registration). Each mailbox needs a
+    /// message waiting at the relay: its question proves ownership.
+    Register {
+        /// The endpoint URL (https; your UnifiedPush distributor gives it).
+        endpoint: String,
+    },
+    /// Remove the registrations.
+    Remove,
+    /// List the registrations.
+    List,
 }
 
 #[derive(Debug, Subcommand)]

@@ -15,7 +15,9 @@ use connectoid::{
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 
-use crate::cli::{Cli, Command, LinkCommand, ListCommand, RelayCommand, RelaysCommand, SendKind};
+use crate::cli::{
+    Cli, Command, LinkCommand, ListCommand, PushCommand, RelayCommand, RelaysCommand, SendKind,
+};
 use connectoid::list;
 
 /// Runs the parsed command line.
@@ -209,6 +211,14 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 None if json => print_json(&json!({ "nickname": nickname, "notified": false })),
                 None => println!("moved the mailbox for {nickname}; no peer to tell yet"),
             }
+        }
+        Command::Push { command } => {
+            let outcomes = match command {
+                PushCommand::Register { endpoint } => client.register_push(&endpoint).await?,
+                PushCommand::Remove => client.remove_push().await?,
+                PushCommand::List => client.list_push().await?,
+            };
+            print_push(&outcomes, json);
         }
         Command::Relays { command } => match command {
             RelaysCommand::Add { url, ext, strict } => {
@@ -859,6 +869,51 @@ pub(crate) fn fail(error: &anyhow::Error, json: bool) -> ExitCode {
     }
     eprintln!("connectoid: {text}");
     ExitCode::FAILURE
+}
+
+/// One line per peer's mailbox and relay (JSON: an array of objects).
+fn print_push(outcomes: &[connectoid::PushOutcome], json: bool) {
+    if json {
+        print_json(&Value::Array(
+            outcomes
+                .iter()
+                .map(|o| match &o.result {
+                    Ok(listed) => json!({
+                        "relay": o.relay.to_string(),
+                        "nickname": o.nickname,
+                        "ok": true,
+                        "push": listed.iter().map(|l| json!({"kind": l.kind, "endpoint": l.endpoint})).collect::<Vec<_>>(),
+                    }),
+                    Err(e) => json!({
+                        "relay": o.relay.to_string(),
+                        "nickname": o.nickname,
+                        "ok": false,
+                        "error": e.to_string(),
+                    }),
+                })
+                .collect(),
+        ));
+        return;
+    }
+    if outcomes.is_empty() {
+        eprintln!("no mailboxes: share or accept a link first");
+    }
+    for outcome in outcomes {
+        match &outcome.result {
+            Ok(listed) if listed.is_empty() => {
+                println!("{} {}: ok", outcome.nickname, outcome.relay);
+            }
+            Ok(listed) => {
+                for listing in listed {
+                    println!(
+                        "{} {}: {}",
+                        outcome.nickname, outcome.relay, listing.endpoint
+                    );
+                }
+            }
+            Err(e) => eprintln!("{} {}: {e}", outcome.nickname, outcome.relay),
+        }
+    }
 }
 
 fn outcome_json(

@@ -81,14 +81,16 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use connectoid_protocol::At;
 use connectoid_protocol::api::Message;
-use redb::{Database, ReadableDatabase as _};
+use connectoid_protocol::push::PushSubscription;
+use redb::{Database, ReadableDatabase as _, ReadableTable as _};
 use tokio::sync::{mpsc, oneshot};
 
 use self::index::Index;
-use self::schema::{MESSAGES, message_key};
+use self::schema::{MAILBOXES, MESSAGES, PUSH, message_key};
 use self::writer::{Handle, Op, Writer, run_writer};
 use super::{
     Deleted, MailboxId, Question, Store, StoreError, StoreOptions, StoreStats, SweepReport,
+    decode_push, encode_push,
 };
 
 /// The database file's name inside the data directory.
@@ -378,6 +380,95 @@ impl Store for RedbStore {
             reply,
         })
         .await
+    }
+
+    async fn set_push(
+        &self,
+        mailbox: MailboxId,
+        subscription: &PushSubscription,
+        _now_us: u64,
+    ) -> Result<bool, StoreError> {
+        let db = self.database()?;
+        let text = encode_push(subscription);
+        // Outside the writer thread: redb serializes this transaction with
+        // the writer's, and the mailbox record is read inside it, so a
+        // registration is never kept for a mailbox a commit removed.
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_write().map_err(unavailable)?;
+            let kept = {
+                let mailboxes = txn.open_table(MAILBOXES).map_err(unavailable)?;
+                if mailboxes
+                    .get(mailbox.0.as_slice())
+                    .map_err(unavailable)?
+                    .is_none()
+                {
+                    false
+                } else {
+                    let mut push = txn.open_table(PUSH).map_err(unavailable)?;
+                    push.insert(mailbox.0.as_slice(), text.as_str())
+                        .map_err(unavailable)?;
+                    true
+                }
+            };
+            txn.commit().map_err(unavailable)?;
+            Ok(kept)
+        })
+        .await
+        .map_err(unavailable)?
+    }
+
+    async fn remove_push(
+        &self,
+        mailbox: MailboxId,
+        only_endpoint: Option<&str>,
+        _now_us: u64,
+    ) -> Result<bool, StoreError> {
+        let db = self.database()?;
+        let only_endpoint = only_endpoint.map(str::to_owned);
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_write().map_err(unavailable)?;
+            let removed = {
+                let mut push = txn.open_table(PUSH).map_err(unavailable)?;
+                let stored = push
+                    .get(mailbox.0.as_slice())
+                    .map_err(unavailable)?
+                    .map(|text| decode_push(text.value()))
+                    .transpose()?;
+                match stored {
+                    Some(stored)
+                        if only_endpoint
+                            .as_deref()
+                            .is_none_or(|endpoint| endpoint == stored.endpoint) =>
+                    {
+                        push.remove(mailbox.0.as_slice()).map_err(unavailable)?;
+                        true
+                    }
+                    _ => false,
+                }
+            };
+            txn.commit().map_err(unavailable)?;
+            Ok(removed)
+        })
+        .await
+        .map_err(unavailable)?
+    }
+
+    async fn push(
+        &self,
+        mailbox: MailboxId,
+        _now_us: u64,
+    ) -> Result<Option<PushSubscription>, StoreError> {
+        let db = self.database()?;
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let push = txn.open_table(PUSH).map_err(unavailable)?;
+            push.get(mailbox.0.as_slice())
+                .map_err(unavailable)?
+                .map(|text| decode_push(text.value()))
+                .transpose()
+        })
+        .await
+        .map_err(unavailable)?
     }
 
     async fn sweep(&self, now_us: u64) -> Result<SweepReport, StoreError> {

@@ -19,6 +19,9 @@ pub(super) const MESSAGES: TableDefinition<&[u8; KEY_LEN], &[u8]> =
     TableDefinition::new("messages_by_at");
 pub(super) const MAILBOXES: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("mailboxes");
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Push registrations: mailbox -> [`crate::store::encode_push`] text. A
+/// table added without a schema change: older relays ignore it.
+pub(super) const PUSH: TableDefinition<&[u8], &str> = TableDefinition::new("push");
 pub(super) const SCHEMA: u64 = 2;
 /// Schema 1's messages, by mailbox: `mailbox || at` -> sealed bytes.
 pub(super) const MESSAGES_V1: TableDefinition<&[u8], &[u8]> = TableDefinition::new("messages");
@@ -79,6 +82,7 @@ pub(super) fn init_schema(db: &Database) -> Result<(), StoreError> {
         meta.insert("schema", SCHEMA).map_err(unavailable)?;
         txn.open_table(MESSAGES).map_err(unavailable)?;
         txn.open_table(MAILBOXES).map_err(unavailable)?;
+        txn.open_table(PUSH).map_err(unavailable)?;
     }
     txn.commit().map_err(unavailable)
 }

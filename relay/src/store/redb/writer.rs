@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::index::{Expired, Index, Mailbox, expired_until};
 use super::lock;
-use super::schema::{KEY_LEN, MAILBOXES, MESSAGES, META, message_key};
+use super::schema::{KEY_LEN, MAILBOXES, MESSAGES, META, PUSH, message_key};
 use crate::store::{Deleted, MailboxId, StoreError, StoreOptions, SweepReport};
 
 pub(super) enum Op {
@@ -60,6 +60,7 @@ pub(super) struct Tables<'txn> {
     pub(super) messages: redb::Table<'txn, &'static [u8; KEY_LEN], &'static [u8]>,
     pub(super) mailboxes: redb::Table<'txn, &'static [u8], (u64, u64)>,
     pub(super) meta: redb::Table<'txn, &'static str, u64>,
+    pub(super) push: redb::Table<'txn, &'static [u8], &'static str>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -68,6 +69,7 @@ impl<'txn> Tables<'txn> {
             messages: txn.open_table(MESSAGES)?,
             mailboxes: txn.open_table(MAILBOXES)?,
             meta: txn.open_table(META)?,
+            push: txn.open_table(PUSH)?,
         })
     }
 }
@@ -309,6 +311,8 @@ impl<'a> Batch<'a> {
             tables.messages.remove(&message_key(&id, *at))?;
         }
         tables.mailboxes.remove(id.0.as_slice())?;
+        // A push registration goes with its mailbox.
+        tables.push.remove(id.0.as_slice())?;
         if mailbox.last_at > self.floor {
             self.floor = mailbox.last_at;
             tables.meta.insert("floor", self.floor.0)?;

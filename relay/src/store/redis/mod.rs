@@ -8,7 +8,7 @@
 //!
 //! | key | type | holds | Redis expiry |
 //! | --- | --- | --- | --- |
-//! | `P:{M}:meta` | hash | `last` (newest `at` ever), `n` and `bytes` (messages and bytes counted in the totals), `check` (last check, µs) | idle time after the stored check plus one day, and not before its newest message expires |
+//! | `P:{M}:meta` | hash | `last` (newest `at` ever), `n` and `bytes` (messages and bytes counted in the totals), `check` (last check, µs), `push` (the push registration, if any: removed and expired with the mailbox) | idle time after the stored check plus one day, and not before its newest message expires |
 //! | `P:{M}:msgs` | sorted set | one member per message: `at` as 20 decimal digits, then the sealed bytes; score `at` | when its newest message expires |
 //! | `P:{M}:q` | hash | the live question: `e` (expiry, µs), `v` (secret and sealed bytes) | when the question expires |
 //! | `P:{M}:floor` | string | the newest `at` of a removed mailbox | the idle time |
@@ -84,6 +84,7 @@ use async_trait::async_trait;
 use connectoid_protocol::At;
 use connectoid_protocol::api::Message;
 use connectoid_protocol::keys::PUBLIC_KEY_LEN;
+use connectoid_protocol::push::PushSubscription;
 use futures::StreamExt as _;
 
 use self::keys::{Keys, member, parse_member};
@@ -92,7 +93,7 @@ use self::scripts::Scripts;
 pub use self::target::{RedisTarget, RedisUrlError};
 use super::{
     Bucket, Deleted, MailboxId, Question, SendListener, Store, StoreError, StoreOptions,
-    StoreStats, SweepReport,
+    StoreStats, SweepReport, decode_push, encode_push,
 };
 use crate::bucket::Rate;
 
@@ -810,6 +811,66 @@ impl Store for RedisStore {
             }
             Removal::Alive { .. } => Err(corrupt("delete answered as a sweep")),
         }
+    }
+
+    async fn set_push(
+        &self,
+        mailbox: MailboxId,
+        subscription: &PushSubscription,
+        _now_us: u64,
+    ) -> Result<bool, StoreError> {
+        let meta = self.keys.meta(&mailbox);
+        let text = encode_push(subscription);
+        let kept: i64 = self
+            .io(|mut c| async move {
+                self.scripts
+                    .push_set
+                    .key(&meta)
+                    .arg(&text)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(kept == 1)
+    }
+
+    async fn remove_push(
+        &self,
+        mailbox: MailboxId,
+        only_endpoint: Option<&str>,
+        _now_us: u64,
+    ) -> Result<bool, StoreError> {
+        let meta = self.keys.meta(&mailbox);
+        let endpoint = only_endpoint.unwrap_or("").to_owned();
+        let removed: i64 = self
+            .io(|mut c| async move {
+                self.scripts
+                    .push_remove
+                    .key(&meta)
+                    .arg(&endpoint)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(removed == 1)
+    }
+
+    async fn push(
+        &self,
+        mailbox: MailboxId,
+        _now_us: u64,
+    ) -> Result<Option<PushSubscription>, StoreError> {
+        let meta = self.keys.meta(&mailbox);
+        let stored: Option<String> = self
+            .io(|mut c| async move {
+                ::redis::cmd("HGET")
+                    .arg(&meta)
+                    .arg("push")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        stored.as_deref().map(decode_push).transpose()
     }
 
     async fn sweep(&self, now_us: u64) -> Result<SweepReport, StoreError> {

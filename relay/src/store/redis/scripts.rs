@@ -37,6 +37,14 @@ const TRIM: &str = include_str!("trim.lua");
 /// 1 when a token was taken, 0 when the bucket is empty.
 const TAKE: &str = include_str!("take.lua");
 
+/// KEYS: meta. ARGV: the registration text. Keeps it in the `push` field
+/// of an existing mailbox's `meta`; returns 1, or 0 when there is no mailbox.
+const PUSH_SET: &str = include_str!("push_set.lua");
+
+/// KEYS: meta. ARGV: an endpoint, or empty for any. Removes the `push`
+/// field if it names that endpoint; returns 1 when it removed one.
+const PUSH_REMOVE: &str = include_str!("push_remove.lua");
+
 pub(super) struct Scripts {
     pub(super) send: Script,
     pub(super) check: Script,
@@ -44,6 +52,8 @@ pub(super) struct Scripts {
     pub(super) remove: Script,
     pub(super) trim: Script,
     pub(super) take: Script,
+    pub(super) push_set: Script,
+    pub(super) push_remove: Script,
 }
 
 impl Scripts {
@@ -56,6 +66,8 @@ impl Scripts {
             remove: script(REMOVE),
             trim: script(TRIM),
             take: script(TAKE),
+            push_set: script(PUSH_SET),
+            push_remove: script(PUSH_REMOVE),
         }
     }
 }
