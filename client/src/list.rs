@@ -696,7 +696,31 @@ impl Syncer {
             return;
         }
         if !self.options.direct {
-            state.report.events.push(format!("{event:?}"));
+            // A peer offering a link (or just connected) gets our list
+            // through the relays instead, and is asked for its own.
+            let wants_sync = matches!(
+                event,
+                Event::Message {
+                    kind: Kind::Offer,
+                    ..
+                } | Event::PeerConnected { .. }
+            );
+            if wants_sync
+                && !state.done.contains(&nickname)
+                && !state.relayed_to.contains(&nickname)
+            {
+                match self.send_relayed(&nickname, true).await {
+                    Ok(()) => {
+                        state.relayed_to.insert(nickname.clone());
+                        state
+                            .awaiting
+                            .insert(nickname, "direct links are off".to_owned());
+                    }
+                    Err(e) => state.failed(&nickname, e.to_string()),
+                }
+            } else {
+                state.report.events.push(format!("{event:?}"));
+            }
             return;
         }
         match self.rendezvous.handle(event).await {

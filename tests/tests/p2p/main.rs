@@ -8,6 +8,7 @@
 // its own runtime thread, and the guard only orders whole tests.
 #![allow(clippy::await_holding_lock)]
 
+mod paths;
 mod security;
 mod shopping;
 
