@@ -378,6 +378,8 @@ pub struct PendingLink {
     nickname: String,
     side: Side,
     options: PeerLinkOptions,
+    /// When the offer expires, in ms since the Unix epoch.
+    expires_ms: u64,
 }
 
 impl std::fmt::Debug for PendingLink {
@@ -393,6 +395,12 @@ impl PendingLink {
     /// The session id of our offer.
     pub fn session(&self) -> &str {
         &self.side.session
+    }
+
+    /// When the offer expires (its `expires`), in ms since the Unix epoch:
+    /// the peer answers it no later.
+    pub fn expires_ms(&self) -> u64 {
+        self.expires_ms
     }
 
     /// Whether `body` is the answer to this offer (same session id).
@@ -462,12 +470,14 @@ impl Client {
         let side = Side::prepare(self, nickname, options, None).await?;
         let mut body = side.offer(options)?.to_body();
         let lifetime = u64::try_from(options.offer_lifetime.as_millis()).unwrap_or(u64::MAX);
-        body["expires"] = self.now_ms().saturating_add(lifetime).into();
+        let expires_ms = self.now_ms().saturating_add(lifetime);
+        body["expires"] = expires_ms.into();
         self.send(nickname, Kind::Offer, body).await?;
         Ok(PendingLink {
             nickname: nickname.to_owned(),
             side,
             options: options.clone(),
+            expires_ms,
         })
     }
 
@@ -745,7 +755,8 @@ async fn connect(
 /// [`Rendezvous::handle`]; it returns a link when one comes up.
 ///
 /// Glare (both sides offer at once): the offer with the lower session id
-/// wins; the side whose offer lost drops it and answers the other. An offer
+/// wins (ours only while it has not expired); the side whose offer lost
+/// drops it and answers the other. An offer
 /// whose session was already answered is refused (a replay); an offer
 /// past its `expires` (left over from an earlier run) is ignored.
 pub struct Rendezvous {
@@ -823,7 +834,11 @@ impl Rendezvous {
                     )));
                 }
                 if let Some(ours) = self.pending.get(nickname.as_str()) {
-                    if ours.session() < quic.session.as_str() {
+                    // Our offer wins glare only while the peer may still
+                    // answer it.
+                    if ours.session() < quic.session.as_str()
+                        && ours.expires_ms() >= self.client.now_ms()
+                    {
                         tracing::debug!(%nickname, "glare: our offer wins");
                         return Ok(None);
                     }
