@@ -15,8 +15,8 @@ mod shopping;
 use std::time::Duration;
 
 use connectoid::list::{self, SyncOptions, SyncReport};
-use connectoid::{Client, Link, PeerLinkOptions, ShareOptions};
-use connectoid_tests::{InProcessRelay, client, entries, init_tracing};
+use connectoid::{Client, Event, Kind, Link, PeerLinkOptions, ShareOptions};
+use connectoid_tests::{InProcessRelay, client, entries, init_tracing, poll_until};
 use serde_json::Value;
 
 /// Loopback-only links with a bounded connect timeout.
@@ -105,6 +105,31 @@ pub(crate) async fn sync_both(
         "bob: {b:?}"
     );
     Ok((a, b))
+}
+
+/// Polls `client` until an `offer` arrives; returns its body.
+pub(crate) async fn next_offer(client: &Client) -> anyhow::Result<Value> {
+    let is_offer = |e: &Event| {
+        matches!(
+            e,
+            Event::Message {
+                kind: Kind::Offer,
+                ..
+            }
+        )
+    };
+    let events = poll_until(client, |events| events.iter().any(is_offer)).await?;
+    events
+        .into_iter()
+        .find_map(|e| match e {
+            Event::Message {
+                kind: Kind::Offer,
+                body,
+                ..
+            } => Some(body),
+            _ => None,
+        })
+        .ok_or_else(|| anyhow::anyhow!("no offer"))
 }
 
 /// Adds an item to the list in `client`'s profile.

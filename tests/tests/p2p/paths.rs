@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use connectoid::list::{self, SyncPath, SyncReport};
 use connectoid::peer::QuicOffer;
-use connectoid::{Event, Kind, PeerLinkOptions, ShareOptions};
+use connectoid::{PeerLinkOptions, ShareOptions};
 use connectoid_tests::fake::RelayProxy;
-use connectoid_tests::{InProcessRelay, client, entries, init_tracing, poll_until};
+use connectoid_tests::{InProcessRelay, client, entries, init_tracing};
 use serde_json::Value;
 
-use crate::{add, pair, serial, sync_both, sync_options, texts};
+use crate::{add, next_offer, pair, serial, sync_both, sync_options, texts};
 
 fn path_of(report: &SyncReport, nickname: &str) -> SyncPath {
     report
@@ -124,29 +124,7 @@ async fn an_offer_carries_the_reflexive_address_a_relay_saw() -> anyhow::Result<
     bob.accept(&link, "Alice", Value::Null, Default::default())
         .await?;
     let pending = bob.offer_link("Alice", &PeerLinkOptions::default()).await?;
-    let events = poll_until(&alice, |events| {
-        events.iter().any(|e| {
-            matches!(
-                e,
-                Event::Message {
-                    kind: Kind::Offer,
-                    ..
-                }
-            )
-        })
-    })
-    .await?;
-    let offer = events
-        .iter()
-        .find_map(|e| match e {
-            Event::Message {
-                kind: Kind::Offer,
-                body,
-                ..
-            } => Some(QuicOffer::from_body(body)),
-            _ => None,
-        })
-        .expect("an offer")?;
+    let offer = QuicOffer::from_body(&next_offer(&alice).await?)?;
     assert_eq!(offer.session, pending.session());
     assert_eq!(offer.candidates.first(), Some(&mapped), "{offer:?}");
     let local_port = offer.candidates[1].port();
