@@ -339,14 +339,28 @@ impl RelayProxy {
         } else {
             None
         };
+        let udp_port = match &sink {
+            Some(sink) => Some(sink.local_addr()?.port()),
+            None => None,
+        };
+        Self::launch(udp_port, sink).await
+    }
+
+    /// Starts a proxy whose information document advertises UDP `port` (a
+    /// socket of the test's, such as a UDP forwarder standing for a NAT).
+    pub async fn start_advertising_udp(port: u16) -> anyhow::Result<Self> {
+        Self::launch(Some(port), None).await
+    }
+
+    async fn launch(
+        udp_port: Option<u16>,
+        sink: Option<tokio::net::UdpSocket>,
+    ) -> anyhow::Result<Self> {
         let up = Arc::new(AtomicBool::new(true));
         let upstream: Arc<Mutex<Option<String>>> = Arc::default();
         let state = ProxyState {
             upstream: upstream.clone(),
-            udp_port: match &sink {
-                Some(sink) => Some(sink.local_addr()?.port()),
-                None => None,
-            },
+            udp_port,
             up: up.clone(),
             http: reqwest::Client::new(),
         };

@@ -8,14 +8,15 @@
 // its own runtime thread, and the guard only orders whole tests.
 #![allow(clippy::await_holding_lock)]
 
+mod paths;
 mod security;
 mod shopping;
 
 use std::time::Duration;
 
 use connectoid::list::{self, SyncOptions, SyncReport};
-use connectoid::{Client, Link, PeerLinkOptions, ShareOptions};
-use connectoid_tests::{InProcessRelay, client, entries, init_tracing};
+use connectoid::{Client, Event, Kind, Link, PeerLinkOptions, ShareOptions};
+use connectoid_tests::{InProcessRelay, client, entries, init_tracing, poll_until};
 use serde_json::Value;
 
 /// Loopback-only links with a bounded connect timeout.
@@ -96,14 +97,39 @@ pub(crate) async fn sync_both(
     let (a, b) = tokio::join!(list::sync(alice, &options), list::sync(bob, &options));
     let (a, b) = (a?, b?);
     anyhow::ensure!(
-        a.synced.iter().any(|(n, _)| n == "Bob") && a.failed.is_empty(),
+        a.synced_with("Bob").is_some() && a.failed.is_empty(),
         "alice: {a:?}"
     );
     anyhow::ensure!(
-        b.synced.iter().any(|(n, _)| n == "Alice") && b.failed.is_empty(),
+        b.synced_with("Alice").is_some() && b.failed.is_empty(),
         "bob: {b:?}"
     );
     Ok((a, b))
+}
+
+/// Polls `client` until an `offer` arrives; returns its body.
+pub(crate) async fn next_offer(client: &Client) -> anyhow::Result<Value> {
+    let is_offer = |e: &Event| {
+        matches!(
+            e,
+            Event::Message {
+                kind: Kind::Offer,
+                ..
+            }
+        )
+    };
+    let events = poll_until(client, |events| events.iter().any(is_offer)).await?;
+    events
+        .into_iter()
+        .find_map(|e| match e {
+            Event::Message {
+                kind: Kind::Offer,
+                body,
+                ..
+            } => Some(body),
+            _ => None,
+        })
+        .ok_or_else(|| anyhow::anyhow!("no offer"))
 }
 
 /// Adds an item to the list in `client`'s profile.

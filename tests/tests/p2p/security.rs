@@ -10,7 +10,7 @@ use connectoid::{ClientError, Event, Kind, LINK_ALREADY_USED, PeerError};
 use connectoid_tests::{InProcessRelay, client, entries, init_tracing, poll_until, url_of};
 use serde_json::{Value, json};
 
-use crate::{link_options, pair, sync_both};
+use crate::{link_options, next_offer, pair, sync_both};
 
 #[tokio::test]
 async fn a_peer_with_another_certificate_is_refused() -> anyhow::Result<()> {
@@ -23,29 +23,7 @@ async fn a_peer_with_another_certificate_is_refused() -> anyhow::Result<()> {
     let mut options = link_options();
     options.connect_timeout = std::time::Duration::from_secs(3);
     let pending = bob.offer_link("Alice", &options).await?;
-    let events = poll_until(alice, |events| {
-        events.iter().any(|e| {
-            matches!(
-                e,
-                Event::Message {
-                    kind: Kind::Offer,
-                    ..
-                }
-            )
-        })
-    })
-    .await?;
-    let offer = events
-        .iter()
-        .find_map(|e| match e {
-            Event::Message {
-                kind: Kind::Offer,
-                body,
-                ..
-            } => Some(body.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let offer = next_offer(alice).await?;
     let answering = alice.answer_link("Bob", &offer, &options);
     let completing = async {
         let events = poll_until(bob, |events| {
