@@ -45,6 +45,7 @@ mod metrics;
 mod rate;
 mod server;
 mod service;
+mod stun;
 mod udp;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -38,6 +38,7 @@ use crate::key_cache::KeyCache;
 use crate::metrics::Metrics;
 use crate::rate::{Limit, Limiters};
 use crate::store::{Deleted, MailboxId, Question, SourcePrefix, Store, StoreError, SweepReport};
+use crate::stun;
 
 /// The protocol version this relay speaks (defined by the protocol crate).
 pub use connectoid_protocol::api::PROTOCOL_VERSION;
@@ -426,6 +427,9 @@ impl Relay {
     /// would be larger than the request).
     pub async fn answer_datagram(&self, datagram: &[u8], source: SocketAddr) -> Option<Vec<u8>> {
         let source = SocketAddr::new(source.ip().to_canonical(), source.port());
+        if stun::is_stun(datagram) {
+            return self.answer_stun(datagram, source).await;
+        }
         let Ok(request) = CheckRequest::decode(datagram) else {
             self.metrics.udp_datagram("malformed");
             return None;
@@ -503,6 +507,45 @@ impl Relay {
             }
             None => {
                 self.metrics.udp_datagram("unanswerable");
+                None
+            }
+        }
+    }
+
+    /// Answers a STUN Binding request (`spec/relay.md` §7): one token from
+    /// the source's UDP bucket, the same as a check datagram, then a success
+    /// response with the source address, or nothing (`crate::stun`).
+    async fn answer_stun(&self, datagram: &[u8], source: SocketAddr) -> Option<Vec<u8>> {
+        let prefix = SourcePrefix::from(source.ip());
+        let now = self.clock.now_us();
+        match self
+            .limiters
+            .take(self.store.as_ref(), Limit::UdpPerSource(prefix), now)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                self.metrics.rate_limited("udp_per_ip");
+                self.metrics.stun_request("rate_limited");
+                return None;
+            }
+            Err(_) => {
+                self.metrics.stun_request("failed");
+                return None;
+            }
+        }
+        match stun::binding_response(datagram, source) {
+            Ok(response) => {
+                self.metrics.stun_request("answered");
+                Some(response)
+            }
+            Err(stun::StunError::Malformed) => {
+                self.metrics.stun_request("malformed");
+                None
+            }
+            Err(error) => {
+                tracing::debug!(%error, "STUN message not answered");
+                self.metrics.stun_request("ignored");
                 None
             }
         }
