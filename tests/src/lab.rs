@@ -260,7 +260,7 @@ impl Lab {
                 let router = format!("{}-r{index}", self.prefix);
                 self.add_namespace(&router)?;
                 self.attach_to_hub(&router, &format!("r{index}"), public)?;
-                link_lan(&router, lan_router, &device, lan_device)?;
+                link_lan(&router, lan_router, &device, "eth0", lan_device)?;
                 nat(&router, kind)?;
             }
             RouterKind::DoubleNat => {
@@ -273,9 +273,10 @@ impl Lab {
                     &cgn,
                     Ipv4Addr::new(100, 64, octet, 1),
                     &home,
+                    "wan",
                     Ipv4Addr::new(100, 64, octet, 2),
                 )?;
-                link_lan(&home, lan_router, &device, lan_device)?;
+                link_lan(&home, lan_router, &device, "eth0", lan_device)?;
                 nat(&cgn, RouterKind::Home)?;
                 nat(&home, RouterKind::Home)?;
             }
@@ -384,46 +385,29 @@ fn delete_stale_namespaces() {
     }
 }
 
-/// A veth pair `lan` (in `router`, `router_address`/24) to `eth0` (in
-/// `inner`, `inner_address`/24, default route via the router).
+/// A veth pair `lan` (in `router`, `router_address`/24) to `inner_name`
+/// (in `inner`, `inner_address`/24, default route via the router).
 fn link_lan(
     router: &str,
     router_address: Ipv4Addr,
     inner: &str,
+    inner_name: &str,
     inner_address: Ipv4Addr,
 ) -> anyhow::Result<()> {
+    let (router_cidr, inner_cidr) = (
+        format!("{router_address}/24"),
+        format!("{inner_address}/24"),
+    );
+    let via = router_address.to_string();
     ip(&[
-        "-n", router, "link", "add", "lan", "type", "veth", "peer", "name", "eth0", "netns", inner,
+        "-n", router, "link", "add", "lan", "type", "veth", "peer", "name", inner_name, "netns",
+        inner,
     ])?;
-    ip(&[
-        "-n",
-        router,
-        "addr",
-        "add",
-        &format!("{router_address}/24"),
-        "dev",
-        "lan",
-    ])?;
+    ip(&["-n", router, "addr", "add", &router_cidr, "dev", "lan"])?;
     ip(&["-n", router, "link", "set", "lan", "up"])?;
-    ip(&[
-        "-n",
-        inner,
-        "addr",
-        "add",
-        &format!("{inner_address}/24"),
-        "dev",
-        "eth0",
-    ])?;
-    ip(&["-n", inner, "link", "set", "eth0", "up"])?;
-    ip(&[
-        "-n",
-        inner,
-        "route",
-        "add",
-        "default",
-        "via",
-        &router_address.to_string(),
-    ])?;
+    ip(&["-n", inner, "addr", "add", &inner_cidr, "dev", inner_name])?;
+    ip(&["-n", inner, "link", "set", inner_name, "up"])?;
+    ip(&["-n", inner, "route", "add", "default", "via", &via])?;
     Ok(())
 }
 
