@@ -286,9 +286,9 @@ pub(crate) struct Inner {
     store: Arc<dyn ProfileStore>,
     clock: Arc<dyn Clock>,
     state: tokio::sync::Mutex<State>,
-    transport: Transport,
+    pub(crate) transport: Transport,
     #[cfg(feature = "udp")]
-    udp: Option<UdpChecker>,
+    pub(crate) udp: Option<UdpChecker>,
     receive_limit: u32,
     send_wait: SendWait,
     /// Live peer-link sockets (see `peer`).

@@ -10,6 +10,13 @@
 //! The same rule applies both ways: whoever shared read-only with a
 //! nickname ignores that nickname's changes.
 //!
+//! A sync goes over a direct peer link when one comes up within the
+//! connect timeout; otherwise (both behind NATs that map a socket to a new
+//! address per destination, or a firewall) each side sends its
+//! [`SyncMessage`] through the relays as end-to-end encrypted `app`
+//! messages ([`RelayedPart`]s) and applies the other's. See
+//! `spec/client.md`, "The shopping list through the relays".
+//!
 //! [`ShoppingList`] is pure (no I/O, the caller passes times and ids);
 //! [`load`], [`save`], [`update`], [`sync`] and [`Syncer`] do the file and
 //! network work.
@@ -23,9 +30,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::client::Client;
 use crate::clock::{Clock as _, SystemClock};
-use crate::event::PeerStatus;
+use crate::event::{Event, PeerStatus};
 use crate::peer::{PeerError, PeerLink, PeerLinkOptions, Rendezvous};
 use crate::rng::system_rng;
+use connectoid_protocol::envelope::Kind;
 
 /// The list file's name inside the profile directory.
 pub const LIST_FILE: &str = "shopping-list.json";
@@ -66,6 +74,17 @@ pub enum ListError {
     /// Acknowledging a delivery failed.
     #[error(transparent)]
     Profile(#[from] crate::ProfileError),
+    /// The list is too big to send through the relays.
+    #[error("the list is {len} bytes of JSON; through the relays it may be at most {max}")]
+    TooBigToRelay {
+        /// Bytes of the list's JSON.
+        len: usize,
+        /// The most bytes the relayed parts carry.
+        max: usize,
+    },
+    /// Sending the list through the relays failed.
+    #[error("sending the list through the relays: {0}")]
+    Relayed(String),
 }
 
 /// What a peer may do with a list we share.
@@ -330,6 +349,104 @@ async fn exchange_items(
     Ok((changed, sent.items))
 }
 
+/// Most parts a list sent through the relays may be cut into: 16 (a relay
+/// holds 100 messages per mailbox and, by default, takes bursts of 30 sends
+/// to one mailbox).
+pub const MAX_RELAYED_PARTS: usize = 16;
+/// Largest part of a list sent through the relays, in bytes of the
+/// [`SyncMessage`] JSON (carried base64url): 16 KiB, or a third of the
+/// smallest `max_message_bytes` of the peer's relays if that is less.
+pub const MAX_RELAYED_PART_LEN: usize = 16 * 1024;
+
+/// One part of a list sent through the relays: the body of an `app`
+/// message is `{"list": RelayedPart}`. The parts of one `session`, joined
+/// in `part` order, are the JSON of a [`SyncMessage`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayedPart {
+    /// A random id shared by the parts of one list (base64url of 16
+    /// bytes).
+    pub session: String,
+    /// This part's index, from 0.
+    pub part: usize,
+    /// How many parts the list has, 1 to [`MAX_RELAYED_PARTS`].
+    pub parts: usize,
+    /// The sender wants our list back through the relays (it has not
+    /// received it).
+    pub reply: bool,
+    /// This part's bytes, base64url.
+    pub data: String,
+}
+
+impl RelayedPart {
+    /// The part in an app message's `body`, if it carries one.
+    pub fn from_body(body: &serde_json::Value) -> Option<Self> {
+        let part: Self = serde_json::from_value(body.get("list")?.clone()).ok()?;
+        (part.parts >= 1 && part.parts <= MAX_RELAYED_PARTS && part.part < part.parts)
+            .then_some(part)
+    }
+
+    /// Cuts `message` into parts of at most `part_len` bytes (at least 1).
+    pub fn split(
+        message: &SyncMessage,
+        session: &str,
+        reply: bool,
+        part_len: usize,
+    ) -> Result<Vec<Self>, ListError> {
+        let bytes = serde_json::to_vec(message).map_err(|e| ListError::Corrupt(e.to_string()))?;
+        let chunks: Vec<&[u8]> = bytes.chunks(part_len.max(1)).collect();
+        if chunks.len() > MAX_RELAYED_PARTS {
+            return Err(ListError::TooBigToRelay {
+                len: bytes.len(),
+                max: MAX_RELAYED_PARTS * part_len.max(1),
+            });
+        }
+        let parts = chunks.len();
+        Ok(chunks
+            .into_iter()
+            .enumerate()
+            .map(|(part, chunk)| Self {
+                session: session.to_owned(),
+                part,
+                parts,
+                reply,
+                data: connectoid_protocol::b64::encode(chunk),
+            })
+            .collect())
+    }
+
+    /// This part as an app message body.
+    pub fn to_body(&self) -> serde_json::Value {
+        serde_json::json!({ "list": self })
+    }
+}
+
+/// The parts of relayed lists received so far, per peer and session.
+#[derive(Debug, Default)]
+struct Reassembly {
+    sessions: BTreeMap<(String, String), BTreeMap<usize, Vec<u8>>>,
+}
+
+impl Reassembly {
+    /// Adds a part; returns the whole message (and whether the sender asked
+    /// for a reply) once every part of its session is there.
+    fn add(&mut self, nickname: &str, part: RelayedPart) -> Option<Result<SyncMessage, ListError>> {
+        let Ok(bytes) = connectoid_protocol::b64::decode(&part.data) else {
+            return Some(Err(ListError::Corrupt(
+                "a relayed list part is not base64url".to_owned(),
+            )));
+        };
+        let key = (nickname.to_owned(), part.session.clone());
+        let parts = self.sessions.entry(key.clone()).or_default();
+        parts.insert(part.part, bytes);
+        if parts.len() < part.parts {
+            return None;
+        }
+        let parts = self.sessions.remove(&key)?;
+        let joined: Vec<u8> = parts.into_values().flatten().collect();
+        Some(serde_json::from_slice(&joined).map_err(|e| ListError::Corrupt(e.to_string())))
+    }
+}
+
 /// How [`sync`] polls.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -340,6 +457,10 @@ pub struct SyncOptions {
     pub polls: usize,
     /// Wait between polls. Default 1 s.
     pub interval: Duration,
+    /// Try a direct peer link first. Default on. Off: send the list
+    /// through the relays at once and neither offer nor answer a link (the
+    /// peer never learns our addresses).
+    pub direct: bool,
 }
 
 impl Default for SyncOptions {
@@ -348,16 +469,49 @@ impl Default for SyncOptions {
             link: PeerLinkOptions::default(),
             polls: 30,
             interval: Duration::from_secs(1),
+            direct: true,
         }
     }
+}
+
+impl SyncOptions {
+    /// These options with direct peer links on or off (see
+    /// [`SyncOptions::direct`]).
+    pub fn direct(mut self, direct: bool) -> Self {
+        self.direct = direct;
+        self
+    }
+}
+
+/// How a sync reached a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SyncPath {
+    /// Over a direct peer link; the peer's address on it.
+    Direct(std::net::SocketAddr),
+    /// Through the relays' mailboxes, as end-to-end encrypted `app`
+    /// messages.
+    Relayed,
+}
+
+/// One peer synced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Synced {
+    /// The peer.
+    pub nickname: String,
+    /// How many items changed here.
+    pub changed: usize,
+    /// The path the lists took.
+    pub path: SyncPath,
 }
 
 /// What a [`sync`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SyncReport {
-    /// Peers synced, with how many items changed here.
-    pub synced: Vec<(String, usize)>,
+    /// Peers synced, each once, in the order they were.
+    pub synced: Vec<Synced>,
     /// Failures, per peer (nickname, error text).
     pub failed: Vec<(String, String)>,
     /// Other events seen while polling, as text (for the CLI to show).
@@ -368,16 +522,24 @@ pub struct SyncReport {
     pub peer_items: Option<BTreeMap<String, Item>>,
 }
 
+impl SyncReport {
+    /// Whether `nickname` was synced.
+    pub fn synced_with(&self, nickname: &str) -> Option<&Synced> {
+        self.synced.iter().find(|s| s.nickname == nickname)
+    }
+}
+
 /// One sync with every connected peer: offers to each, answers their
-/// offers, and exchanges lists on every link that comes up; returns when
-/// every connected peer was synced (or failed) or after `polls` polls.
-/// Every delivery polled is acknowledged.
+/// offers, and exchanges lists on every link that comes up; where a link
+/// does not come up within the connect timeout, exchanges them through the
+/// relays instead. Returns when every connected peer was synced (or
+/// failed) or after `polls` polls. Every delivery polled is acknowledged.
 pub async fn sync(client: &Client, options: &SyncOptions) -> Result<SyncReport, ListError> {
     run(client, options, true).await
 }
 
-/// Like [`sync`] without offering: answers the offers that arrive during
-/// `polls` polls.
+/// Like [`sync`] without offering: answers the offers (and relayed lists)
+/// that arrive during `polls` polls.
 pub async fn answer(client: &Client, options: &SyncOptions) -> Result<SyncReport, ListError> {
     run(client, options, false).await
 }
@@ -396,6 +558,7 @@ pub struct Syncer {
     client: Client,
     options: SyncOptions,
     rendezvous: Rendezvous,
+    reassembly: Reassembly,
 }
 
 impl std::fmt::Debug for Syncer {
@@ -403,6 +566,39 @@ impl std::fmt::Debug for Syncer {
         f.debug_struct("Syncer")
             .field("rendezvous", &self.rendezvous)
             .finish_non_exhaustive()
+    }
+}
+
+/// What one round knows about each peer.
+#[derive(Debug, Default)]
+struct RoundState {
+    report: SyncReport,
+    /// Synced or failed: nothing more to do this round.
+    done: HashSet<String>,
+    /// Sent our list through the relays this round.
+    relayed_to: HashSet<String>,
+    /// Fell back to the relays after this direct failure; waiting for the
+    /// peer's list.
+    awaiting: BTreeMap<String, String>,
+}
+
+impl RoundState {
+    fn synced(&mut self, nickname: &str, changed: usize, path: SyncPath) {
+        self.awaiting.remove(nickname);
+        if self.done.insert(nickname.to_owned()) {
+            self.report.synced.push(Synced {
+                nickname: nickname.to_owned(),
+                changed,
+                path,
+            });
+        }
+    }
+
+    fn failed(&mut self, nickname: &str, error: String) {
+        self.awaiting.remove(nickname);
+        if self.done.insert(nickname.to_owned()) {
+            self.report.failed.push((nickname.to_owned(), error));
+        }
     }
 }
 
@@ -414,73 +610,210 @@ impl Syncer {
             client,
             options,
             rendezvous,
+            reassembly: Reassembly::default(),
         }
     }
 
     /// One round: offers to every connected peer when `offer` (replacing
-    /// offers still pending), then polls at most `options.polls` times,
-    /// answering offers, completing pending offers with their answers and
-    /// exchanging lists on every link that comes up. Every delivery polled
-    /// is acknowledged.
+    /// offers still pending; with direct links off, sends the list through
+    /// the relays instead), then polls at most `options.polls` times,
+    /// answering offers, completing pending offers with their answers,
+    /// exchanging lists on every link that comes up, falling back to the
+    /// relays for a peer whose link did not come up, and applying (and
+    /// answering) lists that came through the relays. Every delivery
+    /// polled is acknowledged.
     pub async fn round(&mut self, offer: bool) -> Result<SyncReport, ListError> {
-        let client = &self.client;
-        let rendezvous = &mut self.rendezvous;
-        let options = &self.options;
-        let mut report = SyncReport::default();
-        let mut done: HashSet<String> = HashSet::new();
-        for peer in client.peers().await {
-            if offer
-                && matches!(peer.status, PeerStatus::Connected | PeerStatus::Accepted)
-                && let Err(e) = rendezvous.offer(&peer.nickname).await
-            {
-                report.failed.push((peer.nickname.clone(), e.to_string()));
-                done.insert(peer.nickname);
+        let mut state = RoundState::default();
+        for peer in self.client.peers().await {
+            if !offer || !matches!(peer.status, PeerStatus::Connected | PeerStatus::Accepted) {
+                continue;
+            }
+            if self.options.direct {
+                if let Err(e) = self.rendezvous.offer(&peer.nickname).await {
+                    state.failed(&peer.nickname, e.to_string());
+                }
+            } else {
+                match self.send_relayed(&peer.nickname, true).await {
+                    Ok(()) => {
+                        state.relayed_to.insert(peer.nickname.clone());
+                        state
+                            .awaiting
+                            .insert(peer.nickname.clone(), "direct links are off".to_owned());
+                    }
+                    Err(e) => state.failed(&peer.nickname, e.to_string()),
+                }
             }
         }
-        for round in 0..options.polls {
+        for round in 0..self.options.polls {
             if round > 0 {
-                tokio::time::sleep(options.interval).await;
+                tokio::time::sleep(self.options.interval).await;
             }
-            let poll = client.poll_once().await?;
+            let poll = self.client.poll_once().await?;
             for delivery in &poll.deliveries {
-                let nickname = delivery.event.nickname().to_owned();
-                match rendezvous.handle(&delivery.event).await {
-                    Ok(Some(link)) => match exchange_items(client, link).await {
-                        Ok((changed, peer_items)) => {
-                            report.synced.push((nickname.clone(), changed));
-                            report.peer_items = Some(peer_items);
-                            done.insert(nickname);
-                        }
-                        Err(e) => {
-                            report.failed.push((nickname.clone(), e.to_string()));
-                            done.insert(nickname);
-                        }
-                    },
-                    Ok(None) => report.events.push(format!("{:?}", delivery.event)),
-                    Err(e) => {
-                        tracing::warn!(%nickname, "peer link: {e}");
-                        report.failed.push((nickname.clone(), e.to_string()));
-                        rendezvous.cancel(&nickname);
-                        done.insert(nickname);
-                    }
-                }
-                client.ack(delivery).await?;
+                self.handle(&delivery.event, &mut state).await;
+                self.client.ack(delivery).await?;
             }
-            let open: Vec<String> = client
+            let open: Vec<String> = self
+                .client
                 .peers()
                 .await
                 .into_iter()
                 .filter(|p| matches!(p.status, PeerStatus::Connected | PeerStatus::Accepted))
                 .map(|p| p.nickname)
-                .filter(|n| !done.contains(n))
+                .filter(|n| !state.done.contains(n))
                 .collect();
-            if (open.is_empty() && !done.is_empty()) || (!offer && rendezvous.pending().is_empty())
+            if (open.is_empty() && !state.done.is_empty())
+                || (!offer && self.rendezvous.pending().is_empty() && state.awaiting.is_empty())
             {
                 break;
             }
         }
-        Ok(report)
+        for (nickname, reason) in std::mem::take(&mut state.awaiting) {
+            state.failed(
+                &nickname,
+                format!("{reason}; the list sent through the relays got no answer"),
+            );
+        }
+        Ok(state.report)
     }
+
+    /// Acts on one delivered event.
+    async fn handle(&mut self, event: &Event, state: &mut RoundState) {
+        let nickname = event.nickname().to_owned();
+        if let Event::Message {
+            kind: Kind::App,
+            body,
+            ..
+        } = event
+            && let Some(part) = RelayedPart::from_body(body)
+        {
+            let reply = part.reply;
+            match self.reassembly.add(&nickname, part) {
+                None => {}
+                Some(Ok(message)) => self.apply_relayed(&nickname, message, reply, state).await,
+                Some(Err(e)) => state.failed(&nickname, e.to_string()),
+            }
+            return;
+        }
+        if !self.options.direct {
+            state.report.events.push(format!("{event:?}"));
+            return;
+        }
+        match self.rendezvous.handle(event).await {
+            Ok(Some(link)) => {
+                let remote = link.remote_address();
+                match exchange_items(&self.client, link).await {
+                    Ok((changed, peer_items)) => {
+                        state.report.peer_items = Some(peer_items);
+                        state.synced(&nickname, changed, SyncPath::Direct(remote));
+                    }
+                    Err(e) => state.failed(&nickname, e.to_string()),
+                }
+            }
+            Ok(None) => state.report.events.push(format!("{event:?}")),
+            Err(PeerError::Connect { reason, .. }) if !state.done.contains(&nickname) => {
+                // No direct path: send the list through the relays and wait
+                // for theirs (the peer, timing out too, does the same).
+                tracing::info!(%nickname, "no direct connection ({reason}); syncing through the relays");
+                self.rendezvous.cancel(&nickname);
+                if state.relayed_to.contains(&nickname) {
+                    state
+                        .awaiting
+                        .insert(nickname, format!("no direct connection: {reason}"));
+                } else {
+                    match self.send_relayed(&nickname, true).await {
+                        Ok(()) => {
+                            state.relayed_to.insert(nickname.clone());
+                            state
+                                .awaiting
+                                .insert(nickname, format!("no direct connection: {reason}"));
+                        }
+                        Err(e) => state.failed(
+                            &nickname,
+                            format!("no direct connection ({reason}), and through the relays: {e}"),
+                        ),
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%nickname, "peer link: {e}");
+                self.rendezvous.cancel(&nickname);
+                state.failed(&nickname, e.to_string());
+            }
+        }
+    }
+
+    /// Applies a list that came through the relays and, when the sender
+    /// asked and we sent it none this round, sends ours back.
+    async fn apply_relayed(
+        &mut self,
+        nickname: &str,
+        message: SyncMessage,
+        reply: bool,
+        state: &mut RoundState,
+    ) {
+        let dir = self.client.profile_dir().to_owned();
+        let peer = nickname.to_owned();
+        let applied = tokio::task::spawn_blocking(move || {
+            update(&dir, |list| {
+                let changed = list.apply(&peer, &message);
+                Ok((changed, list.items.clone()))
+            })
+        })
+        .await
+        .map_err(|e| ListError::Corrupt(format!("the list task failed: {e}")));
+        let (changed, items) = match applied {
+            Ok(Ok(applied)) => applied,
+            Ok(Err(e)) | Err(e) => {
+                state.failed(nickname, e.to_string());
+                return;
+            }
+        };
+        if reply && !state.relayed_to.contains(nickname) {
+            if let Err(e) = self.send_relayed(nickname, false).await {
+                state.failed(nickname, format!("cannot answer through the relays: {e}"));
+                return;
+            }
+            state.relayed_to.insert(nickname.to_owned());
+        }
+        self.rendezvous.cancel(nickname);
+        state.report.peer_items = Some(items);
+        state.synced(nickname, changed, SyncPath::Relayed);
+    }
+
+    /// Sends our list to `nickname` through the relays, in parts that fit
+    /// the smallest message limit of its relays; `reply` asks for theirs.
+    async fn send_relayed(&self, nickname: &str, reply: bool) -> Result<(), ListError> {
+        let list = load(self.client.profile_dir())?;
+        let message = list.message_for(nickname);
+        let part_len = relayed_part_len(&self.client, nickname).await;
+        let session = new_id();
+        let parts = RelayedPart::split(&message, &session, reply, part_len)?;
+        tracing::info!(%nickname, parts = parts.len(), reply, "sending the list through the relays");
+        for part in &parts {
+            self.client
+                .send(nickname, Kind::App, part.to_body())
+                .await
+                .map_err(|e| ListError::Relayed(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+/// The part length for `nickname`: [`MAX_RELAYED_PART_LEN`], or a third
+/// of the smallest `max_message_bytes` its relays advertise if that is
+/// less (sealing and base64url make a message about 1.8 times its part).
+async fn relayed_part_len(client: &Client, nickname: &str) -> usize {
+    let mut part_len = MAX_RELAYED_PART_LEN;
+    if let Some(peer) = client.peer(nickname).await {
+        for relay in &peer.their_relays {
+            if let Ok(Some(info)) = client.inner.transport.cached_info(relay).await {
+                let limit = usize::try_from(info.limits.max_message_bytes).unwrap_or(usize::MAX);
+                part_len = part_len.min(limit / 3);
+            }
+        }
+    }
+    part_len.max(1)
 }
 
 /// The current time for list edits, in ms since the Unix epoch.

@@ -8,6 +8,10 @@
 //! decodes and echoes the nonce of one of the attempts. Silence after the last attempt is [`UdpError::Silent`], and the
 //! caller falls back to HTTP `check`.
 //!
+//! [`reflexive`] sends the same check datagram from a peer link's socket
+//! before QUIC takes it, to learn the address (and NAT mapping) the relays
+//! see for that socket, and the round trip to them.
+//!
 //! This module does not decide when UDP is used (the relay's information
 //! document does) and never fetches messages: a `Found` status is followed
 //! by HTTP `check` and `receive`.
@@ -74,8 +78,18 @@ impl UdpChecker {
         }
     }
 
+    /// The wait for an answer after each attempt.
+    pub(crate) fn attempt_timeout(&self) -> Duration {
+        self.attempt_timeout
+    }
+
+    /// How many attempts are made.
+    pub(crate) fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
     /// Resolves the relay URL's host to addresses, using the cache.
-    async fn resolve(&self, host: &url::Host<&str>) -> Result<Vec<IpAddr>, UdpError> {
+    pub(crate) async fn resolve(&self, host: &url::Host<&str>) -> Result<Vec<IpAddr>, UdpError> {
         let name = match host {
             url::Host::Ipv4(ip) => return Ok(vec![IpAddr::V4(*ip)]),
             url::Host::Ipv6(ip) => return Ok(vec![IpAddr::V6(*ip)]),
@@ -185,6 +199,94 @@ impl UdpChecker {
     }
 }
 
+/// What one relay said about a peer link's socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Reflexive {
+    /// The relay's UDP address the check went to.
+    pub(crate) relay: SocketAddr,
+    /// The source address the relay saw: the socket's address after every
+    /// NAT on the way.
+    pub(crate) observed: SocketAddr,
+    /// From sending the answered attempt to its answer.
+    pub(crate) rtt: Duration,
+}
+
+/// Sends a check datagram from `socket` to each of `relays` (UDP
+/// addresses) and collects the source address each relay saw, with the
+/// round trip. The check asks about the all-zero key, which no mailbox
+/// has: only the observed address matters. Each relay not answered yet
+/// gets up to `attempts` datagrams (a fresh nonce each), `attempt_timeout`
+/// apart; relays that stay silent are left out of the result.
+pub(crate) async fn reflexive(
+    socket: &tokio::net::UdpSocket,
+    relays: &[SocketAddr],
+    attempt_timeout: Duration,
+    attempts: u32,
+) -> Vec<Reflexive> {
+    let mut found: Vec<Reflexive> = Vec::new();
+    // Nonce -> (relay, when sent).
+    let mut sent: HashMap<[u8; NONCE_LEN], (SocketAddr, Instant)> = HashMap::new();
+    let mut buf = vec![0u8; limits::MAX_DATAGRAM_LEN + 1];
+    for attempt in 1..=attempts.max(1) {
+        let waiting: Vec<SocketAddr> = relays
+            .iter()
+            .copied()
+            .filter(|r| !found.iter().any(|f| f.relay == *r))
+            .collect();
+        if waiting.is_empty() {
+            break;
+        }
+        for relay in waiting {
+            let mut nonce = [0u8; NONCE_LEN];
+            rand_core::Rng::fill_bytes(&mut crate::rng::system_rng(), &mut nonce);
+            let request = CheckRequest {
+                nonce,
+                ext: None,
+                checks: vec![MailboxCheck {
+                    key: [0; connectoid_protocol::keys::PUBLIC_KEY_LEN],
+                    at: connectoid_protocol::At(0),
+                }],
+            };
+            match socket.send_to(&request.encode(), relay).await {
+                Ok(_) => {
+                    sent.insert(nonce, (relay, Instant::now()));
+                }
+                Err(e) => tracing::debug!(%relay, attempt, "reflexive check: send failed: {e}"),
+            }
+        }
+        let deadline = tokio::time::Instant::now() + attempt_timeout;
+        while found.len() < relays.len() {
+            let (len, from) =
+                match tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await {
+                    Err(_) => break,
+                    Ok(Err(e)) => {
+                        // An ICMP error from an earlier send: keep listening.
+                        tracing::debug!(attempt, "reflexive check: receive failed: {e}");
+                        continue;
+                    }
+                    Ok(Ok(received)) => received,
+                };
+            let Ok(response) = CheckResponse::decode(&buf[..len]) else {
+                continue;
+            };
+            let (Some(&(relay, at)), Some(observed)) =
+                (sent.get(&response.nonce), response.observed)
+            else {
+                continue;
+            };
+            if relay != from || found.iter().any(|f| f.relay == relay) {
+                continue;
+            }
+            found.push(Reflexive {
+                relay,
+                observed: SocketAddr::from(observed),
+                rtt: at.elapsed(),
+            });
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,6 +345,43 @@ mod tests {
             .unwrap_err();
         assert_eq!(err, UdpError::Silent { attempts: 3 });
         drop(sink);
+    }
+
+    #[tokio::test]
+    async fn reflexive_answers_are_matched_by_nonce_and_source() {
+        let relay = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let relay_addr = relay.local_addr().unwrap();
+        let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let silent_addr = silent.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            let (len, from) = relay.recv_from(&mut buf).await.unwrap();
+            let request = CheckRequest::decode(&buf[..len]).unwrap();
+            let forged = CheckResponse {
+                nonce: [9; NONCE_LEN],
+                statuses: vec![CheckStatus::NotFound],
+                observed: Some(SocketAddr::from(([10, 0, 0, 1], 1)).into()),
+            };
+            relay.send_to(&forged.encode(), from).await.unwrap();
+            let right = CheckResponse {
+                nonce: request.nonce,
+                statuses: vec![CheckStatus::NotFound],
+                observed: Some(SocketAddr::from(([192, 0, 2, 7], 4242)).into()),
+            };
+            relay.send_to(&right.encode(), from).await.unwrap();
+        });
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let found = reflexive(
+            &socket,
+            &[relay_addr, silent_addr],
+            Duration::from_millis(200),
+            2,
+        )
+        .await;
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].relay, relay_addr);
+        assert_eq!(found[0].observed, SocketAddr::from(([192, 0, 2, 7], 4242)));
+        drop(silent);
     }
 
     #[tokio::test]

@@ -4,10 +4,15 @@
 //!
 //! The offer and the answer travel through the relays as ordinary `offer`
 //! and `answer` envelopes (signed by the pinned mailbox keys) whose body is
-//! `{"quic": {"session": S, "fingerprint": F, "candidates": ["ip:port", ...]}}`:
-//! a random session id, the SHA-256 fingerprint of a fresh self-signed
-//! certificate, and the addresses the side listens on. Both sides then dial
-//! each other's candidates at once while accepting (simultaneous open), each
+//! `{"quic": {"session": S, "fingerprint": F, "candidates": ["ip:port", ...]}}`
+//! (an offer also has `"expires": ms`): a random session id, the SHA-256
+//! fingerprint of a fresh self-signed certificate, and the addresses the
+//! side can be reached at: the address relays saw for the socket (learnt
+//! with a UDP check sent from the socket itself, so it is the NAT mapping
+//! QUIC will use), then the host's interface addresses. Both sides then
+//! dial each other's candidates at once, again every few round trips,
+//! while accepting (simultaneous open, which punches through NATs that
+//! map a socket to one public address whatever the destination), each
 //! pinning the other's fingerprint as server and as client. The side with
 //! the lower fingerprint (the leader) keeps the first connection that
 //! completes and opens the one stream on it; the other side keeps the
@@ -46,6 +51,9 @@ use tls::Identity;
 /// Default time to get an authenticated connection after the offer and
 /// answer are known: 10 seconds.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time an offer waits for its answer: 30 seconds. The offer says
+/// until when (`expires`); a peer ignores an offer past it.
+pub const DEFAULT_OFFER_LIFETIME: Duration = Duration::from_secs(30);
 /// Default QUIC idle timeout of a peer link: 10 seconds.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest message [`PeerLink::send`] and [`PeerLink::recv`] carry: 16 MiB
@@ -133,6 +141,11 @@ pub struct PeerLinkOptions {
     pub connect_timeout: Duration,
     /// QUIC idle timeout. Default [`DEFAULT_IDLE_TIMEOUT`] (10 s).
     pub idle_timeout: Duration,
+    /// How long our offers wait for their answer: they carry `expires`
+    /// (ms since the Unix epoch, now plus this), and a peer answers none
+    /// past it, so an offer left over from an earlier run is not answered.
+    /// Default [`DEFAULT_OFFER_LIFETIME`] (30 s).
+    pub offer_lifetime: Duration,
 }
 
 impl Default for PeerLinkOptions {
@@ -143,6 +156,7 @@ impl Default for PeerLinkOptions {
             observed: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            offer_lifetime: DEFAULT_OFFER_LIFETIME,
         }
     }
 }
@@ -162,17 +176,37 @@ impl PeerLinkOptions {
     }
 }
 
+/// Shortest and longest round trip assumed for a peer before QUIC measures
+/// one: 10 ms to 1 s.
+const RTT_BOUNDS: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
+/// Shortest and longest wait between two rounds of dialing every
+/// candidate: 200 ms to 2 s.
+const REDIAL_BOUNDS: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(2));
+/// Most rounds of dialing every candidate in one connect: 8.
+const MAX_DIAL_ROUNDS: u32 = 8;
+
 /// One side's socket and certificate for one session, before connecting.
 struct Side {
     socket: UdpSocket,
     identity: Identity,
     session: String,
+    /// Our socket's address as relays saw it (after every NAT).
+    reflexive: Vec<SocketAddr>,
+    /// The shortest round trip to a relay from this socket, if measured.
+    relay_rtt: Option<Duration>,
+    /// Whether one of the peer's relays is on loopback (then loopback
+    /// candidates may work: both sides are on this machine).
+    loopback_relay: bool,
     _live: LiveGuard,
 }
 
 impl Side {
-    fn bind(
+    /// Binds the socket, makes the certificate and learns the socket's
+    /// reflexive address from the relays of `nickname` that answer UDP
+    /// checks (with the `udp` feature and UDP enabled).
+    async fn prepare(
         client: &Client,
+        nickname: &str,
         options: &PeerLinkOptions,
         session: Option<String>,
     ) -> Result<Self, PeerError> {
@@ -184,48 +218,159 @@ impl Side {
             system_rng().fill_bytes(&mut bytes);
             b64::encode(&bytes)
         });
+        let relays = client.peer_relay_hosts(nickname).await;
+        let loopback_relay = relays.iter().any(|(host, _)| host_is_loopback(host));
+        let (socket, reflexive, relay_rtt) = discover(client, socket, &relays, options).await?;
+        tracing::debug!(nickname, ?reflexive, ?relay_rtt, "peer link socket ready");
         Ok(Self {
             socket,
             identity,
             session,
+            reflexive,
+            relay_rtt,
+            loopback_relay,
             _live: live,
         })
     }
 
-    /// The offer (or answer) describing this side.
+    /// The offer (or answer) describing this side: the reflexive
+    /// addresses, then `options.observed`, then loopback (when a relay is
+    /// on loopback) and the host's interface addresses; deduplicated, at
+    /// most [`MAX_CANDIDATES`].
     fn offer(&self, options: &PeerLinkOptions) -> Result<QuicOffer, PeerError> {
         let local = self.socket.local_addr()?;
         let port = local.port();
-        let mut candidates = Vec::new();
-        if local.ip().is_unspecified() {
-            candidates.push(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
-            if let Some(ip) = primary_ip() {
-                candidates.push(SocketAddr::new(ip, port));
-            }
-        } else {
-            candidates.push(local);
-        }
+        let mut candidates = self.reflexive.clone();
         if let Some(ip) = options.observed {
             candidates.push(SocketAddr::new(ip, port));
         }
-        candidates.retain(|c| options.allows(c));
-        candidates.dedup();
+        if local.ip().is_unspecified() {
+            if self.loopback_relay || options.loopback_only {
+                let loopback = match local.ip() {
+                    IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+                };
+                candidates.push(SocketAddr::new(loopback, port));
+            }
+            candidates.extend(
+                interface_ips(local.is_ipv4())
+                    .into_iter()
+                    .map(|ip| SocketAddr::new(ip, port)),
+            );
+        } else {
+            candidates.push(local);
+        }
+        let mut seen = HashSet::new();
+        candidates.retain(|c| options.allows(c) && seen.insert(*c));
+        candidates.truncate(MAX_CANDIDATES);
         Ok(QuicOffer::new(
             self.session.clone(),
             self.identity.fingerprint,
             candidates,
         ))
     }
+
+    /// The round trip to assume for the peer before QUIC measures one:
+    /// twice the relay round trip (the peer is about as far again), within
+    /// [`RTT_BOUNDS`]; `None` (quinn's 333 ms) when not measured.
+    fn initial_rtt(&self) -> Option<Duration> {
+        self.relay_rtt
+            .map(|rtt| rtt.saturating_mul(2).clamp(RTT_BOUNDS.0, RTT_BOUNDS.1))
+    }
 }
 
-/// The address of the interface that routes to the Internet, found by
-/// "connecting" a UDP socket (which sends nothing) to a documentation
-/// address.
-fn primary_ip() -> Option<IpAddr> {
-    let probe = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
-    probe.connect((Ipv4Addr::new(192, 0, 2, 1), 9)).ok()?;
-    let ip = probe.local_addr().ok()?.ip();
-    (!ip.is_unspecified()).then_some(ip)
+/// Whether a relay URL's host is this machine's loopback.
+fn host_is_loopback(host: &url::Host<String>) -> bool {
+    match host {
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+        url::Host::Domain(name) => name.eq_ignore_ascii_case("localhost"),
+    }
+}
+
+/// The host's interface addresses of one family (IPv4 when `v4`), without
+/// loopback and link-local ones: a network namespace or a machine with
+/// several interfaces has several.
+fn interface_ips(v4: bool) -> Vec<IpAddr> {
+    match if_addrs::get_if_addrs() {
+        Ok(interfaces) => interfaces
+            .into_iter()
+            .filter(|i| !i.is_loopback() && !i.is_link_local())
+            .map(|i| i.ip())
+            .filter(|ip| ip.is_ipv4() == v4 && !ip.is_unspecified())
+            .collect(),
+        Err(e) => {
+            tracing::debug!("cannot list the interface addresses: {e}");
+            Vec::new()
+        }
+    }
+}
+
+/// Learns `socket`'s reflexive addresses from the UDP checks of `relays`
+/// (host, UDP port if any), sent from the socket itself so that the NAT mapping
+/// they reveal is the one QUIC will use. Without UDP, returns the socket
+/// unchanged and nothing learnt.
+#[cfg(feature = "udp")]
+async fn discover(
+    client: &Client,
+    socket: UdpSocket,
+    relays: &[(url::Host<String>, Option<u16>)],
+    options: &PeerLinkOptions,
+) -> Result<(UdpSocket, Vec<SocketAddr>, Option<Duration>), PeerError> {
+    let Some(udp) = client.inner.udp.as_ref() else {
+        return Ok((socket, Vec::new(), None));
+    };
+    let v4 = socket.local_addr()?.is_ipv4();
+    let mut targets = Vec::new();
+    for (host, port) in relays {
+        let Some(port) = *port else { continue };
+        let host = match host {
+            url::Host::Domain(name) => url::Host::Domain(name.as_str()),
+            url::Host::Ipv4(ip) => url::Host::Ipv4(*ip),
+            url::Host::Ipv6(ip) => url::Host::Ipv6(*ip),
+        };
+        match udp.resolve(&host).await {
+            Ok(ips) => targets.extend(
+                ips.into_iter()
+                    .filter(|ip| ip.is_ipv4() == v4)
+                    .take(1)
+                    .map(|ip| SocketAddr::new(ip, port))
+                    .filter(|addr| options.allows(addr)),
+            ),
+            Err(e) => tracing::debug!("reflexive check: {e}"),
+        }
+    }
+    targets.sort();
+    targets.dedup();
+    if targets.is_empty() {
+        return Ok((socket, Vec::new(), None));
+    }
+    socket.set_nonblocking(true)?;
+    let socket = tokio::net::UdpSocket::from_std(socket)?;
+    let found =
+        crate::udp::reflexive(&socket, &targets, udp.attempt_timeout(), udp.attempts()).await;
+    let socket = socket.into_std()?;
+    let rtt = found.iter().map(|f| f.rtt).min();
+    let mut reflexive: Vec<SocketAddr> = Vec::new();
+    for f in found {
+        tracing::debug!(relay = %f.relay, observed = %f.observed, rtt = ?f.rtt, "reflexive address");
+        if !reflexive.contains(&f.observed) {
+            reflexive.push(f.observed);
+        }
+    }
+    Ok((socket, reflexive, rtt))
+}
+
+/// Without the `udp` feature no reflexive address is learnt.
+#[cfg(not(feature = "udp"))]
+#[allow(clippy::unused_async)]
+async fn discover(
+    _client: &Client,
+    socket: UdpSocket,
+    _relays: &[(url::Host<String>, Option<u16>)],
+    _options: &PeerLinkOptions,
+) -> Result<(UdpSocket, Vec<SocketAddr>, Option<Duration>), PeerError> {
+    Ok((socket, Vec::new(), None))
 }
 
 /// An offer we sent, waiting for its answer.
@@ -273,6 +418,33 @@ impl PendingLink {
 }
 
 impl Client {
+    /// The hosts of `nickname`'s relays (ours and theirs), each with its
+    /// UDP port when the relay advertises one.
+    async fn peer_relay_hosts(&self, nickname: &str) -> Vec<(url::Host<String>, Option<u16>)> {
+        let Some(peer) = self.peer(nickname).await else {
+            return Vec::new();
+        };
+        let mut relays = peer.our_relays;
+        relays.extend(peer.their_relays);
+        relays.sort();
+        relays.dedup();
+        let mut hosts = Vec::new();
+        for relay in relays {
+            let Some(host) = url::Url::parse(relay.as_str())
+                .ok()
+                .and_then(|url| url.host().map(|h| h.to_owned()))
+            else {
+                continue;
+            };
+            let port = match self.inner.transport.cached_info(&relay).await {
+                Ok(Some(info)) => info.udp_port,
+                _ => None,
+            };
+            hosts.push((host, port));
+        }
+        hosts
+    }
+
     /// How many peer-link sockets of this client exist right now (pending
     /// offers, connecting or open links). Zero when nothing is syncing.
     pub fn peer_sockets(&self) -> usize {
@@ -287,9 +459,11 @@ impl Client {
         nickname: &str,
         options: &PeerLinkOptions,
     ) -> Result<PendingLink, PeerError> {
-        let side = Side::bind(self, options, None)?;
-        let offer = side.offer(options)?;
-        self.send(nickname, Kind::Offer, offer.to_body()).await?;
+        let side = Side::prepare(self, nickname, options, None).await?;
+        let mut body = side.offer(options)?.to_body();
+        let lifetime = u64::try_from(options.offer_lifetime.as_millis()).unwrap_or(u64::MAX);
+        body["expires"] = self.now_ms().saturating_add(lifetime).into();
+        self.send(nickname, Kind::Offer, body).await?;
         Ok(PendingLink {
             nickname: nickname.to_owned(),
             side,
@@ -307,7 +481,7 @@ impl Client {
         options: &PeerLinkOptions,
     ) -> Result<PeerLink, PeerError> {
         let offer = QuicOffer::from_body(offer).map_err(bad_offer)?;
-        let side = Side::bind(self, options, Some(offer.session.clone()))?;
+        let side = Side::prepare(self, nickname, options, Some(offer.session.clone())).await?;
         let answer = side.offer(options)?;
         self.send(nickname, Kind::Answer, answer.to_body()).await?;
         connect(self, nickname, side, &offer, options).await
@@ -399,6 +573,7 @@ async fn connect(
         nickname: nickname.to_owned(),
         reason,
     };
+    let initial_rtt = side.initial_rtt();
     let Side {
         socket,
         identity,
@@ -408,25 +583,51 @@ async fn connect(
     socket.set_nonblocking(true)?;
     let endpoint = quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
-        Some(identity.server_config(their_fp, options.idle_timeout)?),
+        Some(identity.server_config(their_fp, options.idle_timeout, initial_rtt)?),
         socket,
         Arc::new(quinn::TokioRuntime),
     )?;
-    let client_config = identity.client_config(their_fp, options.idle_timeout)?;
+    let client_config = identity.client_config(their_fp, options.idle_timeout, initial_rtt)?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Established>();
     let mut tasks = tokio::task::JoinSet::new();
-    let mut dialed = 0usize;
-    for addr in their.candidates.iter().filter(|a| options.allows(a)) {
-        match endpoint.connect_with(client_config.clone(), *addr, tls::SERVER_NAME) {
-            Ok(connecting) => {
-                dialed += 1;
-                let tx = tx.clone();
-                tasks.spawn(async move {
-                    let _ = tx.send(connecting.await.map_err(|e| e.to_string()));
-                });
+    let candidates: Vec<SocketAddr> = their
+        .candidates
+        .iter()
+        .copied()
+        .filter(|a| options.allows(a))
+        .collect();
+    // Hole punching: dial every candidate now, and again every few round
+    // trips (a first packet may die at the peer's NAT before the peer's own
+    // packets opened it), until a connection completes or time runs out.
+    let redial = initial_rtt
+        .unwrap_or(Duration::from_millis(333))
+        .saturating_mul(3)
+        .clamp(REDIAL_BOUNDS.0, REDIAL_BOUNDS.1);
+    {
+        let endpoint = endpoint.clone();
+        let tx = tx.clone();
+        let candidates = candidates.clone();
+        tasks.spawn(async move {
+            let mut attempts = tokio::task::JoinSet::new();
+            for round in 0..MAX_DIAL_ROUNDS {
+                if round > 0 {
+                    tokio::time::sleep(redial).await;
+                }
+                for addr in &candidates {
+                    match endpoint.connect_with(client_config.clone(), *addr, tls::SERVER_NAME) {
+                        Ok(connecting) => {
+                            let tx = tx.clone();
+                            attempts.spawn(async move {
+                                let _ = tx.send(connecting.await.map_err(|e| e.to_string()));
+                            });
+                        }
+                        Err(e) => tracing::debug!(%addr, "cannot dial: {e}"),
+                    }
+                }
             }
-            Err(e) => tracing::debug!(%addr, "cannot dial: {e}"),
-        }
+            // Keep the attempts alive until the connect is decided.
+            std::future::pending::<()>().await;
+        });
     }
     {
         let endpoint = endpoint.clone();
@@ -441,7 +642,13 @@ async fn connect(
         });
     }
     drop(tx);
-    tracing::debug!(nickname, dialed, leader = our_fp < their_fp, "connecting");
+    tracing::debug!(
+        nickname,
+        ?candidates,
+        ?redial,
+        leader = our_fp < their_fp,
+        "connecting"
+    );
     let leader = our_fp < their_fp;
     let choose = async {
         let mut last_error = String::from("no connection completed");
@@ -539,7 +746,8 @@ async fn connect(
 ///
 /// Glare (both sides offer at once): the offer with the lower session id
 /// wins; the side whose offer lost drops it and answers the other. An offer
-/// whose session was already answered is refused (a replay).
+/// whose session was already answered is refused (a replay); an offer
+/// past its `expires` (left over from an earlier run) is ignored.
 pub struct Rendezvous {
     client: Client,
     options: PeerLinkOptions,
@@ -602,6 +810,12 @@ impl Rendezvous {
         };
         match kind {
             Kind::Offer => {
+                if let Some(expires) = body.get("expires").and_then(serde_json::Value::as_u64)
+                    && expires < self.client.now_ms()
+                {
+                    tracing::debug!(%nickname, session = %quic.session, "ignoring an expired offer");
+                    return Ok(None);
+                }
                 if !self.answered.insert(quic.session.clone()) {
                     return Err(PeerError::BadOffer(format!(
                         "session {} was already answered (replay)",

@@ -51,6 +51,7 @@ impl Identity {
         &self,
         peer: Fingerprint,
         idle: Duration,
+        initial_rtt: Option<Duration>,
     ) -> Result<quinn::ServerConfig, PeerError> {
         let provider = provider();
         let verifier = Arc::new(Pinned::new(peer, &provider));
@@ -64,7 +65,7 @@ impl Identity {
         let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
             .map_err(|e| PeerError::Tls(e.to_string()))?;
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        config.transport_config(transport(idle)?);
+        config.transport_config(transport(idle, initial_rtt)?);
         Ok(config)
     }
 
@@ -73,6 +74,7 @@ impl Identity {
         &self,
         peer: Fingerprint,
         idle: Duration,
+        initial_rtt: Option<Duration>,
     ) -> Result<quinn::ClientConfig, PeerError> {
         let provider = provider();
         let verifier = Arc::new(Pinned::new(peer, &provider));
@@ -87,7 +89,7 @@ impl Identity {
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
             .map_err(|e| PeerError::Tls(e.to_string()))?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-        config.transport_config(transport(idle)?);
+        config.transport_config(transport(idle, initial_rtt)?);
         Ok(config)
     }
 
@@ -104,8 +106,17 @@ fn tls_error(e: rustls::Error) -> PeerError {
     PeerError::Tls(e.to_string())
 }
 
-fn transport(idle: Duration) -> Result<Arc<quinn::TransportConfig>, PeerError> {
+/// The QUIC transport settings of a peer link: `idle` timeout, and the
+/// round trip to assume before the first sample (quinn's default, 333 ms,
+/// when `None`), which paces the retransmissions of the handshake.
+fn transport(
+    idle: Duration,
+    initial_rtt: Option<Duration>,
+) -> Result<Arc<quinn::TransportConfig>, PeerError> {
     let mut transport = quinn::TransportConfig::default();
+    if let Some(rtt) = initial_rtt {
+        transport.initial_rtt(rtt);
+    }
     let idle = quinn::IdleTimeout::try_from(idle).map_err(|e| PeerError::Tls(e.to_string()))?;
     transport.max_idle_timeout(Some(idle));
     Ok(Arc::new(transport))

@@ -96,11 +96,11 @@ pub(crate) async fn sync_both(
     let (a, b) = tokio::join!(list::sync(alice, &options), list::sync(bob, &options));
     let (a, b) = (a?, b?);
     anyhow::ensure!(
-        a.synced.iter().any(|(n, _)| n == "Bob") && a.failed.is_empty(),
+        a.synced_with("Bob").is_some() && a.failed.is_empty(),
         "alice: {a:?}"
     );
     anyhow::ensure!(
-        b.synced.iter().any(|(n, _)| n == "Alice") && b.failed.is_empty(),
+        b.synced_with("Alice").is_some() && b.failed.is_empty(),
         "bob: {b:?}"
     );
     Ok((a, b))

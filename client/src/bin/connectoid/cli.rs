@@ -171,7 +171,10 @@ pub(crate) enum Command {
     /// Print the manual page (roff) on stdout, e.g. `connectoid man | man -l -`.
     Man,
     /// Sync the shopping list with every peer: signal through the relays,
-    /// connect peer to peer (QUIC), merge, disconnect.
+    /// connect peer to peer (QUIC, through NATs where they allow it), merge,
+    /// disconnect; when no direct connection comes up within 10 s, send the
+    /// lists through the relays (end-to-end encrypted) instead. Prints per
+    /// peer which path was taken.
     Sync {
         /// Keep running: answer peers' offers and sync again after local changes.
         #[arg(long)]
@@ -186,6 +189,10 @@ pub(crate) enum Command {
         /// Advertise and dial loopback addresses only (both peers on this machine).
         #[arg(long)]
         loopback: bool,
+        /// Do not connect directly: send the list through the relays only
+        /// (the peer does not learn your addresses).
+        #[arg(long)]
+        relays_only: bool,
     },
 }
 

@@ -254,7 +254,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             interval,
             wait,
             loopback,
-        } => sync(&client, watch, interval, wait, loopback, json).await?,
+            relays_only,
+        } => sync(&client, watch, interval, wait, loopback, relays_only, json).await?,
         Command::Link { .. }
         | Command::Relay { .. }
         | Command::Completions { .. }
@@ -352,6 +353,7 @@ async fn sync(
     interval: f64,
     wait: f64,
     loopback: bool,
+    relays_only: bool,
     json: bool,
 ) -> anyhow::Result<()> {
     if !interval.is_finite() || interval <= 0.0 {
@@ -365,6 +367,10 @@ async fn sync(
         options.link = connectoid::PeerLinkOptions::loopback();
     }
     options.interval = Duration::from_secs_f64(interval);
+    options.direct = !relays_only;
+    // An offer waits as long as this run does; a later run ignores it.
+    options.link.offer_lifetime =
+        Duration::from_secs_f64(if watch { wait.max(interval) } else { wait });
     // Each poll waits one interval: the polls that fit in the wait.
     let polls = ((wait / interval).ceil() as usize).max(1);
     options.polls = if watch { 1 } else { polls };
@@ -397,11 +403,27 @@ async fn sync(
         let mut report = syncer
             .round(!watch || last.as_ref() != Some(&items))
             .await?;
-        for (nickname, changed) in &report.synced {
+        for synced in &report.synced {
+            let (nickname, changed) = (&synced.nickname, synced.changed);
+            let remote = match synced.path {
+                list::SyncPath::Direct(remote) => Some(remote),
+                _ => None,
+            };
             if json {
-                print_json(&json!({ "synced": nickname, "changed": changed }));
+                print_json(&json!({
+                    "synced": nickname,
+                    "changed": changed,
+                    "path": if remote.is_some() { "direct" } else { "relayed" },
+                    "remote": remote.map(|r| r.to_string()),
+                }));
+            } else if let Some(remote) = remote {
+                println!(
+                    "synced with {nickname} directly ({remote}): {changed} item(s) changed here"
+                );
             } else {
-                println!("synced with {nickname} directly: {changed} item(s) changed here");
+                println!(
+                    "synced with {nickname} through the relays: {changed} item(s) changed here"
+                );
             }
         }
         for (nickname, error) in &report.failed {
@@ -412,7 +434,7 @@ async fn sync(
         }
         if !watch {
             for nickname in &peers {
-                let done = report.synced.iter().any(|(n, _)| n == nickname)
+                let done = report.synced_with(nickname).is_some()
                     || report.failed.iter().any(|(n, _)| n == nickname);
                 if !done {
                     if json {
