@@ -195,7 +195,7 @@ fn every_pair_of_router_kinds_syncs_and_the_easy_ones_directly() {
 
     let mut table = String::from(
         "\nNAT matrix (Alice / Bob -> path, time to sync):\n\
-         | Alice | Bob | must be direct | path | sync (s) | Alice dialled |\n\
+         | Alice | Bob | must be direct | path | sync (s) | Alice's peer address |\n\
          | --- | --- | --- | --- | --- | --- |\n",
     );
     let mut failures = Vec::new();
