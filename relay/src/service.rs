@@ -512,7 +512,7 @@ impl Relay {
         }
     }
 
-    /// Answers a STUN Binding request (`spec/relay.md` §7): one token from
+    /// Answers a STUN Binding request (`spec/relay.md` §7.1): one token from
     /// the source's UDP bucket, the same as a check datagram, then a success
     /// response with the source address, or nothing (`crate::stun`).
     async fn answer_stun(&self, datagram: &[u8], source: SocketAddr) -> Option<Vec<u8>> {

@@ -159,6 +159,19 @@ mod tests {
         assert!(response.len() <= max_response_len(request.len(), source));
     }
 
+    /// The example of `spec/protocol.md` §8.9, byte for byte.
+    #[test]
+    fn the_spec_example() {
+        let request = request([7; 12], &[]);
+        let response = binding_response(&request, "203.0.113.7:54321".parse().unwrap()).unwrap();
+        let mut expected = vec![0x01, 0x01, 0x00, 0x0c, 0x21, 0x12, 0xa4, 0x42];
+        expected.extend_from_slice(&[7; 12]);
+        expected.extend_from_slice(&[
+            0x00, 0x20, 0x00, 0x08, 0x00, 0x01, 0xf5, 0x23, 0xea, 0x12, 0xd5, 0x45,
+        ]);
+        assert_eq!(response, expected);
+    }
+
     #[test]
     fn optional_attributes_are_ignored_required_ones_refused() {
         let source: SocketAddr = "198.51.100.1:1".parse().unwrap();
