@@ -68,7 +68,9 @@ pub(crate) fn binding_response(datagram: &[u8], source: SocketAddr) -> Result<Ve
     let declared = datagram
         .get(2..4)
         .map(|len| usize::from(u16::from_be_bytes([len[0], len[1]])));
-    if declared != Some(datagram.len().saturating_sub(HEADER_LEN)) || datagram.len() % 4 != 0 {
+    if declared != Some(datagram.len().saturating_sub(HEADER_LEN))
+        || !datagram.len().is_multiple_of(4)
+    {
         return Err(StunError::Malformed);
     }
     let request = Message::from_bytes(datagram).map_err(|_| StunError::Malformed)?;
