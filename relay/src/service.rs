@@ -436,21 +436,9 @@ impl Relay {
         };
         let now = self.clock.now_us();
         let prefix = SourcePrefix::from(source.ip());
-        match self
-            .limiters
-            .take(self.store.as_ref(), Limit::UdpPerSource(prefix), now)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => {
-                self.metrics.rate_limited("udp_per_ip");
-                self.metrics.udp_datagram("rate_limited");
-                return None;
-            }
-            Err(_) => {
-                self.metrics.udp_datagram("failed");
-                return None;
-            }
+        if let Err(result) = self.take_udp_token(prefix, now).await {
+            self.metrics.udp_datagram(result);
+            return None;
         }
         let statuses = if self.authorized(request.ext.as_deref()) {
             let mut statuses = vec![CheckStatus::NotFound; request.checks.len()];
@@ -512,27 +500,33 @@ impl Relay {
         }
     }
 
+    /// Takes one token from the UDP bucket of `prefix`, which check
+    /// datagrams and STUN requests share. `Err` carries the `result` label
+    /// of the datagram to drop: `rate_limited` or `failed` (the store).
+    async fn take_udp_token(&self, prefix: SourcePrefix, now: u64) -> Result<(), &'static str> {
+        match self
+            .limiters
+            .take(self.store.as_ref(), Limit::UdpPerSource(prefix), now)
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                self.metrics.rate_limited("udp_per_ip");
+                Err("rate_limited")
+            }
+            Err(_) => Err("failed"),
+        }
+    }
+
     /// Answers a STUN Binding request (`spec/relay.md` §7.1): one token from
     /// the source's UDP bucket, the same as a check datagram, then a success
     /// response with the source address, or nothing (`crate::stun`).
     async fn answer_stun(&self, datagram: &[u8], source: SocketAddr) -> Option<Vec<u8>> {
         let prefix = SourcePrefix::from(source.ip());
         let now = self.clock.now_us();
-        match self
-            .limiters
-            .take(self.store.as_ref(), Limit::UdpPerSource(prefix), now)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => {
-                self.metrics.rate_limited("udp_per_ip");
-                self.metrics.stun_request("rate_limited");
-                return None;
-            }
-            Err(_) => {
-                self.metrics.stun_request("failed");
-                return None;
-            }
+        if let Err(result) = self.take_udp_token(prefix, now).await {
+            self.metrics.stun_request(result);
+            return None;
         }
         match stun::binding_response(datagram, source) {
             Ok(response) => {
