@@ -3,11 +3,12 @@
 //! an item and both run `connectoid sync --json` at once. Every pair must
 //! sync (both lists hold both items and are equal); a pair that
 //! [`RouterKind::direct_with`] says must connect directly must report
-//! `"path": "direct"` on both sides. Pairs run in parallel; the table of
+//! `"path": "direct"` on both sides. Pairs run five at a time; the table of
 //! pair -> path and time to sync is printed (shown with `--nocapture`, and
 //! by nextest for this test, see `.config/nextest.toml`).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use connectoid_tests::lab::{Device, Lab, RouterKind};
@@ -18,6 +19,18 @@ use super::{cli, ok};
 /// How long each side's `sync` waits for the other, in seconds; the
 /// relayed fallback must finish well within it.
 const SYNC_WAIT_SECONDS: &str = "60";
+
+/// How many pairs run at once.
+const PARALLEL_PAIRS: usize = 5;
+
+/// The text of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "panicked".into())
+}
 
 /// What one side's `sync --json` said about its peer.
 #[derive(Debug, Clone)]
@@ -165,33 +178,40 @@ fn every_pair_of_router_kinds_syncs_and_the_easy_ones_directly() {
     let relay = lab.start_relay(&[]).unwrap().to_string();
     let pairs = pairs();
     assert_eq!(pairs.len(), 15);
-    // All pairs at once: each is mostly waiting (round trips, retries), so
-    // the whole matrix takes about as long as its slowest pair.
-    let outcomes: Vec<Outcome> = std::thread::scope(|scope| {
-        let handles: Vec<_> = pairs
-            .iter()
-            .map(|&(a, b)| {
-                let (lab, relay) = (&lab, relay.as_str());
-                scope.spawn(move || run_pair(lab, relay, a, b))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .zip(&pairs)
-            .map(|(handle, &(alice, bob))| {
-                handle.join().unwrap_or_else(|panic| Outcome {
-                    alice,
-                    bob,
-                    paths: Err(panic
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                        .unwrap_or_else(|| "panicked".into())),
-                    took: Duration::ZERO,
+    // A few pairs at a time: each is mostly waiting (round trips,
+    // retries), but thirty CLI processes at once would starve a 2-core
+    // machine enough to slow direct connections past the relayed fallback.
+    let next = AtomicUsize::new(0);
+    let mut outcomes: Vec<(usize, Outcome)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..PARALLEL_PAIRS)
+            .map(|_| {
+                let (lab, relay, pairs, next) = (&lab, relay.as_str(), &pairs, &next);
+                scope.spawn(move || {
+                    let mut done = Vec::new();
+                    loop {
+                        let index = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&(alice, bob)) = pairs.get(index) else {
+                            return done;
+                        };
+                        let outcome = std::panic::catch_unwind(|| run_pair(lab, relay, alice, bob))
+                            .unwrap_or_else(|panic| Outcome {
+                                alice,
+                                bob,
+                                paths: Err(panic_message(&*panic)),
+                                took: Duration::ZERO,
+                            });
+                        done.push((index, outcome));
+                    }
                 })
             })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| worker.join().unwrap())
             .collect()
     });
+    outcomes.sort_by_key(|(index, _)| *index);
+    let outcomes: Vec<Outcome> = outcomes.into_iter().map(|(_, outcome)| outcome).collect();
 
     let mut table = String::from(
         "\nNAT matrix (Alice / Bob -> path, time to sync):\n\
