@@ -424,7 +424,9 @@ impl Relay {
 
     /// Answers one UDP check datagram from `source`: `None` means send
     /// nothing (malformed, rate limited, storage failure, or a response that
-    /// would be larger than the request).
+    /// would be larger than the request). A STUN message (magic cookie at
+    /// bytes 4..8) is answered as a STUN server would, within the bound of
+    /// `spec/protocol.md` §8.9.
     pub async fn answer_datagram(&self, datagram: &[u8], source: SocketAddr) -> Option<Vec<u8>> {
         let source = SocketAddr::new(source.ip().to_canonical(), source.port());
         if stun::is_stun(datagram) {
