@@ -46,6 +46,7 @@ pub mod push;
 mod rate;
 mod server;
 mod service;
+mod stun;
 mod udp;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -559,13 +559,15 @@ fn settings(args: Args) -> anyhow::Result<Settings> {
     Ok(args.settings.or(file))
 }
 
-/// Logs on stderr at `level` (a filter), else RUST_LOG, else `info`.
+/// Logs on stderr at `level` (a filter), else RUST_LOG, else `info` (with
+/// the STUN codec's warnings about malformed datagrams, which anyone can
+/// send, off).
 fn init_logging(format: LogFormat, level: Option<&str>) -> anyhow::Result<()> {
     let filter = match level {
         Some(level) => tracing_subscriber::EnvFilter::try_new(level)
             .with_context(|| format!("invalid --log-level {level:?}"))?,
         None => tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,stun_types=error")),
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

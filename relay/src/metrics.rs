@@ -5,6 +5,7 @@
 //! | `connectoid_requests_total` | counter | `action`, `result` | HTTP API requests; `result` is `ok` or the error's snake-case name |
 //! | `connectoid_udp_datagrams_total` | counter | `result` | UDP datagrams: `answered`, `malformed`, `rate_limited`, `unanswerable`, `failed` |
 //! | `connectoid_udp_checks_total` | counter | | mailboxes checked through UDP |
+//! | `connectoid_stun_requests_total` | counter | `result` | STUN messages on the UDP port: `answered`, `malformed`, `ignored` (not a Binding request, or an attribute the relay must but does not understand), `rate_limited`, `failed` |
 //! | `connectoid_rate_limited_total` | counter | `bucket` | requests refused by a token bucket |
 //! | `connectoid_questions_made_total` | counter | | questions sealed (at most one per mailbox per question lifetime) |
 //! | `connectoid_store_commit_seconds` | histogram | | from handing a send or delete to the store until it is durable |
@@ -62,6 +63,7 @@ pub(crate) struct Metrics {
     requests: Family<RequestLabels, Counter>,
     udp_datagrams: Family<ResultLabels, Counter>,
     udp_checks: Counter,
+    stun_requests: Family<ResultLabels, Counter>,
     rate_limited: Family<BucketLabels, Counter>,
     questions_made: Counter,
     store_commit: Histogram,
@@ -93,6 +95,7 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         let udp_datagrams = Family::<ResultLabels, Counter>::default();
         let udp_checks = Counter::default();
+        let stun_requests = Family::<ResultLabels, Counter>::default();
         let rate_limited = Family::<BucketLabels, Counter>::default();
         let questions_made = Counter::default();
         // 100 µs to ~3 s.
@@ -152,6 +155,11 @@ impl Metrics {
             udp_checks.clone(),
         );
         registry.register(
+            "stun_requests",
+            "STUN messages on the UDP port by result",
+            stun_requests.clone(),
+        );
+        registry.register(
             "rate_limited",
             "Requests refused by a token bucket",
             rate_limited.clone(),
@@ -183,6 +191,7 @@ impl Metrics {
             requests,
             udp_datagrams,
             udp_checks,
+            stun_requests,
             rate_limited,
             questions_made,
             store_commit,
@@ -239,6 +248,12 @@ impl Metrics {
 
     pub(crate) fn udp_datagram(&self, result: &'static str) {
         self.udp_datagrams
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    pub(crate) fn stun_request(&self, result: &'static str) {
+        self.stun_requests
             .get_or_create(&ResultLabels { result })
             .inc();
     }

@@ -52,6 +52,7 @@ use crate::rate::{Limit, Limiters};
 use crate::store::{
     Deleted, MailboxId, Question, SendListener, SourcePrefix, Store, StoreError, SweepReport,
 };
+use crate::stun;
 
 /// The protocol version this relay speaks (defined by the protocol crate).
 pub use connectoid_protocol::api::PROTOCOL_VERSION;
@@ -770,30 +771,23 @@ impl Relay {
 
     /// Answers one UDP check datagram from `source`: `None` means send
     /// nothing (malformed, rate limited, storage failure, or a response that
-    /// would be larger than the request).
+    /// would be larger than the request). A STUN message (magic cookie at
+    /// bytes 4..8) is answered as a STUN server would, within the bound of
+    /// `spec/protocol.md` §8.9.
     pub async fn answer_datagram(&self, datagram: &[u8], source: SocketAddr) -> Option<Vec<u8>> {
         let source = SocketAddr::new(source.ip().to_canonical(), source.port());
+        if stun::is_stun(datagram) {
+            return self.answer_stun(datagram, source).await;
+        }
         let Ok(request) = CheckRequest::decode(datagram) else {
             self.metrics.udp_datagram("malformed");
             return None;
         };
         let now = self.clock.now_us();
         let prefix = SourcePrefix::from(source.ip());
-        match self
-            .limiters
-            .take(self.store.as_ref(), Limit::UdpPerSource(prefix), now)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => {
-                self.metrics.rate_limited("udp_per_ip");
-                self.metrics.udp_datagram("rate_limited");
-                return None;
-            }
-            Err(_) => {
-                self.metrics.udp_datagram("failed");
-                return None;
-            }
+        if let Err(result) = self.take_udp_token(prefix, now).await {
+            self.metrics.udp_datagram(result);
+            return None;
         }
         let statuses = if self.authorized(request.ext.as_deref()) {
             let mut statuses = vec![CheckStatus::NotFound; request.checks.len()];
@@ -850,6 +844,51 @@ impl Relay {
             }
             None => {
                 self.metrics.udp_datagram("unanswerable");
+                None
+            }
+        }
+    }
+
+    /// Takes one token from the UDP bucket of `prefix`, which check
+    /// datagrams and STUN requests share. `Err` carries the `result` label
+    /// of the datagram to drop: `rate_limited` or `failed` (the store).
+    async fn take_udp_token(&self, prefix: SourcePrefix, now: u64) -> Result<(), &'static str> {
+        match self
+            .limiters
+            .take(self.store.as_ref(), Limit::UdpPerSource(prefix), now)
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                self.metrics.rate_limited("udp_per_ip");
+                Err("rate_limited")
+            }
+            Err(_) => Err("failed"),
+        }
+    }
+
+    /// Answers a STUN Binding request (`spec/relay.md` §7.1): one token from
+    /// the source's UDP bucket, the same as a check datagram, then a success
+    /// response with the source address, or nothing (`crate::stun`).
+    async fn answer_stun(&self, datagram: &[u8], source: SocketAddr) -> Option<Vec<u8>> {
+        let prefix = SourcePrefix::from(source.ip());
+        let now = self.clock.now_us();
+        if let Err(result) = self.take_udp_token(prefix, now).await {
+            self.metrics.stun_request(result);
+            return None;
+        }
+        match stun::binding_response(datagram, source) {
+            Ok(response) => {
+                self.metrics.stun_request("answered");
+                Some(response)
+            }
+            Err(stun::StunError::Malformed) => {
+                self.metrics.stun_request("malformed");
+                None
+            }
+            Err(error) => {
+                tracing::debug!(%error, "STUN message not answered");
+                self.metrics.stun_request("ignored");
                 None
             }
         }

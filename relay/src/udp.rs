@@ -2,7 +2,8 @@
 //!
 //! Each datagram is handed to [`Relay::answer_datagram`], which decodes it,
 //! applies the source's token bucket and answers with a response no larger
-//! than the request. Malformed, rate-limited and unanswerable datagrams are
+//! than the request (a STUN Binding request, `crate::stun`, gets at most the
+//! request plus its XOR-MAPPED-ADDRESS). Malformed, rate-limited and unanswerable datagrams are
 //! dropped silently: a UDP answer to a spoofed source must never be an
 //! amplifier. Datagrams are handled one at a time (each is a memory lookup);
 //! this module has no state of its own.

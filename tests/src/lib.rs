@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod fake;
+pub mod lab;
 pub mod process;
 pub mod push_receiver;
 

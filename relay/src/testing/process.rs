@@ -269,6 +269,7 @@ pub struct RelayCommand {
     udp: Option<String>,
     args: Vec<OsString>,
     log: Option<String>,
+    netns: Option<String>,
 }
 
 impl Default for RelayCommand {
@@ -287,7 +288,16 @@ impl RelayCommand {
             udp: None,
             args: Vec::new(),
             log: None,
+            netns: None,
         }
+    }
+
+    /// Runs the relay inside the network namespace `name` (made by the
+    /// caller) with `ip netns exec`, which execs the relay in place: the
+    /// process id is the relay's.
+    pub fn netns(mut self, name: impl Into<String>) -> Self {
+        self.netns = Some(name.into());
+        self
     }
 
     /// Runs this binary rather than [`relay_binary`]'s (the relay's own
@@ -370,7 +380,14 @@ impl RelayCommand {
             Some(binary) => binary.clone(),
             None => relay_binary()?,
         };
-        let mut command = Command::new(binary);
+        let mut command = match &self.netns {
+            Some(name) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", name]).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
         command.args(["--http", &self.http]).arg("--data").arg(data);
         if let Some(udp) = &self.udp {
             command.args(["--udp", udp]);

@@ -271,3 +271,64 @@ proptest! {
         }
     }
 }
+
+/// A STUN client's Binding request (built and read by the `stun-types`
+/// codec, as a WebRTC stack's would be) through a real socket: the answer
+/// carries the socket's address; the rate limit and metrics are shared with
+/// check datagrams.
+#[tokio::test]
+async fn a_stun_binding_request_gets_the_source_address() {
+    use stun_types::attribute::{Software, XorMappedAddress};
+    use stun_types::message::{BINDING, Message, MessageClass, MessageWriteExt, MessageWriteVec};
+    use stun_types::prelude::MessageWrite;
+
+    let (server, _dir) = spawn_server(|config| {
+        config.limits.rate.check_per_ip = Some(Rate::new(1, 2));
+    })
+    .await;
+    let udp = server.udp_addr().unwrap();
+    let socket = client("127.0.0.1", udp).await;
+    let mut request = Message::builder_request(BINDING, MessageWriteVec::new());
+    request
+        .add_attribute(&Software::new("connectoid test").unwrap())
+        .unwrap();
+    let request = request.finish();
+    socket.send(&request).await.unwrap();
+    let answer = receive(&socket).await;
+    assert!(answer.len() <= request.len() + 12, "{} bytes", answer.len());
+    let response = Message::from_bytes(&answer).unwrap();
+    let request = Message::from_bytes(&request).unwrap();
+    assert!(response.has_class(MessageClass::Success));
+    assert!(response.has_method(BINDING));
+    assert_eq!(response.transaction_id(), request.transaction_id());
+    let mapped = response.attribute::<XorMappedAddress>().unwrap();
+    assert_eq!(
+        mapped.addr(response.transaction_id()),
+        socket.local_addr().unwrap()
+    );
+
+    // A check datagram from the same source takes the second token; the
+    // next STUN request finds the bucket empty.
+    let key = secret(5).public_key();
+    socket
+        .send(&self::request(1, &[(&key, 0)]).encode())
+        .await
+        .unwrap();
+    CheckResponse::decode(&receive(&socket).await).unwrap();
+    let again = Message::builder_request(BINDING, MessageWriteVec::new()).finish();
+    socket.send(&again).await.unwrap();
+    // The check answer after it shows it was handled (and dropped).
+    let other = client("127.0.0.2", udp).await;
+    other.send(&again).await.unwrap();
+    receive(&other).await;
+    let mut buffer = [0u8; 64];
+    assert!(socket.try_recv(&mut buffer).is_err(), "rate limited");
+    let metrics = server.relay().metrics_text().await;
+    for line in [
+        "connectoid_stun_requests_total{result=\"answered\"} 2",
+        "connectoid_stun_requests_total{result=\"rate_limited\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+    server.shutdown().await.unwrap();
+}
