@@ -858,6 +858,7 @@ struct RawResponse {
     messages: Option<Vec<WireMessage>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     checks: Option<Vec<WireFound>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     push: Option<Vec<PushListing>>,
 }
 
