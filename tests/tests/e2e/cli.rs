@@ -2,8 +2,10 @@
 //! two profiles, the intercepted link, and one-line errors with a non-zero
 //! exit code. The helpers that run the CLI serve the other CLI modules too.
 
+use std::io::BufRead as _;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::{Receiver, channel};
 
 use connectoid_tests::{RelayCommand, RelayProcess, cli_binary};
 use serde_json::{Value, json};
@@ -18,6 +20,37 @@ pub(crate) fn run(profile: &Path, args: &[&str]) -> Output {
         .env_remove("CONNECTOID_LOG")
         .output()
         .unwrap()
+}
+
+/// Starts `connectoid --profile DIR poll --watch --json ARGS...`; its JSON
+/// lines arrive on the receiver (read by a thread until the process ends).
+pub(crate) fn watch(profile: &Path, args: &[&str]) -> (Child, Receiver<Value>) {
+    let mut child = Command::new(cli_binary().unwrap())
+        .arg("--profile")
+        .arg(profile)
+        .args(["poll", "--watch", "--json"])
+        .args(args)
+        .env_remove("CONNECTOID_PROFILE")
+        .env_remove("CONNECTOID_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Ok(event) = serde_json::from_str(&line)
+                && tx.send(event).is_err()
+            {
+                break;
+            }
+        }
+    });
+    (child, rx)
 }
 
 /// Runs a command that must succeed; returns its stdout.

@@ -2,16 +2,15 @@
 //! changes are all kept, and a `poll --watch` running in one terminal does
 //! not stop `send`, `peers`, `relays` or `list` in another.
 
-use std::io::BufRead as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
+use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 use connectoid_tests::{RelayProcess, cli_binary};
 use serde_json::{Value, json};
 
-use crate::cli::{json_lines, ok, poll_for};
+use crate::cli::{json_lines, ok, poll_for, watch};
 
 /// Changes each of the two concurrent writers makes.
 const CHANGES: usize = 12;
@@ -60,45 +59,6 @@ fn two_processes_changing_one_profile_lose_no_change() {
     assert_eq!(nicknames, expected);
 }
 
-/// A `connectoid poll --watch --json` on `profile`, and its stdout lines.
-/// It polls every 0.1 s without held checks: a share made by another
-/// process is seen by a watcher holding checks only when their wait ends
-/// (30 s), and this test is about the shared profile, not about waking.
-fn watch(profile: &Path) -> (Child, Receiver<Value>) {
-    let mut child = Command::new(cli_binary().unwrap())
-        .arg("--profile")
-        .arg(profile)
-        .args([
-            "poll",
-            "--watch",
-            "--interval",
-            "0.1",
-            "--no-held-checks",
-            "--json",
-        ])
-        .env_remove("CONNECTOID_PROFILE")
-        .env_remove("CONNECTOID_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if let Ok(event) = serde_json::from_str(&line)
-                && tx.send(event).is_err()
-            {
-                break;
-            }
-        }
-    });
-    (child, rx)
-}
-
 /// The next event the watcher prints that satisfies `wanted`.
 fn next_event(events: &Receiver<Value>, wanted: impl Fn(&Value) -> bool) -> Value {
     loop {
@@ -124,7 +84,7 @@ fn commands_run_while_poll_watch_holds_the_profile() {
     ok(alice, &["relays", "add", url.as_str()]);
 
     // Terminal 1: Alice watches.
-    let (mut watcher, events) = watch(alice);
+    let (mut watcher, events) = watch(alice, &["--interval", "0.1", "--no-held-checks"]);
 
     // Terminal 2: Alice shares; Bob accepts; the watcher sees his hello.
     let link = ok(alice, &["share", "Bob"]);

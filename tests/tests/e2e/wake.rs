@@ -4,52 +4,18 @@
 //! it keeps one held check open at the relay; with `--no-held-checks` it
 //! keeps none.
 
-use std::io::BufRead as _;
 use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
-use connectoid_tests::{RelayProcess, cli_binary};
-use serde_json::{Value, json};
+use connectoid_tests::RelayProcess;
+use serde_json::json;
 
-use crate::cli::{ok, poll_for};
+use crate::cli::{ok, poll_for, watch};
 
 /// The watcher's polling interval: an hour, so that only a held check can
 /// deliver within the test.
 const INTERVAL_SECONDS: &str = "3600";
-
-/// `connectoid poll --watch --json` on `profile` with `extra` flags, and
-/// its JSON lines.
-fn watch(profile: &std::path::Path, extra: &[&str]) -> (Child, Receiver<Value>) {
-    let mut child = Command::new(cli_binary().unwrap())
-        .arg("--profile")
-        .arg(profile)
-        .args(["poll", "--watch", "--interval", INTERVAL_SECONDS, "--json"])
-        .args(extra)
-        .env_remove("CONNECTOID_PROFILE")
-        .env_remove("CONNECTOID_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if let Ok(event) = serde_json::from_str(&line)
-                && tx.send(event).is_err()
-            {
-                break;
-            }
-        }
-    });
-    (child, rx)
-}
 
 /// How many checks the relay at `addr` holds now (`GET /metrics`).
 fn held_checks(addr: SocketAddr) -> u64 {
@@ -88,7 +54,7 @@ fn poll_watch_prints_a_message_within_a_round_trip_of_its_send() {
     poll_for(alice, |e| e["event"] == "peer-connected");
 
     // Terminal 1: Bob watches, with an hour between polls.
-    let (mut watcher, events) = watch(bob, &[]);
+    let (mut watcher, events) = watch(bob, &["--interval", INTERVAL_SECONDS]);
     // Idle, the watcher keeps one held check at the relay (its one mailbox).
     until_held(relay.http_addr(), 1);
     for n in 1..=3 {
@@ -120,7 +86,7 @@ fn poll_watch_without_held_checks_holds_none() {
     let dir = tempfile::tempdir().unwrap();
     let bob = dir.path();
     ok(bob, &["share", "Alice", "--relay", relay.url().as_str()]);
-    let (mut watcher, _events) = watch(bob, &["--no-held-checks"]);
+    let (mut watcher, _events) = watch(bob, &["--interval", INTERVAL_SECONDS, "--no-held-checks"]);
     // The watcher's first poll reaches the relay (its mailbox's check)...
     let addr = relay.http_addr();
     let polled = || {
