@@ -281,6 +281,7 @@ struct Settings {
     /// keep it below --max-connections); past it "Too often" [default: 5000].
     #[arg(long, env = "CONNECTOID_HELD_MAX_TOTAL", value_name = "N")]
     held_max_total: Option<u32>,
+
     /// Serve `push` requests and send push notifications (UnifiedPush, Web
     /// Push with a VAPID key kept in the data directory) [default: false].
     #[arg(
