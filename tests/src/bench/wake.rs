@@ -205,8 +205,8 @@ fn roomy_holds(count: usize, wait: u64) -> Vec<String> {
 }
 
 /// Opens `count` held checks at `addr`, each on its own connection, each
-/// asked again whenever it is answered; they stay until the tasks are
-/// aborted.
+/// asked again whenever it is answered (on a new connection if it was
+/// closed); they stay until the tasks are aborted.
 fn hold_many(addr: SocketAddr, count: usize, wait: u64) -> Vec<tokio::task::JoinHandle<()>> {
     let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
         (0..HELD_MAILBOXES)
@@ -218,10 +218,14 @@ fn hold_many(addr: SocketAddr, count: usize, wait: u64) -> Vec<tokio::task::Join
             let bodies = Arc::clone(&bodies);
             tokio::spawn(async move {
                 let body = &bodies[i % bodies.len()];
-                let Ok(mut conn) = HttpConn::connect(addr).await else {
-                    return;
-                };
-                while conn.post(body, false).await.is_ok() {}
+                // Thousands of connects at once overflow the listen backlog:
+                // a connection refused or reset is opened again.
+                loop {
+                    if let Ok(mut conn) = HttpConn::connect(addr).await {
+                        while conn.post(body, false).await.is_ok() {}
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
             })
         })
         .collect()
