@@ -1,12 +1,13 @@
 //! Memory after connection floods: rounds of 10,000 connections opened
 //! together, each used for one request, then all closed, against a real
-//! relay process. The relay's resident memory (`VmRSS`) after each round
-//! must stay within [`MEMORY_BOUND_MIB`] of what it was before, and must not
-//! grow from one round to the next by more than [`GROWTH_BOUND_MIB`] (with
-//! glibc's malloc it grew by 20 to 50 MiB a round: 138, 185, 205 MB).
+//! relay process. The relay must give the memory back: its resident memory
+//! (`VmRSS`) after each round, once settled, must be within
+//! [`MEMORY_BOUND_MIB`] of what it was before. (With glibc's malloc it grew
+//! by 20 to 50 MiB a round: 138, 185, 205 MB; with mimalloc and no
+//! collection on idle workers it kept 50 to 200 MiB.)
 //!
 //! Bounded in connections and rounds; the only waits are short pauses for
-//! the allocator to give memory back, not timing assertions.
+//! the relay's workers to park and collect, not timing assertions.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -62,26 +63,28 @@ pub(crate) async fn flood_round(addr: SocketAddr, count: usize) -> usize {
     answered
 }
 
-/// `VmRSS` after a little ordinary traffic and a pause (the allocator
-/// gives freed memory back as it works).
+/// `VmRSS` after a little ordinary traffic spread over more than a second
+/// and a pause: each relay worker gives freed memory back when it parks, at
+/// most once a second, so the traffic (a new connection each time) wakes
+/// them again after their last collection during the flood.
 pub(crate) async fn settled_rss(process: &ServerProcess) -> anyhow::Result<u64> {
-    let mut conn = HttpConn::connect(process.http_addr()?).await?;
     for round in 0..5 {
+        let mut conn = HttpConn::connect(process.http_addr()?).await?;
         for _ in 0..50 {
             conn.post(&check_body(&secret_key(9001).public_key(), 0), false)
                 .await?;
         }
+        drop(conn);
         if round < 4 {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
-    drop(conn);
     tokio::time::sleep(Duration::from_secs(2)).await;
     process.rss_bytes()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connection_floods_leave_memory_bounded_and_flat() -> anyhow::Result<()> {
+async fn connection_floods_give_memory_back() -> anyhow::Result<()> {
     connectoid_tests::init_tracing();
     let data = tempfile::tempdir()?;
     let mut options = super::relay(data.path());
@@ -119,25 +122,14 @@ async fn connection_floods_leave_memory_bounded_and_flat() -> anyhow::Result<()>
             "after round {round}: VmRSS {rss} bytes, more than {MEMORY_BOUND_MIB} MiB over {before}"
         );
     }
-    for pair in after.windows(2) {
-        assert!(
-            pair[1] <= pair[0] + (GROWTH_BOUND_MIB << 20),
-            "VmRSS grew from {} to {} bytes between rounds",
-            pair[0],
-            pair[1]
-        );
-    }
     Ok(())
 }
 
-/// What a relay may keep after connection floods, over its resident memory
-/// before them: about 19 KiB for each of the 10,000 connections (measured:
-/// 70 to 155 MiB over, the freed buffers the allocator keeps for reuse).
-const MEMORY_BOUND_MIB: u64 = 192;
-
-/// How much more a relay may keep after a round than after the one before
-/// (measured with mimalloc on a loaded 2-core machine: 21 to 25 MiB in the
-/// second round, and less in runs on a quiet one; 16 MiB was too tight).
-/// The memory is not given back yet: this bounds its growth, it does not
-/// show it returned.
-const GROWTH_BOUND_MIB: u64 = 40;
+/// What a relay may keep after a connection flood, over its resident
+/// memory before it. Measured (debug relay, 2-core machine with other builds
+/// running, VmRSS 34 MiB before): 0 to 14 MiB over after a round, where
+/// before the workers collected on parking it was 51 to 192 MiB over (and
+/// 37 to 82 MiB with a collection that left the purge to mimalloc's delay).
+/// Twice the worst figure measured, and below the least that a relay which
+/// keeps the memory showed, so that this shows the memory given back.
+const MEMORY_BOUND_MIB: u64 = 32;
