@@ -184,6 +184,14 @@ const RTT_BOUNDS: (Duration, Duration) = (Duration::from_millis(10), Duration::f
 const REDIAL_BOUNDS: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(2));
 /// Most rounds of dialing every candidate in one connect: 8.
 const MAX_DIAL_ROUNDS: u32 = 8;
+/// Fewest UDP checks sent to each relay to learn the socket's reflexive
+/// address: 4 (the client's own attempts if more). Without that address
+/// two NATed peers cannot connect directly, and a lossy link loses a check
+/// or its answer often enough that two tries miss now and then; a relay
+/// that answers ends its tries at once, so only silent relays cost time
+/// (4 attempt timeouts, 1.2 s by default), well within a sync's wait.
+#[cfg(feature = "udp")]
+const MIN_REFLEXIVE_ATTEMPTS: u32 = 4;
 /// Longest wait in [`PeerLink::close`] for the connections to drain once
 /// the peer has finished: 1 second (a close takes three probe timeouts,
 /// about 100 ms on a near link).
@@ -351,8 +359,8 @@ async fn discover(
     }
     socket.set_nonblocking(true)?;
     let socket = tokio::net::UdpSocket::from_std(socket)?;
-    let found =
-        crate::udp::reflexive(&socket, &targets, udp.attempt_timeout(), udp.attempts()).await;
+    let attempts = udp.attempts().max(MIN_REFLEXIVE_ATTEMPTS);
+    let found = crate::udp::reflexive(&socket, &targets, udp.attempt_timeout(), attempts).await;
     let socket = socket.into_std()?;
     let rtt = found.iter().map(|f| f.rtt).min();
     let mut reflexive: Vec<SocketAddr> = Vec::new();
