@@ -184,6 +184,18 @@ const RTT_BOUNDS: (Duration, Duration) = (Duration::from_millis(10), Duration::f
 const REDIAL_BOUNDS: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(2));
 /// Most rounds of dialing every candidate in one connect: 8.
 const MAX_DIAL_ROUNDS: u32 = 8;
+/// Fewest UDP checks sent to each relay to learn the socket's reflexive
+/// address: 4 (the client's own attempts if more). Without that address
+/// two NATed peers cannot connect directly, and a lossy link loses a check
+/// or its answer often enough that two tries miss now and then; a relay
+/// that answers ends its tries at once, so only silent relays cost time
+/// (4 attempt timeouts, 1.2 s by default), well within a sync's wait.
+#[cfg(feature = "udp")]
+const MIN_REFLEXIVE_ATTEMPTS: u32 = 4;
+/// Longest wait in [`PeerLink::close`] for the connections to drain once
+/// the peer has finished: 1 second (a close takes three probe timeouts,
+/// about 100 ms on a near link).
+pub const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
 /// One side's socket and certificate for one session, before connecting.
 struct Side {
@@ -347,8 +359,8 @@ async fn discover(
     }
     socket.set_nonblocking(true)?;
     let socket = tokio::net::UdpSocket::from_std(socket)?;
-    let found =
-        crate::udp::reflexive(&socket, &targets, udp.attempt_timeout(), udp.attempts()).await;
+    let attempts = udp.attempts().max(MIN_REFLEXIVE_ATTEMPTS);
+    let found = crate::udp::reflexive(&socket, &targets, udp.attempt_timeout(), attempts).await;
     let socket = socket.into_std()?;
     let rtt = found.iter().map(|f| f.rtt).min();
     let mut reflexive: Vec<SocketAddr> = Vec::new();
@@ -556,12 +568,30 @@ impl PeerLink {
 
     /// Finishes our side, waits (up to the idle timeout) until the peer has
     /// finished too, closes the connection and the socket.
+    ///
+    /// The peer finishes its side only in its own `close`, after reading
+    /// what it wanted from us, so once its finish is read nothing is left
+    /// to deliver either way. Then the endpoint is closed at once, with
+    /// the connection and any other connection attempt of the dialing
+    /// rounds still handshaking (left alone, such an attempt would hold
+    /// the socket until the idle timeout), and `close` waits at most
+    /// [`CLOSE_LINGER`] for the closes to go out.
     pub async fn close(mut self) -> Result<(), PeerError> {
         let _ = self.send.finish();
         let drain = async { while let Ok(Some(_)) = auth::read_frame(&mut self.recv).await {} };
         let _ = tokio::time::timeout(self.idle_timeout, drain).await;
         self.connection.close(0u32.into(), b"done");
-        let _ = tokio::time::timeout(self.idle_timeout, self.endpoint.wait_idle()).await;
+        self.endpoint.close(0u32.into(), b"done");
+        if tokio::time::timeout(CLOSE_LINGER, self.endpoint.wait_idle())
+            .await
+            .is_err()
+        {
+            tracing::debug!(
+                nickname = %self.nickname,
+                open = self.endpoint.open_connections(),
+                "peer link closed without waiting for every connection to drain"
+            );
+        }
         Ok(())
     }
 }
@@ -643,12 +673,18 @@ async fn connect(
         let endpoint = endpoint.clone();
         let tx = tx.clone();
         tasks.spawn(async move {
+            // The handshakes belong to this task: when the connect is
+            // decided they are dropped (closed) with it, rather than left
+            // to time out on the endpoint.
+            let mut handshakes = tokio::task::JoinSet::new();
             while let Some(incoming) = endpoint.accept().await {
                 let tx = tx.clone();
-                tokio::spawn(async move {
+                handshakes.spawn(async move {
                     let _ = tx.send(incoming.await.map_err(|e| e.to_string()));
                 });
+                while handshakes.try_join_next().is_some() {}
             }
+            std::future::pending::<()>().await;
         });
     }
     drop(tx);
