@@ -989,6 +989,29 @@ fn targets(report: &mut Report) {
             target.note = HTTP_LIMITS.into();
         }
     }
+    // The UDP / new-connection target compares two kernels' paths as much
+    // as two relays: say what the bare baselines give on this machine.
+    let base_cpu = |id: &str| {
+        report
+            .row(id)
+            .and_then(|r| r.baseline.as_ref())
+            .and_then(|(_, m)| m.cpu_per_op)
+            .map(|d| d.as_secs_f64())
+    };
+    if let Some(bare) = base_cpu("check_udp_1")
+        .zip(base_cpu("check_http_new_connection"))
+        .and_then(|(u, h)| ratio(u, h))
+        && let Some(target) = targets
+            .iter_mut()
+            .find(|t| t.goal.starts_with("UDP check (1 mailbox) / HTTP"))
+        && target.passed() == Some(false)
+    {
+        target.note = format!(
+            "the bare baselines on this machine (tokio UDP echo / hyper on a new connection) \
+             give {bare:.3}: a datagram's kernel path costs that much of a TCP connection here, \
+             before any relay work"
+        );
+    }
     targets.append(&mut report.targets);
     report.targets = targets;
 }
