@@ -160,6 +160,17 @@ pub async fn spawn_server(change: impl FnOnce(&mut Config)) -> (Server, TempDir)
     (Server::spawn(config).await.unwrap(), dir)
 }
 
+/// A minimal HTTP/1.1 GET of `path` over a fresh connection: the whole
+/// answer, head and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
 /// A minimal HTTP/1.1 POST over a fresh connection: status and JSON body.
 pub async fn http_post(addr: SocketAddr, body: &str) -> std::io::Result<(u16, Value)> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;

@@ -36,14 +36,7 @@ fn held_body(key: &PublicKey, at: u64, wait: u64, also: &[(&PublicKey, u64)]) ->
 
 /// `GET /metrics` of the relay at `addr`.
 async fn metrics(addr: SocketAddr) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response
+    http_get(addr, "/metrics").await
 }
 
 /// Waits until the relay at `addr` holds `count` checks.
@@ -291,13 +284,7 @@ async fn malformed_held_checks_are_bad_values() {
 
 /// The information document of the relay at `addr`.
 async fn get_info(addr: SocketAddr) -> Value {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(b"GET /.well-known/connectoid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
+    let response = http_get(addr, "/.well-known/connectoid").await;
     serde_json::from_str(response.split_once("\r\n\r\n").unwrap().1).unwrap()
 }
 

@@ -17,8 +17,8 @@ use crate::cli::{ok, poll_for, watch};
 /// deliver within the test.
 const INTERVAL_SECONDS: &str = "3600";
 
-/// How many checks the relay at `addr` holds now (`GET /metrics`).
-fn held_checks(addr: SocketAddr) -> u64 {
+/// The relay's `GET /metrics` answer, head and body.
+fn metrics(addr: SocketAddr) -> String {
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     write!(
         stream,
@@ -27,6 +27,12 @@ fn held_checks(addr: SocketAddr) -> u64 {
     .unwrap();
     let mut text = String::new();
     stream.read_to_string(&mut text).unwrap();
+    text
+}
+
+/// How many checks the relay at `addr` holds now (`GET /metrics`).
+fn held_checks(addr: SocketAddr) -> u64 {
+    let text = metrics(addr);
     text.lines()
         .find_map(|line| line.strip_prefix("connectoid_held_checks "))
         .and_then(|n| n.trim().parse().ok())
@@ -90,14 +96,7 @@ fn poll_watch_without_held_checks_holds_none() {
     // The watcher's first poll reaches the relay (its mailbox's check)...
     let addr = relay.http_addr();
     let polled = || {
-        let mut stream = std::net::TcpStream::connect(addr).unwrap();
-        write!(
-            stream,
-            "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut text = String::new();
-        stream.read_to_string(&mut text).unwrap();
+        let text = metrics(addr);
         text.contains("connectoid_requests_total{action=\"check\",result=\"ok\"}")
             || text.contains("connectoid_udp_checks_total 1")
     };
